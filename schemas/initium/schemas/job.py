@@ -1,0 +1,38 @@
+"""Job status on the wire: state, progress, error and links."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from initium.schemas._base import WireModel
+from initium.schemas.errors import ErrorInfo
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+TERMINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed")
+
+
+class Progress(WireModel):
+    tensors_done: int
+    tensors_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+class Links(WireModel):
+    self: str
+    weights: str
+    report: str
+    report_html: str
+
+
+class JobStatus(WireModel):
+    id: str
+    state: JobState
+    progress: Progress
+    error: ErrorInfo | None = None
+    sha256: str | None = None
+    size: int | None = None
+    attempts: int = 0
+    created_at: str
+    updated_at: str
+    links: Links

@@ -1,0 +1,70 @@
+"""The resolved plan: every tensor, its context, the rule that fired and what it should look like."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from initium.schemas._base import WireModel
+from initium.schemas.schemes import SchemeParams
+
+Role = Literal["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+TensorDType = Literal["float32", "float16", "bfloat16", "float64", "int64"]
+
+
+class Algorithm(WireModel):
+    """The generator that turns (seed, tensor name, params) into values; a new version means new bytes."""
+
+    id: str
+    version: int
+
+
+class Distribution(WireModel):
+    """The law a tensor is drawn from, in the sampler's own terms."""
+
+    family: Literal["constant", "uniform", "normal", "truncated_normal", "orthogonal"]
+    params: dict[str, float]
+
+
+class PlannedTensor(WireModel):
+    """One tensor of the state_dict, as the worker will generate it."""
+
+    name: str
+    shape: list[int]
+    dtype: TensorDType
+    module: str = Field(description="dotted path of the owning module ('' for the root)")
+    module_type: str
+    role: Role
+    fan_in: int
+    fan_out: int
+    followed_by: str | None = Field(
+        description="the activation that follows the owning module, or None when a layer or the end comes first"
+    )
+    rule: int | None = Field(description="index of the policy rule that fired; None for buffers")
+    init: SchemeParams | None = Field(description="the scheme with every parameter resolved")
+    distribution: Distribution | None
+    expected_mean: float | None
+    expected_std: float | None
+    elementwise: bool = Field(
+        description="each element drawn independently (any slice can be generated alone)"
+    )
+    post: list[str] = Field(default_factory=list, description="fix-ups after sampling, e.g. 'zero_row:0'")
+
+
+class PlanTotals(WireModel):
+    tensors: int
+    parameters: int
+    bytes: int
+
+
+class Plan(WireModel):
+    """The dry run of an initialization request: nothing generated."""
+
+    request_id: str
+    algorithm: Algorithm
+    tensors: list[PlannedTensor]
+    totals: PlanTotals
+    unused_rules: list[int] = Field(description="indexes of rules that matched no tensor")
+    uncovered: list[str] = Field(description="parameters no rule matched")
+    warnings: list[str]

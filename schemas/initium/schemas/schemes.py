@@ -1,0 +1,190 @@
+"""Init schemes on the wire: one params model per scheme, tagged by `scheme`.
+
+Adding a scheme is one model here plus one registered function in initium.service.init.schemes;
+a test holds the two sets equal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union, get_args
+
+from pydantic import Field, model_validator
+
+from initium.schemas._base import WireModel
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FanMode = Literal["fan_in", "fan_out"]
+# The nonlinearities torch.nn.init.calculate_gain knows; the same names, the same gains.
+Nonlinearity = Literal[
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+    "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
+]  # fmt: skip
+
+
+class Zeros(WireModel):
+    """Every element 0."""
+
+    scheme: Literal["zeros"]
+
+
+class Ones(WireModel):
+    """Every element 1."""
+
+    scheme: Literal["ones"]
+
+
+class Constant(WireModel):
+    """Every element `value`."""
+
+    scheme: Literal["constant"]
+    value: FiniteFloat
+
+
+class Uniform(WireModel):
+    """U(a, b), as torch.nn.init.uniform_."""
+
+    scheme: Literal["uniform"]
+    a: FiniteFloat = 0.0
+    b: FiniteFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Uniform:
+        if not self.a < self.b:
+            raise ValueError(f"a must be less than b, got a={self.a}, b={self.b}")
+        return self
+
+
+class Normal(WireModel):
+    """N(mean, std^2), as torch.nn.init.normal_."""
+
+    scheme: Literal["normal"]
+    mean: FiniteFloat = 0.0
+    std: NonNegativeFloat = 1.0
+
+
+class TruncatedNormal(WireModel):
+    """N(mean, std^2) truncated to [a, b]; a and b are absolute values, as in torch.nn.init.trunc_normal_."""
+
+    scheme: Literal["truncated_normal"]
+    mean: FiniteFloat = 0.0
+    std: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    a: FiniteFloat = -2.0
+    b: FiniteFloat = 2.0
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> TruncatedNormal:
+        if not self.a < self.b:
+            raise ValueError(f"a must be less than b, got a={self.a}, b={self.b}")
+        # Beyond ~37 std the float64 normal CDF is exactly 0 or 1 and the interval holds no mass.
+        lo, hi = (self.a - self.mean) / self.std, (self.b - self.mean) / self.std
+        if lo > 37 or hi < -37 or math.isinf(lo) or math.isinf(hi):
+            raise ValueError(
+                f"[a, b] = [{self.a}, {self.b}] lies more than 37 std from mean={self.mean}; "
+                "move the bounds towards the mean or raise std"
+            )
+        return self
+
+
+class XavierUniform(WireModel):
+    """Glorot and Bengio (2010): U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+
+    scheme: Literal["xavier_uniform"]
+    gain: NonNegativeFloat = 1.0
+
+
+class XavierNormal(WireModel):
+    """Glorot and Bengio (2010): N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+
+    scheme: Literal["xavier_normal"]
+    gain: NonNegativeFloat = 1.0
+
+
+class _Kaiming(WireModel):
+    negative_slope: NonNegativeFloat = 0.0
+    mode: FanMode = "fan_in"
+    nonlinearity: Nonlinearity = "leaky_relu"
+
+
+class KaimingUniform(_Kaiming):
+    """He et al. (2015): U(-bound, bound), bound = gain * sqrt(3 / fan_mode)."""
+
+    scheme: Literal["kaiming_uniform"]
+
+
+class KaimingNormal(_Kaiming):
+    """He et al. (2015): N(0, std^2), std = gain / sqrt(fan_mode)."""
+
+    scheme: Literal["kaiming_normal"]
+
+
+class LecunUniform(WireModel):
+    """LeCun et al. (1998): U(-a, a), a = sqrt(3 / fan_in)."""
+
+    scheme: Literal["lecun_uniform"]
+
+
+class LecunNormal(WireModel):
+    """LeCun et al. (1998) as Keras, JAX and Flax draw it: truncated normal with variance 1 / fan_in."""
+
+    scheme: Literal["lecun_normal"]
+
+
+class Orthogonal(WireModel):
+    """Saxe et al. (2013): a Haar-random (semi-)orthogonal matrix times gain; dims after 0 flattened."""
+
+    scheme: Literal["orthogonal"]
+    gain: NonNegativeFloat = 1.0
+
+
+SchemeParams = Annotated[
+    Union[
+        Zeros,
+        Ones,
+        Constant,
+        Uniform,
+        Normal,
+        TruncatedNormal,
+        XavierUniform,
+        XavierNormal,
+        KaimingUniform,
+        KaimingNormal,
+        LecunUniform,
+        LecunNormal,
+        Orthogonal,
+    ],
+    Field(discriminator="scheme"),
+]
+
+
+
+def _tag(model: type[WireModel]) -> str:
+    tag: str = get_args(model.model_fields["scheme"].annotation)[0]
+    return tag
+
+
+# Wire name -> params model, read off the union so that the two cannot disagree.
+SCHEME_MODELS: dict[str, type[WireModel]] = {
+    _tag(model): model for model in get_args(get_args(SchemeParams)[0])
+}
+
+__all__ = [
+    "SCHEME_MODELS",
+    "Constant",
+    "FanMode",
+    "KaimingNormal",
+    "KaimingUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "Nonlinearity",
+    "Normal",
+    "Ones",
+    "Orthogonal",
+    "SchemeParams",
+    "TruncatedNormal",
+    "Uniform",
+    "XavierNormal",
+    "XavierUniform",
+    "Zeros",
+]

@@ -1,0 +1,289 @@
+"""The architecture spec: a module tree whose tensors mirror a torch module's state_dict."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Field, PositiveInt, model_validator
+
+from initium.schemas._base import WireModel
+
+# A child's name becomes one dotted component of every tensor name below it, as in torch's
+# named_modules(); a dot would split it, and a leading digit would collide with the index
+# names torch gives unnamed children.
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+IntOrTuple = int | list[int]
+
+
+class _Module(WireModel):
+    name: ModuleName | None = None
+
+
+class Linear(_Module):
+    """torch.nn.Linear: weight [out_features, in_features], bias [out_features]."""
+
+    type: Literal["linear"]
+    in_features: PositiveInt
+    out_features: PositiveInt
+    bias: bool = True
+
+
+class _ConvNd(_Module):
+    """torch.nn.ConvNd: weight [out_channels, in_channels / groups, *kernel_size]."""
+
+    in_channels: PositiveInt
+    out_channels: PositiveInt
+    kernel_size: IntOrTuple
+    stride: IntOrTuple = 1
+    padding: IntOrTuple | Literal["same", "valid"] = 0
+    dilation: IntOrTuple = 1
+    groups: PositiveInt = 1
+    bias: bool = True
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
+    spatial_dims: ClassVar[int]
+
+    def kernel(self) -> tuple[int, ...]:
+        return _expand(self.kernel_size, self.spatial_dims)
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> _ConvNd:
+        n = self.spatial_dims
+        for field in ("kernel_size", "stride", "dilation"):
+            values = _expand(getattr(self, field), n, field)
+            if any(v < 1 for v in values):
+                raise ValueError(f"{field} must be positive integers, got {getattr(self, field)}")
+        if isinstance(self.padding, (int, list)):
+            if any(v < 0 for v in _expand(self.padding, n, "padding")):
+                raise ValueError(f"padding must be non-negative, got {self.padding}")
+        elif self.padding == "same" and any(s != 1 for s in _expand(self.stride, n)):
+            raise ValueError("padding='same' needs stride 1 (as torch requires); use an explicit padding")
+        for field in ("in_channels", "out_channels"):
+            if getattr(self, field) % self.groups:
+                raise ValueError(
+                    f"{field}={getattr(self, field)} must be divisible by groups={self.groups}"
+                )
+        return self
+
+
+def _expand(value: IntOrTuple, n: int, field: str = "value") -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    if len(value) != n:
+        raise ValueError(f"{field} must be an int or a list of {n} ints, got {value}")
+    return tuple(value)
+
+
+class Conv1d(_ConvNd):
+    type: Literal["conv1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+class Conv2d(_ConvNd):
+    type: Literal["conv2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+class Conv3d(_ConvNd):
+    type: Literal["conv3d"]
+    spatial_dims: ClassVar[int] = 3
+
+
+class Embedding(_Module):
+    """torch.nn.Embedding: weight [num_embeddings, embedding_dim]; the padding row is zero."""
+
+    type: Literal["embedding"]
+    num_embeddings: PositiveInt
+    embedding_dim: PositiveInt
+    padding_idx: int | None = None
+
+    @model_validator(mode="after")
+    def _check_padding_idx(self) -> Embedding:
+        n = self.num_embeddings
+        if self.padding_idx is not None and not -n <= self.padding_idx < n:
+            raise ValueError(f"padding_idx must be within [-{n}, {n - 1}], got {self.padding_idx}")
+        return self
+
+    def padding_row(self) -> int | None:
+        if self.padding_idx is None:
+            return None
+        return self.padding_idx % self.num_embeddings
+
+
+class LayerNorm(_Module):
+    """torch.nn.LayerNorm: weight and bias of shape normalized_shape."""
+
+    type: Literal["layer_norm"]
+    normalized_shape: PositiveInt | Annotated[list[PositiveInt], Field(min_length=1)]
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    elementwise_affine: bool = True
+    bias: bool = True
+
+    def shape(self) -> tuple[int, ...]:
+        ns = self.normalized_shape
+        return (ns,) if isinstance(ns, int) else tuple(ns)
+
+
+class _BatchNorm(_Module):
+    """torch.nn.BatchNormNd: weight, bias [C]; buffers running_mean, running_var, num_batches_tracked."""
+
+    num_features: PositiveInt
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    momentum: Annotated[float, Field(ge=0, le=1)] | None = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+
+
+class BatchNorm1d(_BatchNorm):
+    type: Literal["batch_norm1d"]
+
+
+class BatchNorm2d(_BatchNorm):
+    type: Literal["batch_norm2d"]
+
+
+class BatchNorm3d(_BatchNorm):
+    type: Literal["batch_norm3d"]
+
+
+class ReLU(_Module):
+    type: Literal["relu"]
+
+
+class LeakyReLU(_Module):
+    type: Literal["leaky_relu"]
+    negative_slope: Annotated[float, Field(ge=0)] = 0.01
+
+
+class Tanh(_Module):
+    type: Literal["tanh"]
+
+
+class Sigmoid(_Module):
+    type: Literal["sigmoid"]
+
+
+class GELU(_Module):
+    type: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class SELU(_Module):
+    type: Literal["selu"]
+
+
+class SiLU(_Module):
+    type: Literal["silu"]
+
+
+class Identity(_Module):
+    type: Literal["identity"]
+
+
+class Dropout(_Module):
+    type: Literal["dropout"]
+    p: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+class Flatten(_Module):
+    type: Literal["flatten"]
+    start_dim: int = 1
+    end_dim: int = -1
+
+
+class Sequential(_Module):
+    """torch.nn.Sequential: children named by their `name`, or by their index when unnamed."""
+
+    type: Literal["sequential"]
+    modules: list[Module] = Field(max_length=100_000)
+
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> Sequential:
+        _check_unique(self.modules)
+        return self
+
+
+def _check_unique(modules: list[Module]) -> None:
+    seen: set[str] = set()
+    for module in modules:
+        if module.name is not None:
+            if module.name in seen:
+                raise ValueError(f"duplicate module name {module.name!r}; names of siblings must be unique")
+            seen.add(module.name)
+
+
+Module = Annotated[
+    Union[
+        Linear,
+        Conv1d,
+        Conv2d,
+        Conv3d,
+        Embedding,
+        LayerNorm,
+        BatchNorm1d,
+        BatchNorm2d,
+        BatchNorm3d,
+        ReLU,
+        LeakyReLU,
+        Tanh,
+        Sigmoid,
+        GELU,
+        SELU,
+        SiLU,
+        Identity,
+        Dropout,
+        Flatten,
+        Sequential,
+    ],
+    Field(discriminator="type"),
+]
+Sequential.model_rebuild()
+
+Activation = ReLU | LeakyReLU | Tanh | Sigmoid | GELU | SELU | SiLU | Identity
+ACTIVATION_TYPES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity")
+ModuleType = Literal[
+    "linear", "conv1d", "conv2d", "conv3d", "embedding", "layer_norm",
+    "batch_norm1d", "batch_norm2d", "batch_norm3d",
+    "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity",
+    "dropout", "flatten", "sequential",
+]  # fmt: skip
+
+
+class Spec(WireModel):
+    """A model: its top level is a sequential of modules, like the root nn.Sequential."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    modules: list[Module] = Field(min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> Spec:
+        _check_unique(self.modules)
+        return self
+
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "Activation",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GELU",
+    "Identity",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "Module",
+    "ModuleType",
+    "ReLU",
+    "SELU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Spec",
+    "Tanh",
+]

@@ -41,7 +41,9 @@ class PlannedTensor(WireModel):
     followed_by: str | None = Field(
         description="the activation that follows the owning module, or None when a layer or the end comes first"
     )
-    rule: int | None = Field(description="index of the policy rule that fired; None for buffers")
+    rule: str | None = Field(
+        description="the rule that fired, e.g. 'policy.rules[1]' or 'preset:xavier@1[0]'; None for buffers"
+    )
     init: SchemeParams | None = Field(description="the scheme with every parameter resolved")
     distribution: Distribution | None
     expected_mean: float | None
@@ -65,6 +67,7 @@ class Plan(WireModel):
     algorithm: Algorithm
     tensors: list[PlannedTensor]
     totals: PlanTotals
-    unused_rules: list[int] = Field(description="indexes of rules that matched no tensor")
+    preset: str | None = Field(description="the preset the policy named, pinned to its version")
+    unused_rules: list[str] = Field(description="rules that matched no tensor")
     uncovered: list[str] = Field(description="parameters no rule matched")
     warnings: list[str]

@@ -18,7 +18,7 @@ class TensorStats(WireModel):
     role: Role
     scheme: str
     params: SchemeParams | None
-    rule: int | None
+    rule: str | None
     fan_in: int
     fan_out: int
     expected_mean: float | None

@@ -1,0 +1,1 @@
+"""Init schemes: pure-Python formulas (schemes, gain, distributions) and the torch samplers."""

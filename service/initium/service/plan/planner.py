@@ -1,0 +1,147 @@
+"""make_plan: walk the tree, list each layer's tensors, fire the rules, resolve each scheme."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from initium.schemas import plan as wire
+from initium.schemas.request import InitRequest
+
+from initium.service.errors import LimitExceededError, RequestInvalidError
+from initium.service.identity import ALGORITHM, request_id
+from initium.service.init import distributions as d
+from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
+from initium.service.plan.layers import LayerTensor, get_layer
+from initium.service.plan.rules import LabeledRule, effective_rules, last_match
+from initium.service.plan.tree import Leaf, describe_activation, followed_by, walk
+
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for on this server."""
+
+    max_parameters: int = 20_000_000_000
+    max_tensors: int = 1_000_000
+
+
+def make_plan(request: InitRequest, limits: Limits = Limits()) -> wire.Plan:
+    """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError."""
+    pinned, rules = effective_rules(request.policy)
+    leaves = walk(request.spec)
+    used: set[str] = set()
+    tensors: list[wire.PlannedTensor] = []
+    for index, leaf in enumerate(leaves):
+        follower = describe_activation(followed_by(leaves, index))
+        for lt in get_layer(leaf.module.type)(leaf.module):
+            tensors.append(_plan_tensor(request, leaf, lt, follower, rules, used))
+    _check_limits(tensors, limits)
+    uncovered = [t.name for t in tensors if t.rule is None and t.role in ("weight", "bias")]
+    unused = [r.label for r in rules if r.label not in used and r.label.startswith("policy.")]
+    return wire.Plan(
+        request_id=request_id(request, pinned),
+        algorithm=ALGORITHM,
+        tensors=tensors,
+        totals=_totals(tensors),
+        preset=pinned,
+        unused_rules=unused,
+        uncovered=uncovered,
+        warnings=_warnings(uncovered, unused),
+    )
+
+
+def _plan_tensor(
+    request: InitRequest,
+    leaf: Leaf,
+    lt: LayerTensor,
+    follower: str | None,
+    rules: list[LabeledRule],
+    used: set[str],
+) -> wire.PlannedTensor:
+    name = f"{leaf.path}.{lt.local_name}"
+    labeled = None if lt.buffer_value is not None else last_match(rules, name, leaf.module.type, lt.role)
+    dist = _distribution(name, lt, labeled)
+    if labeled is not None:
+        used.add(labeled.label)
+    return wire.PlannedTensor(
+        name=name,
+        shape=list(lt.shape),
+        dtype="int64" if lt.integer else request.dtype,
+        module=leaf.path,
+        module_type=leaf.module.type,
+        role=lt.role,
+        fan_in=lt.fan_in,
+        fan_out=lt.fan_out,
+        followed_by=follower,
+        rule=labeled.label if labeled else None,
+        init=labeled.rule.init if labeled else None,
+        distribution=None if dist is None else wire.Distribution(family=dist.family, params=d.distribution_params(dist)),
+        expected_mean=None if dist is None else dist.mean,
+        expected_std=None if dist is None else dist.std,
+        elementwise=True if dist is None else dist.elementwise,
+        post=list(lt.post),
+    )
+
+
+def _distribution(name: str, lt: LayerTensor, labeled: LabeledRule | None) -> d.Distribution | None:
+    if lt.buffer_value is not None:
+        return d.Constant(lt.buffer_value)
+    if labeled is None:
+        return None
+    try:
+        return resolve(labeled.rule.init, Geometry(lt.shape, lt.fan_in, lt.fan_out))
+    except SchemeNotApplicableError as exc:
+        raise RequestInvalidError(
+            f"rule {labeled.label} cannot initialize {name}: {exc}; narrow the rule's match "
+            "(e.g. add \"role\": \"weight\") or pick another scheme",
+            (*labeled.loc, "init"),
+        ) from None
+
+
+def planned_distribution(tensor: wire.PlannedTensor) -> d.Distribution:
+    """Rebuild the sampler's distribution from a planned tensor (the worker's side of the plan)."""
+    if tensor.distribution is None:
+        raise ValueError(f"tensor {tensor.name} has no rule; it cannot be generated")
+    family, p = tensor.distribution.family, tensor.distribution.params
+    if family == "constant":
+        return d.Constant(p["value"])
+    if family == "uniform":
+        return d.Uniform(p["low"], p["high"])
+    if family == "normal":
+        return d.Normal(p["loc"], p["scale"])
+    if family == "truncated_normal":
+        return d.TruncatedNormal(p["loc"], p["scale"], p["low"], p["high"])
+    return d.Orthogonal(p["gain"], int(p["rows"]), int(p["cols"]))
+
+
+def _totals(tensors: list[wire.PlannedTensor]) -> wire.PlanTotals:
+    counts = [math.prod(t.shape) for t in tensors]
+    nbytes = sum(n * _ITEMSIZE[t.dtype] for n, t in zip(counts, tensors, strict=True))
+    params = sum(n for n, t in zip(counts, tensors, strict=True) if t.role in ("weight", "bias"))
+    return wire.PlanTotals(tensors=len(tensors), parameters=params, bytes=nbytes)
+
+
+def _check_limits(tensors: list[wire.PlannedTensor], limits: Limits) -> None:
+    if len(tensors) > limits.max_tensors:
+        raise LimitExceededError(
+            f"the spec has {len(tensors)} tensors; this server allows at most {limits.max_tensors}",
+            ("spec",),
+        )
+    total = sum(math.prod(t.shape) for t in tensors)
+    if total > limits.max_parameters:
+        raise LimitExceededError(
+            f"the spec has {total:,} elements; this server allows at most {limits.max_parameters:,} "
+            "(INITIUM_MAX_PARAMETERS)",
+            ("spec",),
+        )
+
+
+def _warnings(uncovered: list[str], unused: list[str]) -> list[str]:
+    warnings = []
+    if uncovered:
+        shown = ", ".join(uncovered[:10]) + (" ..." if len(uncovered) > 10 else "")
+        warnings.append(f"{len(uncovered)} parameters matched no rule: {shown}")
+    warnings += [f"{label} matched no tensor" for label in unused]
+    return warnings

@@ -1,0 +1,56 @@
+"""Policy rules: the effective rule list (preset first, then the request's) and last-match-wins lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from initium.schemas.policy import Policy, Rule
+from initium.schemas.presets import UnknownPresetError, get_preset
+
+from initium.service.errors import RequestInvalidError
+
+
+@dataclass(frozen=True)
+class LabeledRule:
+    """A rule with the label plans and reports show for it, e.g. 'policy.rules[2]'."""
+
+    label: str
+    rule: Rule
+    loc: tuple[str | int, ...]
+
+
+def effective_rules(policy: Policy) -> tuple[str | None, list[LabeledRule]]:
+    """The pinned preset reference and the rules in the order they apply."""
+    rules: list[LabeledRule] = []
+    pinned = None
+    if policy.preset is not None:
+        try:
+            preset = get_preset(policy.preset)
+        except UnknownPresetError as exc:
+            raise RequestInvalidError(f"{exc} (see GET /v1/presets)", ("policy", "preset")) from None
+        pinned = f"{preset.name}@{preset.version}"
+        rules += [
+            LabeledRule(f"preset:{pinned}[{i}]", rule, ("policy", "preset"))
+            for i, rule in enumerate(preset.rules)
+        ]
+    rules += [
+        LabeledRule(f"policy.rules[{i}]", rule, ("policy", "rules", i)) for i, rule in enumerate(policy.rules)
+    ]
+    return pinned, rules
+
+
+def matches(rule: Rule, name: str, module_type: str, role: str) -> bool:
+    m = rule.match
+    return (
+        (m.type is None or m.type == module_type)
+        and (m.role is None or m.role == role)
+        and (m.name is None or fnmatchcase(name, m.name))
+    )
+
+
+def last_match(rules: list[LabeledRule], name: str, module_type: str, role: str) -> LabeledRule | None:
+    for labeled in reversed(rules):
+        if matches(labeled.rule, name, module_type, role):
+            return labeled
+    return None

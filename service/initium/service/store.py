@@ -1,0 +1,126 @@
+"""The job store: one directory per content-addressed job id, which is also the worker's queue.
+
+    <data_dir>/jobs/<id>/request.json   the normalized request (written once)
+    <data_dir>/jobs/<id>/job.json       state, progress, attempts, error, sha256
+    <data_dir>/jobs/<id>/weights.safetensors, report.json   (appear atomically on success)
+    <data_dir>/queue/<id>               one empty marker per job the worker still owes
+
+Every file is written to a temporary name and renamed, so a reader never sees a partial file,
+and a job whose process died stays in queue/ and is resumed when a worker starts (issue 6 puts
+Celery on top of the same directory; the markers stay the source of durability).
+Ids are validated hex digests before they touch a path, so nothing a user sends names a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from initium.schemas.errors import ErrorInfo
+from initium.schemas.job import JobState, Progress
+from initium.schemas.request import InitRequest
+
+from initium.service.errors import JobNotFoundError
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+WEIGHTS = "weights.safetensors"
+REPORT = "report.json"
+HEARTBEAT = "worker.heartbeat"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class JobRecord(BaseModel):
+    """The persisted state of one job (the wire JobStatus adds links)."""
+
+    id: str
+    state: JobState
+    progress: Progress
+    error: ErrorInfo | None = None
+    sha256: str | None = None
+    size: int | None = None
+    attempts: int = 0
+    created_at: str
+    updated_at: str
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        self.jobs = data_dir / "jobs"
+        self.queue = data_dir / "queue"
+        for d in (self.jobs, self.queue):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def job_dir(self, job_id: str) -> Path:
+        if not _ID.match(job_id):
+            raise JobNotFoundError(f"no job {job_id!r}: ids are 64 lowercase hex digits", ("id",))
+        return self.jobs / job_id
+
+    def exists(self, job_id: str) -> bool:
+        return (self.job_dir(job_id) / "job.json").exists()
+
+    def load(self, job_id: str) -> JobRecord:
+        path = self.job_dir(job_id) / "job.json"
+        try:
+            return JobRecord.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise JobNotFoundError(f"no job {job_id}; submit it with POST /v1/initializations", ("id",)) from None
+
+    def save(self, record: JobRecord) -> JobRecord:
+        record = record.model_copy(update={"updated_at": now()})
+        atomic_write(self.job_dir(record.id) / "job.json", record.model_dump_json(indent=1).encode())
+        return record
+
+    def load_request(self, job_id: str) -> InitRequest:
+        return InitRequest.model_validate_json((self.job_dir(job_id) / "request.json").read_bytes())
+
+    def create(self, job_id: str, request: InitRequest, progress: Progress) -> JobRecord:
+        """Persist a new queued job (request first, then state, then the queue marker)."""
+        job_dir = self.job_dir(job_id)
+        job_dir.mkdir(exist_ok=True)
+        atomic_write(job_dir / "request.json", request.model_dump_json().encode())
+        stamp = now()
+        record = JobRecord(id=job_id, state="queued", progress=progress, created_at=stamp, updated_at=stamp)
+        record = self.save(record)
+        self.enqueue(job_id)
+        return record
+
+    def requeue(self, record: JobRecord, progress: Progress) -> JobRecord:
+        """A failed job asked for again gets a fresh start (same id, same bytes if it succeeds)."""
+        record = self.save(record.model_copy(update={"state": "queued", "error": None, "attempts": 0, "progress": progress}))
+        self.enqueue(record.id)
+        return record
+
+    def enqueue(self, job_id: str) -> None:
+        (self.queue / job_id).touch()
+
+    def dequeue(self, job_id: str) -> None:
+        (self.queue / job_id).unlink(missing_ok=True)
+
+    def queued_ids(self) -> list[str]:
+        """Ids the worker still owes, oldest first."""
+        entries = [e for e in os.scandir(self.queue) if _ID.match(e.name)]
+        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
+        return [e.name for e in entries]
+
+    def artifact(self, job_id: str, name: str) -> Path:
+        return self.job_dir(job_id) / name

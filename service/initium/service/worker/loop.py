@@ -1,0 +1,100 @@
+"""The worker process: take queued jobs from the store, oldest first, one at a time, until told to stop.
+
+Run by the API's supervisor in the embedded default (`initium serve`), or alone:
+    python -m initium.service.worker --data-dir DIR [--device auto|cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import torch
+
+from initium.schemas.errors import ErrorInfo
+
+from initium.service.store import HEARTBEAT, JobStore
+from initium.service.worker.materialize import pick_device
+from initium.service.worker.run import execute_job
+
+log = logging.getLogger("initium.worker")
+
+# A job whose worker died this many times while running it is failed instead of retried, so a
+# request that kills the process (out of memory, say) cannot loop forever.
+MAX_ATTEMPTS = 3
+
+
+class Worker:
+    def __init__(self, store: JobStore, device: torch.device, poll_interval: float = 0.05) -> None:
+        self.store = store
+        self.device = device
+        self.poll_interval = poll_interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        log.info("worker ready on %s, data in %s", self.device, self.store.root)
+        while not self.stopping.is_set():
+            if not self.run_pending():
+                self.stopping.wait(self.poll_interval)
+
+    def run_pending(self) -> bool:
+        """Run every queued job once; True when there was work."""
+        ids = self.store.queued_ids()
+        for job_id in ids:
+            if self.stopping.is_set():
+                break
+            self._run_one(job_id)
+        return bool(ids)
+
+    def _run_one(self, job_id: str) -> None:
+        record = self.store.load(job_id)
+        if record.state in ("succeeded", "failed"):
+            self.store.dequeue(job_id)
+            return
+        if record.attempts >= MAX_ATTEMPTS:
+            error = ErrorInfo(
+                type="job_failed",
+                message=f"the worker stopped {record.attempts} times while running this job; "
+                "it may need more memory than the worker has",
+            )
+            self.store.save(record.model_copy(update={"state": "failed", "error": error}))
+            self.store.dequeue(job_id)
+            return
+        self.store.save(record.model_copy(update={"state": "running", "attempts": record.attempts + 1}))
+        log.info("job %s started (attempt %d)", job_id, record.attempts + 1)
+        execute_job(self.store, job_id, self.device)
+        self.store.dequeue(job_id)
+        log.info("job %s %s", job_id, self.store.load(job_id).state)
+
+    def _heartbeat(self) -> None:
+        path = self.store.root / HEARTBEAT
+        while not self.stopping.is_set():
+            path.touch()
+            self.stopping.wait(1.0)
+
+    def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        # The running job finishes; a job cut short by a harder stop stays queued and resumes.
+        self.stopping.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="initium-worker", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    parser.add_argument("--poll-interval", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    worker = Worker(JobStore(args.data_dir), pick_device(args.device), args.poll_interval)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.run()
+    return 0
+
+
+__all__ = ["HEARTBEAT", "MAX_ATTEMPTS", "Worker", "main"]

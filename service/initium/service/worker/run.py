@@ -1,0 +1,183 @@
+"""The job task: plan -> materialize -> summarize -> write, tensor by tensor, then the report."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import safetensors
+import torch
+
+from initium.schemas import report as wire
+from initium.schemas.errors import ErrorInfo
+from initium.schemas.job import Progress
+from initium.schemas.plan import Plan, PlannedTensor
+from initium.schemas.request import InitRequest
+
+import initium.service
+from initium.service.identity import ALGORITHM
+from initium.service.plan import Limits, make_plan
+from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
+from initium.service.worker.materialize import materialize
+from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
+from initium.service.worker.stats import Measured, measure
+
+# The API refused oversized requests already; the worker generates whatever was accepted.
+_NO_LIMITS = Limits(max_parameters=2**62, max_tensors=2**62)
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class _Clock:
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write"), 0.0))
+
+    def add(self, stage: str, since: float) -> float:
+        t = time.perf_counter()
+        self.seconds[stage] += t - since
+        return t
+
+
+def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
+    """Run one job to a terminal state; any failure becomes a failed job with the reason."""
+    record = store.load(job_id)
+    try:
+        sha256, size = _generate(store, job_id, device, _ProgressSaver(store, job_id))
+    except Exception as exc:  # the job fails; the worker lives on to run the next one
+        error = ErrorInfo(type="job_failed", message=f"{type(exc).__name__}: {exc}")
+        store.save(store.load(job_id).model_copy(update={"state": "failed", "error": error}))
+        return
+    final = store.load(job_id).model_copy(update={"state": "succeeded", "sha256": sha256, "size": size})
+    store.save(final.model_copy(update={"progress": _done(record.progress)}))
+
+
+def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> tuple[str, int]:
+    clock = _Clock()
+    t = start = time.perf_counter()
+    request = store.load_request(job_id)
+    plan = make_plan(request, _NO_LIMITS)
+    t = clock.add("plan", t)
+    weights_tmp = store.artifact(job_id, f".{WEIGHTS}.partial")
+    stats: list[wire.TensorStats] = []
+    metadata = _metadata(plan, request)
+    data_done = 0
+    with SafetensorsStreamWriter(weights_tmp, plan.tensors, metadata) as writer:
+        for i, planned in enumerate(plan.tensors):
+            values = materialize(planned, request.seed, device)
+            t = clock.add("materialize", t)
+            stats.append(_tensor_stats(planned, measure(values)))
+            t = clock.add("summarize", t)
+            writer.write(planned.name, values)
+            del values
+            t = clock.add("write", t)
+            data_done += tensor_nbytes(planned)
+            on_progress(
+                Progress(
+                    tensors_done=i + 1, tensors_total=len(plan.tensors), bytes_done=data_done, bytes_total=plan.totals.bytes
+                )
+            )
+        sha256 = writer.close()
+        size = writer.bytes_written
+    timings = wire.StageTimings(**clock.seconds, total=time.perf_counter() - start)
+    report = _report(plan, request, stats, wire.ArtifactInfo(sha256=sha256, size=size), device, timings)
+    atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
+    weights_tmp.replace(store.artifact(job_id, WEIGHTS))
+    return sha256, size
+
+
+def _metadata(plan: Plan, request: InitRequest) -> dict[str, str]:
+    # safetensors metadata is str -> str only (huggingface/safetensors#278); transformers requires
+    # format=pt to load the file.
+    return {
+        "format": "pt",
+        "initium.request_id": plan.request_id,
+        "initium.seed": str(request.seed),
+        "initium.algorithm": ALGORITHM.id,
+        "initium.algorithm_version": str(ALGORITHM.version),
+    }
+
+
+def _tensor_stats(planned: PlannedTensor, m: Measured) -> wire.TensorStats:
+    scheme = planned.init.scheme if planned.init else f"buffer:{planned.role}"
+    return wire.TensorStats(
+        name=planned.name,
+        shape=planned.shape,
+        dtype=planned.dtype,
+        role=planned.role,
+        scheme=scheme,
+        params=planned.init,
+        rule=planned.rule,
+        fan_in=planned.fan_in,
+        fan_out=planned.fan_out,
+        expected_mean=planned.expected_mean,
+        expected_std=planned.expected_std,
+        mean=m.mean,
+        std=m.std,
+        min=m.min,
+        max=m.max,
+        abs_max=m.abs_max,
+        zero_fraction=m.zero_fraction,
+        nan_count=m.nan_count,
+        inf_count=m.inf_count,
+    )
+
+
+def _report(
+    plan: Plan,
+    request: InitRequest,
+    stats: list[wire.TensorStats],
+    artifact: wire.ArtifactInfo,
+    device: torch.device,
+    timings: wire.StageTimings,
+) -> wire.Report:
+    totals = wire.ReportTotals(
+        tensors=len(stats),
+        parameters=plan.totals.parameters,
+        bytes=sum(tensor_nbytes(t) for t in plan.tensors),
+        nan_count=sum(s.nan_count for s in stats),
+        inf_count=sum(s.inf_count for s in stats),
+    )
+    provenance = wire.Provenance(
+        request_id=plan.request_id,
+        seed=request.seed,
+        dtype=request.dtype,
+        algorithm=plan.algorithm,
+        device=_device_name(device),
+        versions={
+            "initium": initium.service.__version__,
+            "torch": torch.__version__,
+            "safetensors": safetensors.__version__,
+            "python": platform.python_version(),
+        },
+        timings=timings,
+        created_at=now(),
+    )
+    return wire.Report(tensors=stats, totals=totals, artifact=artifact, provenance=provenance)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}"
+
+
+class _ProgressSaver:
+    """Persist progress at most every quarter second: a status poll wants freshness, not a write per tensor."""
+
+    def __init__(self, store: JobStore, job_id: str, interval: float = 0.25) -> None:
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self._last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        t = time.monotonic()
+        if t - self._last >= self.interval:
+            self._last = t
+            self.store.save(self.store.load(self.job_id).model_copy(update={"progress": progress}))
+
+
+def _done(progress: Progress) -> Progress:
+    return progress.model_copy(update={"tensors_done": progress.tensors_total, "bytes_done": progress.bytes_total})
+
+
+__all__ = ["execute_job"]

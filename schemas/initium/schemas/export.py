@@ -32,7 +32,7 @@ def main() -> int:
     JSON_DIR.mkdir(exist_ok=True)
     for stem, model in EXPORTED.items():
         (JSON_DIR / f"{stem}.schema.json").write_text(render(model))
-    print(f"wrote {len(EXPORTED)} schemas to {JSON_DIR}", file=sys.stderr)
+    sys.stderr.write(f"wrote {len(EXPORTED)} schemas to {JSON_DIR}\n")
     return 0
 
 

@@ -48,9 +48,7 @@ class PlannedTensor(WireModel):
     distribution: Distribution | None
     expected_mean: float | None
     expected_std: float | None
-    elementwise: bool = Field(
-        description="each element drawn independently (any slice can be generated alone)"
-    )
+    elementwise: bool = Field(description="each element drawn independently (any slice can be generated alone)")
     post: list[str] = Field(default_factory=list, description="fix-ups after sampling, e.g. 'zero_row:0'")
 
 

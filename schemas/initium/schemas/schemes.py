@@ -7,7 +7,7 @@ a test holds the two sets equal.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -139,24 +139,23 @@ class Orthogonal(WireModel):
 
 
 SchemeParams = Annotated[
-    Union[
-        Zeros,
-        Ones,
-        Constant,
-        Uniform,
-        Normal,
-        TruncatedNormal,
-        XavierUniform,
-        XavierNormal,
-        KaimingUniform,
-        KaimingNormal,
-        LecunUniform,
-        LecunNormal,
-        Orthogonal,
-    ],
+    (
+        Zeros
+        | Ones
+        | Constant
+        | Uniform
+        | Normal
+        | TruncatedNormal
+        | XavierUniform
+        | XavierNormal
+        | KaimingUniform
+        | KaimingNormal
+        | LecunUniform
+        | LecunNormal
+        | Orthogonal
+    ),
     Field(discriminator="scheme"),
 ]
-
 
 
 def _tag(model: type[WireModel]) -> str:
@@ -165,9 +164,7 @@ def _tag(model: type[WireModel]) -> str:
 
 
 # Wire name -> params model, read off the union so that the two cannot disagree.
-SCHEME_MODELS: dict[str, type[WireModel]] = {
-    _tag(model): model for model in get_args(get_args(SchemeParams)[0])
-}
+SCHEME_MODELS: dict[str, type[WireModel]] = {_tag(model): model for model in get_args(get_args(SchemeParams)[0])}
 
 __all__ = [
     "SCHEME_MODELS",

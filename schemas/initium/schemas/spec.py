@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -59,9 +59,7 @@ class _ConvNd(_Module):
             raise ValueError("padding='same' needs stride 1 (as torch requires); use an explicit padding")
         for field in ("in_channels", "out_channels"):
             if getattr(self, field) % self.groups:
-                raise ValueError(
-                    f"{field}={getattr(self, field)} must be divisible by groups={self.groups}"
-                )
+                raise ValueError(f"{field}={getattr(self, field)} must be divisible by groups={self.groups}")
         return self
 
 
@@ -212,28 +210,28 @@ def _check_unique(modules: list[Module]) -> None:
 
 
 Module = Annotated[
-    Union[
-        Linear,
-        Conv1d,
-        Conv2d,
-        Conv3d,
-        Embedding,
-        LayerNorm,
-        BatchNorm1d,
-        BatchNorm2d,
-        BatchNorm3d,
-        ReLU,
-        LeakyReLU,
-        Tanh,
-        Sigmoid,
-        GELU,
-        SELU,
-        SiLU,
-        Identity,
-        Dropout,
-        Flatten,
-        Sequential,
-    ],
+    (
+        Linear
+        | Conv1d
+        | Conv2d
+        | Conv3d
+        | Embedding
+        | LayerNorm
+        | BatchNorm1d
+        | BatchNorm2d
+        | BatchNorm3d
+        | ReLU
+        | LeakyReLU
+        | Tanh
+        | Sigmoid
+        | GELU
+        | SELU
+        | SiLU
+        | Identity
+        | Dropout
+        | Flatten
+        | Sequential
+    ),
     Field(discriminator="type"),
 ]
 Sequential.model_rebuild()

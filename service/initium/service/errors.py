@@ -1,12 +1,12 @@
 """The service's error tree; initium.service.http maps each class to a status code in one table.
 
-    InitiumError
-    +-- RequestInvalidError      the spec or policy cannot be planned (422)
-    +-- LimitExceededError       the request is larger than this server allows (413)
-    +-- JobNotFoundError         no job has this id (404)
-    +-- JobNotReadyError         the job has no artifact yet (409)
-    +-- JobFailedError           the job failed; its artifact will never exist (409)
-    +-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
+InitiumError
++-- RequestInvalidError      the spec or policy cannot be planned (422)
++-- LimitExceededError       the request is larger than this server allows (413)
++-- JobNotFoundError         no job has this id (404)
++-- JobNotReadyError         the job has no artifact yet (409)
++-- JobFailedError           the job failed; its artifact will never exist (409)
++-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
 """
 
 from __future__ import annotations

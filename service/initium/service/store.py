@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import JobState, Progress
 from initium.schemas.request import InitRequest
-
 from initium.service.errors import JobNotFoundError
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
@@ -106,7 +105,9 @@ class JobStore:
 
     def requeue(self, record: JobRecord, progress: Progress) -> JobRecord:
         """A failed job asked for again gets a fresh start (same id, same bytes if it succeeds)."""
-        record = self.save(record.model_copy(update={"state": "queued", "error": None, "attempts": 0, "progress": progress}))
+        record = self.save(
+            record.model_copy(update={"state": "queued", "error": None, "attempts": 0, "progress": progress})
+        )
         self.enqueue(record.id)
         return record
 

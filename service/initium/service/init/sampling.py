@@ -46,7 +46,8 @@ def _truncated_normal(dist: d.TruncatedNormal, shape: tuple[int, ...], generator
     z = torch.special.ndtri(lo.item() + u * (hi - lo).item()).clamp_(alpha, beta)
     if mirrored:
         z.neg_()
-    return z.mul_(dist.scale).add_(dist.loc).clamp_(dist.low, dist.high)
+    out: torch.Tensor = z.mul_(dist.scale).add_(dist.loc).clamp_(dist.low, dist.high)
+    return out
 
 
 def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -62,4 +63,5 @@ def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], generator: torch.Gen
     q = q * signs
     if wide:
         q = q.T
-    return (q * dist.gain).reshape(shape).contiguous()
+    out: torch.Tensor = (q * dist.gain).reshape(shape).contiguous()
+    return out

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from initium.schemas import schemes as wire
-
 from initium.service.init.distributions import (
     Constant,
     Distribution,
@@ -48,8 +47,10 @@ P = TypeVar("P")
 _SCHEMES: Registry[SchemeFn] = Registry("scheme")
 
 
-def register_scheme(name: str) -> Callable[[Callable[[P, Geometry], Distribution]], Callable[[P, Geometry], Distribution]]:
-    return _SCHEMES.register(name)  # type: ignore[return-value]
+def register_scheme(
+    name: str,
+) -> Callable[[Callable[[P, Geometry], Distribution]], Callable[[P, Geometry], Distribution]]:
+    return _SCHEMES.register(name)
 
 
 def get_scheme(name: str) -> SchemeFn:

@@ -9,7 +9,6 @@ from typing import Any
 
 from initium.schemas import spec as s
 from initium.schemas.plan import Role
-
 from initium.service.plan.fans import torch_fans
 from initium.service.registry import Registry
 

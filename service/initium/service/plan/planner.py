@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from initium.schemas import plan as wire
 from initium.schemas.request import InitRequest
-
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
@@ -27,7 +26,7 @@ class Limits:
     max_tensors: int = 1_000_000
 
 
-def make_plan(request: InitRequest, limits: Limits = Limits()) -> wire.Plan:
+def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
     """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError."""
     pinned, rules = effective_rules(request.policy)
     leaves = walk(request.spec)
@@ -37,7 +36,7 @@ def make_plan(request: InitRequest, limits: Limits = Limits()) -> wire.Plan:
         follower = describe_activation(followed_by(leaves, index))
         for lt in get_layer(leaf.module.type)(leaf.module):
             tensors.append(_plan_tensor(request, leaf, lt, follower, rules, used))
-    _check_limits(tensors, limits)
+    _check_limits(tensors, limits or Limits())
     uncovered = [t.name for t in tensors if t.rule is None and t.role in ("weight", "bias")]
     unused = [r.label for r in rules if r.label not in used and r.label.startswith("policy.")]
     return wire.Plan(
@@ -77,7 +76,9 @@ def _plan_tensor(
         followed_by=follower,
         rule=labeled.label if labeled else None,
         init=labeled.rule.init if labeled else None,
-        distribution=None if dist is None else wire.Distribution(family=dist.family, params=d.distribution_params(dist)),
+        distribution=None
+        if dist is None
+        else wire.Distribution(family=dist.family, params=d.distribution_params(dist)),
         expected_mean=None if dist is None else dist.mean,
         expected_std=None if dist is None else dist.std,
         elementwise=True if dist is None else dist.elementwise,
@@ -95,7 +96,7 @@ def _distribution(name: str, lt: LayerTensor, labeled: LabeledRule | None) -> d.
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
             f"rule {labeled.label} cannot initialize {name}: {exc}; narrow the rule's match "
-            "(e.g. add \"role\": \"weight\") or pick another scheme",
+            '(e.g. add "role": "weight") or pick another scheme',
             (*labeled.loc, "init"),
         ) from None
 

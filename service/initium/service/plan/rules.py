@@ -7,7 +7,6 @@ from fnmatch import fnmatchcase
 
 from initium.schemas.policy import Policy, Rule
 from initium.schemas.presets import UnknownPresetError, get_preset
-
 from initium.service.errors import RequestInvalidError
 
 
@@ -31,12 +30,9 @@ def effective_rules(policy: Policy) -> tuple[str | None, list[LabeledRule]]:
             raise RequestInvalidError(f"{exc} (see GET /v1/presets)", ("policy", "preset")) from None
         pinned = f"{preset.name}@{preset.version}"
         rules += [
-            LabeledRule(f"preset:{pinned}[{i}]", rule, ("policy", "preset"))
-            for i, rule in enumerate(preset.rules)
+            LabeledRule(f"preset:{pinned}[{i}]", rule, ("policy", "preset")) for i, rule in enumerate(preset.rules)
         ]
-    rules += [
-        LabeledRule(f"policy.rules[{i}]", rule, ("policy", "rules", i)) for i, rule in enumerate(policy.rules)
-    ]
+    rules += [LabeledRule(f"policy.rules[{i}]", rule, ("policy", "rules", i)) for i, rule in enumerate(policy.rules)]
     return pinned, rules
 
 

@@ -16,7 +16,6 @@ from types import FrameType
 import torch
 
 from initium.schemas.errors import ErrorInfo
-
 from initium.service.store import HEARTBEAT, JobStore
 from initium.service.worker.materialize import pick_device
 from initium.service.worker.run import execute_job

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from initium.schemas.plan import PlannedTensor
-
 from initium.service.identity import tensor_seed
 from initium.service.init.sampling import sample
 from initium.service.plan import planned_distribution

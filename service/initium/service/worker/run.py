@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 import safetensors
 import torch
 
+import initium.service
 from initium.schemas import report as wire
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import Progress
 from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
-
-import initium.service
 from initium.service.identity import ALGORITHM
 from initium.service.plan import Limits, make_plan
 from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
@@ -31,7 +30,9 @@ ProgressFn = Callable[[Progress], None]
 
 @dataclass
 class _Clock:
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write"), 0.0))
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write"), 0.0)
+    )
 
     def add(self, stage: str, since: float) -> float:
         t = time.perf_counter()
@@ -74,7 +75,10 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
             data_done += tensor_nbytes(planned)
             on_progress(
                 Progress(
-                    tensors_done=i + 1, tensors_total=len(plan.tensors), bytes_done=data_done, bytes_total=plan.totals.bytes
+                    tensors_done=i + 1,
+                    tensors_total=len(plan.tensors),
+                    bytes_done=data_done,
+                    bytes_total=plan.totals.bytes,
                 )
             )
         sha256 = writer.close()

@@ -64,7 +64,7 @@ class SafetensorsStreamWriter:
         data = values.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         if data.nbytes != tensor_nbytes(planned):
             raise ValueError(f"{name}: {data.nbytes} bytes, the header promised {tensor_nbytes(planned)}")
-        self._emit(memoryview(data))
+        self._emit(data.data)
         self._next += 1
 
     def _emit(self, chunk: bytes | memoryview) -> None:

@@ -1,0 +1,191 @@
+"""The synchronous client: submit, wait, download with sha256 verification, and load."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from initium.client._errors import (
+    APIConnectionError,
+    IntegrityError,
+    JobFailedError,
+    JobTimeoutError,
+    status_error,
+)
+from initium.client._result import InitResult
+from initium.schemas.job import JobStatus
+from initium.schemas.plan import Plan
+from initium.schemas.report import Report
+from initium.schemas.request import InitRequest
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+_CHUNK = 1 << 20
+
+RequestLike = InitRequest | Mapping[str, Any]
+SpecLike = BaseModel | Mapping[str, Any]
+
+
+def build_request(
+    request: RequestLike | None = None,
+    *,
+    spec: SpecLike | None = None,
+    policy: SpecLike | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+) -> InitRequest:
+    """One InitRequest from a whole request, or from its parts; explicit parts override the request's."""
+    body: dict[str, Any] = {}
+    if request is not None:
+        body = request.model_dump(mode="json") if isinstance(request, InitRequest) else dict(request)
+    for key, value in (("spec", spec), ("policy", policy), ("seed", seed), ("dtype", dtype)):
+        if value is not None:
+            body[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return InitRequest.model_validate(body)
+
+
+class Client:
+    """Talks to one initium service.
+
+    The base URL is, first match wins: the `base_url` argument, $INITIUM_BASE_URL, then
+    http://127.0.0.1:8000. Pass `http_client` to reuse a configured httpx.Client (tests pass the
+    app's TestClient, so the real client drives the real routes in-process).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        poll_interval: float = 0.2,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("INITIUM_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.poll_interval = poll_interval
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def plan(self, request: RequestLike | None = None, **parts: Any) -> Plan:
+        """The dry run: every tensor the request would produce, nothing generated."""
+        body = build_request(request, **parts).model_dump(mode="json")
+        return Plan.model_validate(self._json("POST", "/v1/plans", json=body))
+
+    def submit(self, request: RequestLike | None = None, **parts: Any) -> JobStatus:
+        """Enqueue (or find) the job for this request and return its status at once."""
+        body = build_request(request, **parts).model_dump(mode="json")
+        return JobStatus.model_validate(self._json("POST", "/v1/initializations", json=body))
+
+    def status(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(self._json("GET", f"/v1/initializations/{job_id}"))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Poll until the job succeeds; raises JobFailedError or JobTimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if status.state == "succeeded":
+                return status
+            if status.state == "failed":
+                raise JobFailedError(status)
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeoutError(f"job {job_id} still {status.state} after {timeout} s")
+            time.sleep(self.poll_interval)
+
+    def report(self, job_id: str) -> Report:
+        return Report.model_validate(self._json("GET", f"/v1/initializations/{job_id}/report"))
+
+    def download(self, job_id: str, path: str | Path, sha256: str) -> Path:
+        """Stream the weights to `path` (via a temporary file) and verify their sha256."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            digest = self._stream_to(fd, f"/v1/initializations/{job_id}/weights")
+            if digest != sha256:
+                raise IntegrityError(f"downloaded weights have sha256 {digest}, the server recorded {sha256}")
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def initialize(
+        self,
+        request: RequestLike | None = None,
+        *,
+        path: str | Path | None = None,
+        timeout: float | None = None,
+        **parts: Any,
+    ) -> InitResult:
+        """Submit, wait, download and verify: the initialized weights on local disk.
+
+        Pass a whole request, or spec=, policy=, seed=, dtype= (dicts or schema models). Without
+        `path` the file goes to a fresh temporary directory; `result.save(path)` copies it.
+        """
+        status = self.submit(request, **parts)
+        if status.state != "succeeded":
+            status = self.wait(status.id, timeout)
+        if status.sha256 is None:
+            raise IntegrityError(f"job {status.id} succeeded without a sha256")
+        target = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-")) / f"{status.id[:16]}.safetensors"
+        self.download(status.id, target, status.sha256)
+        return InitResult(status, target, self.report(status.id))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"cannot reach initium at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise status_error(response.status_code, _body(response))
+        return response
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._send(method, url, **kwargs).json()
+
+    def _stream_to(self, fd: int, url: str) -> str:
+        sha = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with self._http.stream("GET", url) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise status_error(response.status_code, _body(response))
+                    for chunk in response.iter_bytes(_CHUNK):
+                        out.write(chunk)
+                        sha.update(chunk)
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"download from {self.base_url} broke off: {exc}") from exc
+        return sha.hexdigest()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

@@ -1,0 +1,156 @@
+"""The `initium` command: plan and init against a server, or serve one.
+
+    initium plan SPEC.json [--policy P] [--seed N] [--dtype D] [--json]
+    initium init SPEC.json -o out.safetensors [--report R.json] [--policy P] [--server URL]
+    initium serve [--host H] [--port N] [--data-dir DIR]      (needs initium-service)
+
+SPEC.json holds a whole request ({"spec", "policy", "seed", "dtype"}) or just a spec; P is a
+policy JSON file or a preset name. Exit codes: 0 done, 1 the job or server failed, 2 the input
+is wrong (the message says which field), 3 the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from initium.client._client import Client, build_request
+from initium.client._errors import (
+    APIConnectionError,
+    APIStatusError,
+    InitiumError,
+    RequestInvalidError,
+    RequestTooLargeError,
+)
+from initium.schemas.plan import Plan
+from initium.schemas.request import InitRequest
+
+EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE = 1, 2, 3
+
+
+class InputError(Exception):
+    """A file or argument the user gave cannot be used."""
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} file {path} is not valid JSON: {exc}") from None
+
+
+def load_request(args: argparse.Namespace) -> InitRequest:
+    doc = _read_json(args.spec, "spec")
+    body: dict[str, Any] = dict(doc) if isinstance(doc, dict) and "spec" in doc else {"spec": doc}
+    if args.policy is not None:
+        body["policy"] = _read_json(args.policy, "policy") if Path(args.policy).exists() else {"preset": args.policy}
+    if "policy" not in body:
+        raise InputError("no policy: give --policy FILE.json or --policy PRESET, or put 'policy' in the spec file")
+    try:
+        return build_request(body, seed=args.seed, dtype=args.dtype)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{where}: {first['msg']}") from None
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"{'tensor':<32} {'shape':<16} {'scheme':<18} {'fan_in':>7} {'fan_out':>7} {'E[std]':>10}  rule"]
+    for t in plan.tensors:
+        scheme = t.init.scheme if t.init else ("(buffer)" if t.rule is None and t.distribution else "(no rule)")
+        std = "" if t.expected_std is None else f"{t.expected_std:.4g}"
+        lines.append(
+            f"{t.name:<32} {t.shape!s:<16} {scheme:<18} {t.fan_in:>7} {t.fan_out:>7} {std:>10}  {t.rule or ''}"
+        )
+    lines.append(f"{plan.totals.tensors} tensors, {plan.totals.parameters:,} parameters, {plan.totals.bytes:,} bytes")
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        plan = client.plan(load_request(args))
+    print(plan.model_dump_json(indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    request = load_request(args)
+    with Client(args.server) as client:
+        result = client.initialize(request, path=args.output, timeout=args.timeout)
+    if args.report:
+        Path(args.report).write_text(result.report.model_dump_json(indent=2))
+    totals = result.report.totals
+    print(f"wrote {args.output}: {totals.tensors} tensors, {totals.parameters:,} parameters, sha256 {result.sha256}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from initium.service.cli import serve
+
+    return serve(args)
+
+
+def _add_request_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="JSON file: a whole request, or only the spec")
+    p.add_argument("--policy", help="policy JSON file, or a preset name (see GET /v1/presets)")
+    p.add_argument("--seed", type=int, help="overrides the file's seed")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="overrides the file's dtype")
+    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="initium", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="show the resolved plan; generates nothing")
+    _add_request_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("init", help="initialize and download the weights")
+    _add_request_arguments(p)
+    p.add_argument("-o", "--output", required=True, help="where to write the .safetensors file")
+    p.add_argument("--report", help="also write the report JSON here")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the job")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
+    try:
+        from initium.service.cli import add_serve_arguments
+    except ImportError:
+        p.set_defaults(func=lambda _: _fail(EXIT_INPUT, "initium serve needs the service: pip install initium-service"))
+    else:
+        add_serve_arguments(p)
+        p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"initium: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except InputError as exc:
+        return _fail(EXIT_INPUT, str(exc))
+    except (RequestInvalidError, RequestTooLargeError) as exc:
+        return _fail(EXIT_INPUT, str(exc))
+    except APIConnectionError as exc:
+        return _fail(EXIT_UNREACHABLE, f"{exc}; is `initium serve` running there?")
+    except (APIStatusError, InitiumError) as exc:
+        return _fail(EXIT_FAILED, str(exc))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The FastAPI application: routes, error handlers, metrics and the embedded worker's lifecycle.
+
+This process validates and plans; it never imports torch (a test holds this). Workers compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+import initium.service
+from initium.service.config import Settings, get_settings
+from initium.service.http import install_error_handlers
+from initium.service.metrics import Metrics
+from initium.service.routes import catalog, health, initializations, plans
+from initium.service.store import JobStore
+from initium.service.supervisor import WorkerSupervisor
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="initium",
+        version=initium.service.__version__,
+        summary="Initialized weights as a service: JSON architecture + init policy -> safetensors + report.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = JobStore(settings.data_dir)
+    app.state.metrics = Metrics()
+    app.state.supervisor = WorkerSupervisor(settings) if settings.embedded_worker else None
+    for module in (initializations, plans, catalog, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.middleware("http")(_count_requests)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    supervisor: WorkerSupervisor | None = app.state.supervisor
+    watcher = None
+    if supervisor is not None:
+        supervisor.start()
+        watcher = asyncio.create_task(_watch(supervisor))
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if supervisor is not None:
+            await asyncio.to_thread(supervisor.stop)
+
+
+async def _watch(supervisor: WorkerSupervisor) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        supervisor.ensure_running()
+
+
+async def _count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    response = await call_next(request)
+    metrics: Metrics = request.app.state.metrics
+    metrics.requests.labels(request.method, _route_template(request), str(response.status_code)).inc()
+    return response
+
+
+def _route_template(request: Request) -> str:
+    # Label by template, not by path: one series per route, not one per job id.
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

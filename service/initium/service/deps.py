@@ -1,0 +1,44 @@
+"""FastAPI dependencies: the app's store, settings, limits and supervisor, as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from initium.service.config import Settings
+from initium.service.metrics import Metrics
+from initium.service.plan import Limits
+from initium.service.store import JobStore
+from initium.service.supervisor import WorkerSupervisor
+
+
+def _store(request: Request) -> JobStore:
+    store: JobStore = request.app.state.store
+    return store
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _limits(settings: Annotated[Settings, Depends(_settings)]) -> Limits:
+    return Limits(max_parameters=settings.max_parameters, max_tensors=settings.max_tensors)
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _supervisor(request: Request) -> WorkerSupervisor | None:
+    supervisor: WorkerSupervisor | None = request.app.state.supervisor
+    return supervisor
+
+
+StoreDep = Annotated[JobStore, Depends(_store)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+LimitsDep = Annotated[Limits, Depends(_limits)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_supervisor)]

@@ -1,0 +1,71 @@
+"""Errors to HTTP in one place: every failure becomes {"error": {"type", "message", "loc"}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from initium.schemas.errors import ErrorBody, ErrorInfo
+from initium.service import errors as e
+
+log = logging.getLogger("initium.api")
+
+STATUS: dict[type[e.InitiumError], int] = {
+    e.RequestInvalidError: 422,
+    e.LimitExceededError: 413,
+    e.JobNotFoundError: 404,
+    e.JobNotReadyError: 409,
+    e.JobFailedError: 409,
+    e.ArtifactCorruptError: 500,
+}
+_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}
+
+
+def error_response(status: int, type_: str, message: str, loc: Sequence[str | int] = ()) -> JSONResponse:
+    body = ErrorBody(error=ErrorInfo(type=type_, message=message, loc=list(loc)))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | int]]:
+    """The first pydantic error as 'spec.modules[0].linear.in_features: <what> (got <input>)'."""
+    first = errors[0]
+    loc = [part for part in first["loc"] if part != "body"]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+    if first["type"] == "extra_forbidden":
+        what = "unknown field; remove it (GET /v1/schemes and the JSON Schema list the allowed fields)"
+    elif first["type"] == "missing":
+        what = "required field is missing; add it"
+    else:
+        what = first["msg"]
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            what += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return f"{path}: {what}{more}", loc
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(e.InitiumError)
+    async def initium_error(request: Request, exc: e.InitiumError) -> JSONResponse:
+        return error_response(STATUS.get(type(exc), 500), exc.type, exc.message, exc.loc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, loc = describe_validation_error(exc.errors())
+        return error_response(422, "validation_error", message, loc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = _HTTP_TYPES.get(exc.status_code, "http_error")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return error_response(exc.status_code, kind, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "the server failed unexpectedly; the log has the details")

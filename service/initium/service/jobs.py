@@ -1,0 +1,75 @@
+"""Submitting and reading jobs: the logic behind the initialization routes, free of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from initium.schemas.job import JobStatus, Links, Progress
+from initium.schemas.plan import Plan
+from initium.schemas.report import Report
+from initium.schemas.request import InitRequest
+from initium.service.errors import ArtifactCorruptError, JobFailedError, JobNotReadyError, RequestInvalidError
+from initium.service.plan import Limits, make_plan
+from initium.service.store import REPORT, WEIGHTS, JobRecord, JobStore
+
+
+@dataclass(frozen=True)
+class Submission:
+    status: JobStatus
+    created: bool
+
+
+def plan_request(request: InitRequest, limits: Limits) -> Plan:
+    """The plan, refusing a request that leaves a parameter without a rule."""
+    plan = make_plan(request, limits)
+    if plan.uncovered:
+        shown = ", ".join(plan.uncovered[:5]) + (" ..." if len(plan.uncovered) > 5 else "")
+        raise RequestInvalidError(
+            f"no rule initializes {len(plan.uncovered)} parameters ({shown}); add a rule that "
+            'matches them, e.g. {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}, or a preset; '
+            "POST /v1/plans shows the whole plan",
+            ("policy", "rules"),
+        )
+    return plan
+
+
+def submit(store: JobStore, request: InitRequest, limits: Limits) -> Submission:
+    """Create the job, or return the existing one for an identical request (same id, same bytes)."""
+    plan = plan_request(request, limits)
+    progress = Progress(tensors_done=0, tensors_total=plan.totals.tensors, bytes_done=0, bytes_total=plan.totals.bytes)
+    if not store.exists(plan.request_id):
+        return Submission(to_status(store.create(plan.request_id, request, progress)), created=True)
+    record = store.load(plan.request_id)
+    if record.state == "failed":
+        return Submission(to_status(store.requeue(record, progress)), created=True)
+    return Submission(to_status(record), created=False)
+
+
+def to_status(record: JobRecord) -> JobStatus:
+    base = f"/v1/initializations/{record.id}"
+    links = Links(self=base, weights=f"{base}/weights", report=f"{base}/report", report_html=f"{base}/report.html")
+    return JobStatus(**record.model_dump(), links=links)
+
+
+def require_succeeded(store: JobStore, job_id: str) -> JobRecord:
+    record = store.load(job_id)
+    if record.state == "failed":
+        message = record.error.message if record.error else "unknown error"
+        raise JobFailedError(f"job {job_id} failed ({message}); resubmit the request to retry", ("id",))
+    if record.state != "succeeded":
+        raise JobNotReadyError(
+            f"job {job_id} is {record.state}; poll GET /v1/initializations/{job_id} until it succeeds", ("id",)
+        )
+    return record
+
+
+def load_report(store: JobStore, job_id: str) -> Report:
+    require_succeeded(store, job_id)
+    return Report.model_validate_json(store.artifact(job_id, REPORT).read_bytes())
+
+
+def weights_path_and_sha(store: JobStore, job_id: str) -> tuple[str, str]:
+    record = require_succeeded(store, job_id)
+    if record.sha256 is None:
+        raise ArtifactCorruptError(f"job {job_id} succeeded without a recorded sha256; resubmit it")
+    return str(store.artifact(job_id, WEIGHTS)), record.sha256

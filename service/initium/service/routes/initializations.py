@@ -1,0 +1,62 @@
+"""/v1/initializations: submit a request, poll its job, fetch the weights and the report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from fastapi.responses import FileResponse, HTMLResponse
+
+from initium.schemas.errors import ErrorBody
+from initium.schemas.job import JobStatus
+from initium.schemas.report import Report
+from initium.schemas.request import InitRequest
+from initium.service import jobs
+from initium.service.deps import LimitsDep, MetricsDep, StoreDep
+from initium.service.report_html import render_report
+
+router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
+# Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
+JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
+
+
+@router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}, **_ERRORS})
+def submit(
+    request: InitRequest, response: Response, store: StoreDep, limits: LimitsDep, metrics: MetricsDep
+) -> JobStatus:
+    """Validate, plan and enqueue; 202 while the job is pending, 200 when this request is already done."""
+    submission = jobs.submit(store, request, limits)
+    state = submission.status.state
+    metrics.submissions.labels("created" if submission.created else f"existing_{state}").inc()
+    response.status_code = 200 if state == "succeeded" else 202
+    response.headers["Location"] = submission.status.links.self
+    return submission.status
+
+
+@router.get("/{job_id}", response_model=JobStatus, responses=_ERRORS)
+def status(job_id: JobId, store: StoreDep) -> JobStatus:
+    """State (queued, running, succeeded, failed), progress, error and links."""
+    return jobs.to_status(store.load(job_id))
+
+
+@router.get("/{job_id}/weights", response_class=FileResponse, responses=_ERRORS)
+def weights(job_id: JobId, store: StoreDep) -> FileResponse:
+    """The safetensors file; supports Range and If-Range; the ETag is the file's sha256."""
+    path, sha256 = jobs.weights_path_and_sha(store, job_id)
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{job_id[:16]}.safetensors", headers=headers
+    )
+
+
+@router.get("/{job_id}/report", response_model=Report, responses=_ERRORS)
+def report(job_id: JobId, store: StoreDep) -> Report:
+    """Per-tensor expected vs measured statistics, totals and provenance."""
+    return jobs.load_report(store, job_id)
+
+
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=_ERRORS)
+def report_html(job_id: JobId, store: StoreDep) -> HTMLResponse:
+    """The same report as a self-contained page."""
+    return HTMLResponse(render_report(jobs.load_report(store, job_id)))

@@ -1,0 +1,103 @@
+"""Shared fixtures: the DESIGN.md example request, an app with its real worker, a served process."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from initium.service.app import create_app
+from initium.service.config import Settings
+
+# The smallest useful request, exactly as DESIGN.md section 3 gives it.
+MLP_REQUEST: dict[str, Any] = {
+    "spec": {
+        "name": "mlp",
+        "modules": [
+            {"type": "linear", "name": "fc1", "in_features": 784, "out_features": 512},
+            {"type": "relu"},
+            {"type": "linear", "name": "fc2", "in_features": 512, "out_features": 10},
+        ],
+    },
+    "policy": {
+        "rules": [
+            {"match": {"type": "linear", "role": "weight"}, "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"}},
+            {"match": {"role": "bias"}, "init": {"scheme": "zeros"}},
+        ]
+    },
+    "seed": 7,
+    "dtype": "float32",
+}
+
+
+@pytest.fixture
+def mlp_request() -> dict[str, Any]:
+    return copy.deepcopy(MLP_REQUEST)
+
+
+@pytest.fixture(scope="session")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real app, in-process, with its real worker child process (session-wide: torch imports once)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), device="cpu", max_parameters=50_000_000)
+    with TestClient(create_app(settings)) as client:
+        _wait_ready(lambda: client.get("/readyz").status_code == 200)
+        yield client
+
+
+def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status: dict[str, Any] = client.get(f"/v1/initializations/{job_id}").json()
+        if status["state"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+
+
+def _wait_ready(check: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the service did not become ready")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`initium serve` as a user runs it, in a subprocess on a free loopback port; yields its URL."""
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("served")
+    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115
+    env = {**os.environ, "INITIUM_DEVICE": "cpu"}
+    initium = Path(sys.executable).parent / "initium"
+    cmd = [str(initium), "serve", "--port", str(port), "--data-dir", str(data_dir / "store")]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()

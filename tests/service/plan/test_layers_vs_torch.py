@@ -1,0 +1,108 @@
+"""Every layer type plans exactly the names, shapes and fans of the equivalent torch module.
+
+Parametrized over the layer registry: a new layer type without examples here fails the first test.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import torch
+
+from initium.schemas import InitRequest
+from initium.service.plan import make_plan
+from initium.service.plan.fans import torch_fans
+from initium.service.plan.layers import list_layers
+from tests.torch_modules import build
+
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "linear": [{"in_features": 7, "out_features": 5}, {"in_features": 3, "out_features": 2, "bias": False}],
+    "conv1d": [{"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2}],
+    "conv2d": [
+        {"in_channels": 3, "out_channels": 8, "kernel_size": [3, 5], "stride": 2, "padding": 1},
+        {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "groups": 8, "bias": False, "padding": "same"},
+    ],
+    "conv3d": [{"in_channels": 2, "out_channels": 4, "kernel_size": [1, 2, 3], "dilation": 2}],
+    "embedding": [{"num_embeddings": 11, "embedding_dim": 4}, {"num_embeddings": 5, "embedding_dim": 3, "padding_idx": -1}],
+    "layer_norm": [
+        {"normalized_shape": 6},
+        {"normalized_shape": [2, 3], "bias": False},
+        {"normalized_shape": 4, "elementwise_affine": False},
+    ],
+    "batch_norm1d": [{"num_features": 5}, {"num_features": 5, "affine": False}],
+    "batch_norm2d": [{"num_features": 3, "track_running_stats": False}],
+    "batch_norm3d": [{"num_features": 2}],
+    "relu": [{}],
+    "leaky_relu": [{"negative_slope": 0.2}],
+    "tanh": [{}],
+    "sigmoid": [{}],
+    "gelu": [{"approximate": "tanh"}],
+    "selu": [{}],
+    "silu": [{}],
+    "identity": [{}],
+    "dropout": [{"p": 0.1}],
+    "flatten": [{}],
+}
+CATCH_ALL = {"rules": [{"init": {"scheme": "normal"}}]}
+
+
+def _request(modules: list[dict[str, Any]]) -> InitRequest:
+    return InitRequest.model_validate({"spec": {"name": "t", "modules": modules}, "policy": CATCH_ALL})
+
+
+def test_every_registered_layer_has_examples() -> None:
+    assert sorted(EXAMPLES) == sorted(list_layers())
+
+
+@pytest.mark.parametrize("layer_type", list_layers())
+def test_names_and_shapes_match_torch_state_dict(layer_type: str) -> None:
+    modules = [{"type": layer_type, **example} for example in EXAMPLES[layer_type]]
+    request = _request(modules)
+    planned = {t.name: tuple(t.shape) for t in make_plan(request).tensors}
+    expected = {k: tuple(v.shape) for k, v in build(request.spec).state_dict().items()}
+    assert list(planned) == list(expected)
+    assert planned == expected
+
+
+def test_nested_sequentials_are_named_like_torch() -> None:
+    block = {
+        "type": "sequential",
+        "name": "block",
+        "modules": [
+            {"type": "linear", "in_features": 4, "out_features": 4},
+            {"type": "sequential", "modules": [{"type": "batch_norm1d", "num_features": 4}, {"type": "relu"}]},
+        ],
+    }
+    request = _request([{"type": "linear", "name": "stem", "in_features": 2, "out_features": 4}, block])
+    names = [t.name for t in make_plan(request).tensors]
+    assert names == list(build(request.spec).state_dict())
+    assert "block.1.0.running_var" in names
+
+
+def test_planned_dtypes_match_torch_buffers() -> None:
+    request = _request([{"type": "batch_norm2d", "num_features": 3}])
+    dtypes = {t.name: t.dtype for t in make_plan(request).tensors}
+    assert dtypes["0.num_batches_tracked"] == "int64"
+    assert dtypes["0.running_mean"] == "float32"
+
+
+@pytest.mark.parametrize("layer_type", ["linear", "conv1d", "conv2d", "conv3d", "embedding"])
+def test_weight_fans_match_torch(layer_type: str) -> None:
+    request = _request([{"type": layer_type, **example} for example in EXAMPLES[layer_type]])
+    module = build(request.spec)
+    weights = {k: v for k, v in module.state_dict().items() if k.endswith("weight")}
+    for t in make_plan(request).tensors:
+        if t.name in weights:
+            expected = torch.nn.init._calculate_fan_in_and_fan_out(weights[t.name])
+            assert (t.fan_in, t.fan_out) == expected, t.name
+
+
+def test_torch_fans_on_random_shapes() -> None:
+    rng = random.Random(123)
+    for _ in range(200):
+        shape = tuple(rng.randint(1, 6) for _ in range(rng.randint(2, 5)))
+        assert torch_fans(shape) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape, device="meta"))
+    with pytest.raises(ValueError, match="2 or more dimensions"):
+        torch_fans((3,))

@@ -1,0 +1,113 @@
+"""Planner semantics: context, last-match-wins rules, presets, warnings, limits, identity."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from initium.schemas import InitRequest
+from initium.service.errors import LimitExceededError, RequestInvalidError
+from initium.service.plan import Limits, make_plan
+
+
+def _plan(body: dict[str, Any], limits: Limits | None = None) -> Any:
+    return make_plan(InitRequest.model_validate(body), limits)
+
+
+def test_design_example_plan(mlp_request: dict[str, Any]) -> None:
+    plan = _plan(mlp_request)
+    by_name = {t.name: t for t in plan.tensors}
+    assert list(by_name) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    w = by_name["fc1.weight"]
+    assert (w.shape, w.fan_in, w.fan_out, w.followed_by, w.rule) == ([512, 784], 784, 512, "relu", "policy.rules[0]")
+    assert w.expected_std == pytest.approx(math.sqrt(2 / 784))
+    assert by_name["fc2.weight"].followed_by is None
+    assert by_name["fc1.bias"].rule == "policy.rules[1]" and by_name["fc1.bias"].expected_std == 0
+    assert plan.unused_rules == [] and plan.uncovered == [] and plan.warnings == []
+    assert plan.totals.parameters == 784 * 512 + 512 + 512 * 10 + 10
+
+
+def test_followed_by_skips_norms_dropout_and_nesting(mlp_request: dict[str, Any]) -> None:
+    mlp_request["spec"]["modules"] = [
+        {"type": "linear", "name": "a", "in_features": 4, "out_features": 4},
+        {"type": "sequential", "modules": [{"type": "layer_norm", "normalized_shape": 4}, {"type": "dropout"}]},
+        {"type": "leaky_relu", "negative_slope": 0.2},
+        {"type": "linear", "name": "b", "in_features": 4, "out_features": 4},
+        {"type": "linear", "name": "c", "in_features": 4, "out_features": 4},
+        {"type": "tanh"},
+    ]
+    mlp_request["policy"] = {"rules": [{"init": {"scheme": "zeros"}}]}
+    follows = {t.module: t.followed_by for t in _plan(mlp_request).tensors}
+    assert follows == {"a": "leaky_relu(negative_slope=0.2)", "1.0": "leaky_relu(negative_slope=0.2)", "b": None, "c": "tanh"}
+
+
+def test_last_matching_rule_wins_and_unused_rules_are_listed(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"]["rules"] += [
+        {"match": {"name": "fc2.*"}, "init": {"scheme": "constant", "value": 0.5}},
+        {"match": {"type": "conv2d"}, "init": {"scheme": "ones"}},
+    ]
+    plan = _plan(mlp_request)
+    rules = {t.name: t.rule for t in plan.tensors}
+    assert rules == {
+        "fc1.weight": "policy.rules[0]",
+        "fc1.bias": "policy.rules[1]",
+        "fc2.weight": "policy.rules[2]",
+        "fc2.bias": "policy.rules[2]",
+    }
+    assert plan.unused_rules == ["policy.rules[3]"]
+    assert plan.warnings == ["policy.rules[3] matched no tensor"]
+
+
+def test_uncovered_parameters_are_warned_not_buffers(mlp_request: dict[str, Any]) -> None:
+    mlp_request["spec"]["modules"].append({"type": "batch_norm1d", "num_features": 10})
+    plan = _plan(mlp_request)
+    assert plan.uncovered == ["3.weight"]
+    buffers = {t.name: (t.rule, t.expected_mean) for t in plan.tensors if t.role.startswith(("running", "num"))}
+    assert buffers == {"3.running_mean": (None, 0.0), "3.running_var": (None, 1.0), "3.num_batches_tracked": (None, 0.0)}
+
+
+def test_preset_rules_come_first_and_request_rules_override(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"] = {"preset": "xavier", "rules": [{"match": {"name": "fc2.weight"}, "init": {"scheme": "zeros"}}]}
+    plan = _plan(mlp_request)
+    assert plan.preset == "xavier@1"
+    rules = {t.name: t.rule for t in plan.tensors}
+    assert rules["fc1.weight"] == "preset:xavier@1[0]"
+    assert rules["fc2.weight"] == "policy.rules[0]"
+    assert rules["fc1.bias"].startswith("preset:xavier@1[")
+
+
+def test_unknown_preset_names_the_field(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"] = {"preset": "nope"}
+    with pytest.raises(RequestInvalidError, match="known presets: kaiming-relu, xavier") as info:
+        _plan(mlp_request)
+    assert info.value.loc == ["policy", "preset"]
+
+
+def test_orthogonal_on_a_bias_is_refused_with_the_rule(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"]["rules"].append({"init": {"scheme": "orthogonal"}})
+    with pytest.raises(RequestInvalidError, match="2 or more dimensions") as info:
+        _plan(mlp_request)
+    assert info.value.loc == ["policy", "rules", 2, "init"]
+
+
+def test_limits_refuse_oversized_specs(mlp_request: dict[str, Any]) -> None:
+    with pytest.raises(LimitExceededError, match="at most 1,000"):
+        _plan(mlp_request, Limits(max_parameters=1000))
+    with pytest.raises(LimitExceededError, match="at most 3"):
+        _plan(mlp_request, Limits(max_tensors=3))
+
+
+def test_request_id_is_stable_and_sensitive(mlp_request: dict[str, Any]) -> None:
+    first = _plan(mlp_request).request_id
+    assert _plan(mlp_request).request_id == first
+    mlp_request["seed"] = 8
+    assert _plan(mlp_request).request_id != first
+
+
+def test_request_id_pins_the_preset_version(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"] = {"preset": "xavier"}
+    unpinned = _plan(mlp_request).request_id
+    mlp_request["policy"] = {"preset": "xavier@1"}
+    assert _plan(mlp_request).request_id == unpinned

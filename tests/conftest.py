@@ -31,7 +31,10 @@ MLP_REQUEST: dict[str, Any] = {
     },
     "policy": {
         "rules": [
-            {"match": {"type": "linear", "role": "weight"}, "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"}},
+            {
+                "match": {"type": "linear", "role": "weight"},
+                "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"},
+            },
             {"match": {"role": "bias"}, "init": {"scheme": "zeros"}},
         ]
     },

@@ -22,7 +22,9 @@ def _conv(cls: type[nn.Module], m: Any) -> nn.Module:
 
 
 def _bn(cls: type[nn.Module], m: Any) -> nn.Module:
-    return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)
+    return cls(
+        m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats
+    )
 
 
 BUILDERS: dict[str, Any] = {
@@ -31,9 +33,7 @@ BUILDERS: dict[str, Any] = {
     "conv2d": lambda m: _conv(nn.Conv2d, m),
     "conv3d": lambda m: _conv(nn.Conv3d, m),
     "embedding": lambda m: nn.Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx),
-    "layer_norm": lambda m: nn.LayerNorm(
-        m.shape(), eps=m.eps, elementwise_affine=m.elementwise_affine, bias=m.bias
-    ),
+    "layer_norm": lambda m: nn.LayerNorm(m.shape(), eps=m.eps, elementwise_affine=m.elementwise_affine, bias=m.bias),
     "batch_norm1d": lambda m: _bn(nn.BatchNorm1d, m),
     "batch_norm2d": lambda m: _bn(nn.BatchNorm2d, m),
     "batch_norm3d": lambda m: _bn(nn.BatchNorm3d, m),

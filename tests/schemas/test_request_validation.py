@@ -30,14 +30,22 @@ def _spec_error(modules: list[dict[str, Any]]) -> dict[str, Any]:
         ({"type": "linear", "in_features": -1, "out_features": 3}, ("linear", "in_features"), "greater than 0"),
         ({"type": "linear", "in_features": 2, "out_features": 3, "bogus": 1}, ("linear", "bogus"), "Extra inputs"),
         ({"type": "linear", "in_features": 2}, ("linear", "out_features"), "Field required"),
-        ({"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "groups": 2}, ("conv2d",), "divisible"),
+        (
+            {"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "groups": 2},
+            ("conv2d",),
+            "divisible",
+        ),
         ({"type": "conv2d", "in_channels": 2, "out_channels": 4, "kernel_size": [3, 3, 3]}, ("conv2d",), "list of 2"),
         (
             {"type": "conv1d", "in_channels": 2, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"},
             ("conv1d",),
             "stride 1",
         ),
-        ({"type": "embedding", "num_embeddings": 4, "embedding_dim": 2, "padding_idx": 4}, ("embedding",), "padding_idx"),
+        (
+            {"type": "embedding", "num_embeddings": 4, "embedding_dim": 2, "padding_idx": 4},
+            ("embedding",),
+            "padding_idx",
+        ),
         ({"type": "dropout", "p": 1.5}, ("dropout", "p"), "less than or equal"),
         ({"type": "transformer"}, (), "does not match any of the expected tags"),
         ({"type": "linear", "name": "a.b", "in_features": 1, "out_features": 1}, ("linear", "name"), "pattern"),
@@ -55,7 +63,10 @@ def test_duplicate_sibling_names_are_refused() -> None:
 
 
 def test_nested_error_path_reaches_into_sequentials() -> None:
-    inner = {"type": "sequential", "modules": [{"type": "relu"}, {"type": "linear", "in_features": 0, "out_features": 1}]}
+    inner = {
+        "type": "sequential",
+        "modules": [{"type": "relu"}, {"type": "linear", "in_features": 0, "out_features": 1}],
+    }
     assert _spec_error([inner])["loc"] == ("modules", 0, "sequential", "modules", 1, "linear", "in_features")
 
 

@@ -25,7 +25,10 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "groups": 8, "bias": False, "padding": "same"},
     ],
     "conv3d": [{"in_channels": 2, "out_channels": 4, "kernel_size": [1, 2, 3], "dilation": 2}],
-    "embedding": [{"num_embeddings": 11, "embedding_dim": 4}, {"num_embeddings": 5, "embedding_dim": 3, "padding_idx": -1}],
+    "embedding": [
+        {"num_embeddings": 11, "embedding_dim": 4},
+        {"num_embeddings": 5, "embedding_dim": 3, "padding_idx": -1},
+    ],
     "layer_norm": [
         {"normalized_shape": 6},
         {"normalized_shape": [2, 3], "bias": False},

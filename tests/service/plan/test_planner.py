@@ -40,7 +40,12 @@ def test_followed_by_skips_norms_dropout_and_nesting(mlp_request: dict[str, Any]
     ]
     mlp_request["policy"] = {"rules": [{"init": {"scheme": "zeros"}}]}
     follows = {t.module: t.followed_by for t in _plan(mlp_request).tensors}
-    assert follows == {"a": "leaky_relu(negative_slope=0.2)", "1.0": "leaky_relu(negative_slope=0.2)", "b": None, "c": "tanh"}
+    assert follows == {
+        "a": "leaky_relu(negative_slope=0.2)",
+        "1.0": "leaky_relu(negative_slope=0.2)",
+        "b": None,
+        "c": "tanh",
+    }
 
 
 def test_last_matching_rule_wins_and_unused_rules_are_listed(mlp_request: dict[str, Any]) -> None:
@@ -65,11 +70,18 @@ def test_uncovered_parameters_are_warned_not_buffers(mlp_request: dict[str, Any]
     plan = _plan(mlp_request)
     assert plan.uncovered == ["3.weight"]
     buffers = {t.name: (t.rule, t.expected_mean) for t in plan.tensors if t.role.startswith(("running", "num"))}
-    assert buffers == {"3.running_mean": (None, 0.0), "3.running_var": (None, 1.0), "3.num_batches_tracked": (None, 0.0)}
+    assert buffers == {
+        "3.running_mean": (None, 0.0),
+        "3.running_var": (None, 1.0),
+        "3.num_batches_tracked": (None, 0.0),
+    }
 
 
 def test_preset_rules_come_first_and_request_rules_override(mlp_request: dict[str, Any]) -> None:
-    mlp_request["policy"] = {"preset": "xavier", "rules": [{"match": {"name": "fc2.weight"}, "init": {"scheme": "zeros"}}]}
+    mlp_request["policy"] = {
+        "preset": "xavier",
+        "rules": [{"match": {"name": "fc2.weight"}, "init": {"scheme": "zeros"}}],
+    }
     plan = _plan(mlp_request)
     assert plan.preset == "xavier@1"
     rules = {t.name: t.rule for t in plan.tensors}

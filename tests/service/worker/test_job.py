@@ -116,7 +116,9 @@ def test_a_failing_job_fails_cleanly(store: JobStore, mlp_request: dict[str, Any
 def test_a_job_that_keeps_killing_its_worker_is_failed(store: JobStore, mlp_request: dict[str, Any]) -> None:
     request = InitRequest.model_validate(mlp_request)
     plan = make_plan(request)
-    record = store.create(plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
+    record = store.create(
+        plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0)
+    )
     store.save(record.model_copy(update={"state": "running", "attempts": MAX_ATTEMPTS}))
     Worker(store, torch.device("cpu")).run_pending()
     final = store.load(plan.request_id)
@@ -126,7 +128,9 @@ def test_a_job_that_keeps_killing_its_worker_is_failed(store: JobStore, mlp_requ
 def test_an_interrupted_job_resumes(store: JobStore, mlp_request: dict[str, Any]) -> None:
     request = InitRequest.model_validate(mlp_request)
     plan = make_plan(request)
-    record = store.create(plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
+    record = store.create(
+        plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0)
+    )
     store.save(record.model_copy(update={"state": "running", "attempts": 1}))  # a worker died mid-job
     Worker(store, torch.device("cpu")).run_pending()
     final = store.load(plan.request_id)

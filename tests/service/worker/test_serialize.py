@@ -70,9 +70,8 @@ def test_stream_equals_safetensors_reference(tmp_path: Path) -> None:
 def test_writer_refuses_out_of_order_and_missing_tensors(tmp_path: Path) -> None:
     plan = [_planned("a", [2]), _planned("b", [2])]
     path = tmp_path / "y.safetensors"
-    with pytest.raises(ValueError, match="expected a"):
-        with SafetensorsStreamWriter(path, plan, {}) as writer:
-            writer.write("b", torch.zeros(2))
+    with pytest.raises(ValueError, match="expected a"), SafetensorsStreamWriter(path, plan, {}) as writer:
+        writer.write("b", torch.zeros(2))
     assert not path.exists()
     writer = SafetensorsStreamWriter(path, plan, {})
     writer.write("a", torch.zeros(2))

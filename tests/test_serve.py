@@ -1,0 +1,82 @@
+"""`initium serve` in a subprocess, driven over real HTTP the way DESIGN.md's example is: with the
+client, the CLI and plain httpx (as curl would)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import wait_for_job
+
+
+def test_design_example_over_http(served: str, mlp_request: dict[str, Any]) -> None:
+    with httpx.Client(base_url=served, timeout=30) as http:
+        submitted = http.post("/v1/initializations", json=mlp_request)
+        assert submitted.status_code in (200, 202)
+        done = wait_for_job(http, submitted.json()["id"])
+        assert done["state"] == "succeeded"
+        weights = http.get(done["links"]["weights"])
+        assert weights.headers["etag"].strip('"') == hashlib.sha256(weights.content).hexdigest() == done["sha256"]
+        again = http.post("/v1/initializations", json=mlp_request)
+        assert again.status_code == 200 and again.json()["id"] == done["id"]
+        assert http.get(done["links"]["weights"]).content == weights.content
+        mlp_request["spec"]["modules"][0]["in_features"] = -1
+        bad = http.post("/v1/initializations", json=mlp_request)
+        assert bad.status_code == 422 and "in_features" in bad.json()["error"]["message"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    initium = str(Path(sys.executable).parent / "initium")
+    return subprocess.run([initium, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def request_file(tmp_path: Path, mlp_request: dict[str, Any]) -> Path:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(mlp_request))
+    return path
+
+
+def test_cli_plan_and_init(served: str, request_file: Path, tmp_path: Path) -> None:
+    plan = _cli("plan", str(request_file), "--server", served)
+    assert plan.returncode == 0, plan.stderr
+    assert "fc1.weight" in plan.stdout and "[512, 784]" in plan.stdout and "kaiming_normal" in plan.stdout
+    out, report = tmp_path / "out.safetensors", tmp_path / "report.json"
+    init = _cli("init", str(request_file), "-o", str(out), "--report", str(report), "--server", served)
+    assert init.returncode == 0, init.stderr
+    tensors = load_file(out)
+    assert tensors["fc1.weight"].std().item() == pytest.approx(math.sqrt(2 / 784), rel=0.03)
+    assert json.loads(report.read_text())["artifact"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_cli_spec_only_file_with_preset_policy(served: str, tmp_path: Path, mlp_request: dict[str, Any]) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(mlp_request["spec"]))
+    plan = _cli("plan", str(spec), "--policy", "kaiming-relu", "--json", "--server", served)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["preset"] == "kaiming-relu@1"
+
+
+def test_cli_errors_say_what_to_fix(served: str, tmp_path: Path, request_file: Path) -> None:
+    missing = _cli("plan", str(tmp_path / "nope.json"), "--server", served)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    spec_only = tmp_path / "spec.json"
+    spec_only.write_text(json.dumps({"name": "m", "modules": [{"type": "relu"}]}))
+    no_policy = _cli("plan", str(spec_only), "--server", served)
+    assert no_policy.returncode == 2 and "--policy" in no_policy.stderr
+    bad = json.loads(request_file.read_text())
+    bad["spec"]["modules"][0]["in_features"] = 0
+    request_file.write_text(json.dumps(bad))
+    invalid = _cli("init", str(request_file), "-o", str(tmp_path / "x.safetensors"), "--server", served)
+    assert invalid.returncode == 2 and "in_features" in invalid.stderr
+    unreachable = _cli("plan", str(spec_only), "--policy", "xavier", "--server", "http://127.0.0.1:9")
+    assert unreachable.returncode == 3 and "initium serve" in unreachable.stderr

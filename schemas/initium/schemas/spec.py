@@ -236,14 +236,7 @@ Module = Annotated[
 ]
 Sequential.model_rebuild()
 
-Activation = ReLU | LeakyReLU | Tanh | Sigmoid | GELU | SELU | SiLU | Identity
 ACTIVATION_TYPES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity")
-ModuleType = Literal[
-    "linear", "conv1d", "conv2d", "conv3d", "embedding", "layer_norm",
-    "batch_norm1d", "batch_norm2d", "batch_norm3d",
-    "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity",
-    "dropout", "flatten", "sequential",
-]  # fmt: skip
 
 
 class Spec(WireModel):
@@ -260,7 +253,6 @@ class Spec(WireModel):
 
 __all__ = [
     "ACTIVATION_TYPES",
-    "Activation",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
@@ -276,7 +268,6 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "Module",
-    "ModuleType",
     "ReLU",
     "SELU",
     "Sequential",

@@ -6,12 +6,13 @@ Parametrized over the layer registry: a new layer type without examples here fai
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import torch
 
 from initium.schemas import InitRequest
+from initium.schemas.policy import ParameterizedType
 from initium.service.plan import make_plan
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import list_layers
@@ -67,6 +68,14 @@ def test_names_and_shapes_match_torch_state_dict(layer_type: str) -> None:
     expected = {k: tuple(v.shape) for k, v in build(request.spec).state_dict().items()}
     assert list(planned) == list(expected)
     assert planned == expected
+
+
+def test_rule_match_types_are_exactly_the_layers_with_parameters() -> None:
+    with_params = {
+        layer for layer, examples in EXAMPLES.items()
+        if any(t.role in ("weight", "bias") for t in make_plan(_request([{"type": layer, **examples[0]}])).tensors)
+    }  # fmt: skip
+    assert set(get_args(ParameterizedType)) == with_params
 
 
 def test_nested_sequentials_are_named_like_torch() -> None:

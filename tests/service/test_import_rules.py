@@ -51,3 +51,13 @@ def test_schemas_import_pydantic_only() -> None:
 def test_client_imports_no_torch_and_no_server() -> None:
     loaded = _loaded_after("import initium.client")
     assert not loaded & {"torch", "fastapi", "starlette", "uvicorn", "safetensors"}
+
+
+def test_client_distribution_requires_no_torch_or_server() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "client" / "pyproject.toml").read_text())["project"]
+    names = {dep.split(">")[0].split("=")[0].split("<")[0].strip() for dep in project["dependencies"]}
+    assert names == {"initium-schemas", "httpx", "pydantic"}
+    assert "torch" in " ".join(project["optional-dependencies"]["torch"])

@@ -25,7 +25,9 @@ class Links(WireModel):
     report_html: str
 
 
-class JobStatus(WireModel):
+class JobRecord(WireModel):
+    """A job as the store persists it: state, progress, attempts, error and the artifact's sha256."""
+
     id: str
     state: JobState
     progress: Progress
@@ -35,4 +37,9 @@ class JobStatus(WireModel):
     attempts: int = 0
     created_at: str
     updated_at: str
+
+
+class JobStatus(JobRecord):
+    """A job on the wire: the record plus links to its status, weights and report."""
+
     links: Links

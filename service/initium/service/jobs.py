@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from initium.schemas.job import JobStatus, Links, Progress
+from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service.errors import ArtifactCorruptError, JobFailedError, JobNotReadyError, RequestInvalidError
 from initium.service.plan import Limits, make_plan
-from initium.service.store import REPORT, WEIGHTS, JobRecord, JobStore
+from initium.service.store import REPORT, WEIGHTS, JobStore
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from initium.schemas.errors import ErrorInfo
-from initium.schemas.job import JobState, Progress
+from initium.schemas.job import JobRecord, Progress
 from initium.schemas.request import InitRequest
 from initium.service.errors import JobNotFoundError
 
@@ -34,20 +31,6 @@ HEARTBEAT = "worker.heartbeat"
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class JobRecord(BaseModel):
-    """The persisted state of one job (the wire JobStatus adds links)."""
-
-    id: str
-    state: JobState
-    progress: Progress
-    error: ErrorInfo | None = None
-    sha256: str | None = None
-    size: int | None = None
-    attempts: int = 0
-    created_at: str
-    updated_at: str
 
 
 def atomic_write(path: Path, data: bytes) -> None:

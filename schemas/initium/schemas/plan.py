@@ -50,6 +50,13 @@ class PlannedTensor(WireModel):
     expected_std: float | None
     elementwise: bool = Field(description="each element drawn independently (any slice can be generated alone)")
     post: list[str] = Field(default_factory=list, description="fix-ups after sampling, e.g. 'zero_row:0'")
+    slice: list[tuple[int, int]] | None = Field(
+        None, description="the [start, stop) ranges returned of the full `shape`; None for the whole tensor"
+    )
+
+    def output_shape(self) -> list[int]:
+        """The shape written to the file: the slice's when one was asked for."""
+        return self.shape if self.slice is None else [stop - start for start, stop in self.slice]
 
 
 class PlanTotals(WireModel):

@@ -13,7 +13,8 @@ class TensorStats(WireModel):
     """What one generated tensor holds, next to what its scheme promised."""
 
     name: str
-    shape: list[int]
+    shape: list[int] = Field(description="the full tensor's shape")
+    slice: list[tuple[int, int]] | None = Field(None, description="the part measured and written, if not all")
     dtype: TensorDType
     role: Role
     scheme: str

@@ -1,8 +1,8 @@
 """Content addressing: the job id of a request and the generator key of each tensor.
 
-[Note: seeding] A tensor's values depend only on (seed, tensor name, scheme, params, dtype,
-algorithm version): its generator is keyed by a hash of (seed, name), so adding, removing or
-reordering other tensors never changes it.
+[Note: seeding] A tensor's values depend only on (seed, tensor name, element index, scheme,
+params, dtype, algorithm version): its Philox key is a hash of (seed, name), so adding, removing
+or reordering other tensors never changes it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 from initium.schemas.plan import Algorithm
 from initium.schemas.request import InitRequest
 
-# Per-tensor torch.Generator seeded from sha256(seed, name); samples drawn in float64 and
-# rounded once to the target dtype. Bump the version whenever any value could change.
-ALGORITHM = Algorithm(id="torch-generator-sha256", version=1)
+# Philox4x32-10 keyed by sha256(seed, name), counter = element index, float64 transforms from
+# device-independent arithmetic, rounded once to the dtype (initium.service.init.philox).
+# Bump the version whenever any value could change.
+ALGORITHM = Algorithm(id="philox4x32-10", version=1)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -32,7 +33,7 @@ def request_id(request: InitRequest, pinned_preset: str | None) -> str:
     return hashlib.sha256(canonical_json(envelope)).hexdigest()
 
 
-def tensor_seed(seed: int, name: str) -> int:
-    """A 63-bit generator seed for one tensor (see [Note: seeding])."""
+def tensor_key(seed: int, name: str) -> tuple[int, int]:
+    """The Philox key (two 32-bit words) of one tensor (see [Note: seeding])."""
     digest = hashlib.sha256(canonical_json([ALGORITHM.id, ALGORITHM.version, seed, name])).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return int.from_bytes(digest[0:4], "little"), int.from_bytes(digest[4:8], "little")

@@ -123,3 +123,30 @@ def test_request_id_pins_the_preset_version(mlp_request: dict[str, Any]) -> None
     unpinned = _plan(mlp_request).request_id
     mlp_request["policy"] = {"preset": "xavier@1"}
     assert _plan(mlp_request).request_id == unpinned
+
+
+def test_slices_are_recorded_and_change_totals(mlp_request: dict[str, Any]) -> None:
+    mlp_request["slices"] = {"fc1.weight": [[0, 128], [0, 784]]}
+    plan = _plan(mlp_request)
+    weight = plan.tensors[0]
+    assert weight.slice == [(0, 128), (0, 784)] and weight.shape == [512, 784] and weight.elementwise
+    assert weight.output_shape() == [128, 784] and (weight.fan_in, weight.fan_out) == (784, 512)
+    assert plan.totals.bytes == 4 * (128 * 784 + 512 + 5120 + 10)
+
+
+@pytest.mark.parametrize(
+    ("slices", "loc", "fragment"),
+    [
+        ({"fc9.weight": [[0, 1], [0, 1]]}, ["slices", "fc9.weight"], "not a tensor of this spec"),
+        ({"fc1.weight": [[0, 1]]}, ["slices", "fc1.weight"], "one [start, stop) per dimension"),
+        ({"fc1.weight": [[0, 1], [700, 800]]}, ["slices", "fc1.weight", 1], "0 <= start < stop <= 784"),
+        ({"fc1.bias": [[5, 5]]}, ["slices", "fc1.bias", 0], "got [5, 5)"),
+    ],
+)
+def test_bad_slices_name_the_tensor_and_dimension(
+    mlp_request: dict[str, Any], slices: dict[str, Any], loc: list[Any], fragment: str
+) -> None:
+    mlp_request["slices"] = slices
+    with pytest.raises(RequestInvalidError) as info:
+        _plan(mlp_request)
+    assert info.value.loc == loc and fragment in info.value.message

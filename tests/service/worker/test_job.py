@@ -21,9 +21,9 @@ from initium.service.store import REPORT, WEIGHTS, JobStore
 from initium.service.worker.loop import MAX_ATTEMPTS, Worker
 from tests.torch_modules import build
 
-# sha256 of the DESIGN.md example on CPU (algorithm torch-generator-sha256 v1). If this changes,
+# sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. If this changes,
 # values changed: bump ALGORITHM.version and update the pin, never only the pin.
-GOLDEN_SHA256 = "f053b6492356d32a72484c1c7b17f3a9a45f10d170e95674645969303bd28c4e"
+GOLDEN_SHA256 = "24641fc96ba9041b11787c237029f27bd3c276bb1b7516261a44270a0305d782"
 
 
 def run_job(store: JobStore, body: dict[str, Any]) -> str:
@@ -48,6 +48,16 @@ def test_golden_sha256_on_cpu(store: JobStore, mlp_request: dict[str, Any]) -> N
     assert hashlib.sha256(data).hexdigest() == record.sha256 == GOLDEN_SHA256
 
 
+def test_golden_sha256_without_the_fast_path(
+    store: JobStore, mlp_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch reference path (what CUDA runs) writes the same file as the numba CPU path."""
+    from initium.service.init import fastpath
+
+    monkeypatch.setattr(fastpath, "AVAILABLE", False)
+    assert store.load(run_job(store, mlp_request)).sha256 == GOLDEN_SHA256
+
+
 def test_weights_load_strictly_into_the_torch_module(store: JobStore, mlp_request: dict[str, Any]) -> None:
     job_id = run_job(store, mlp_request)
     module = build(InitRequest.model_validate(mlp_request).spec).to_empty(device="cpu")
@@ -60,7 +70,7 @@ def test_weights_load_strictly_into_the_torch_module(store: JobStore, mlp_reques
         "format": "pt",
         "initium.request_id": job_id,
         "initium.seed": "7",
-        "initium.algorithm": "torch-generator-sha256",
+        "initium.algorithm": "philox4x32-10",
         "initium.algorithm_version": "1",
     }
 
@@ -135,3 +145,22 @@ def test_an_interrupted_job_resumes(store: JobStore, mlp_request: dict[str, Any]
     Worker(store, torch.device("cpu")).run_pending()
     final = store.load(plan.request_id)
     assert final.state == "succeeded" and final.attempts == 2 and final.sha256 == GOLDEN_SHA256
+
+
+def test_a_tensor_parallel_slice_is_that_part_of_the_whole(store: JobStore, mlp_request: dict[str, Any]) -> None:
+    whole = load_file(store.artifact(run_job(store, mlp_request), WEIGHTS))
+    rank1 = {"fc1.weight": [[256, 512], [0, 784]], "fc2.weight": [[0, 10], [256, 512]], "fc1.bias": [[256, 512]]}
+    part = load_file(store.artifact(run_job(store, {**mlp_request, "slices": rank1}), WEIGHTS))
+    assert torch.equal(part["fc1.weight"], whole["fc1.weight"][256:512])
+    assert torch.equal(part["fc2.weight"], whole["fc2.weight"][:, 256:512])
+    assert torch.equal(part["fc1.bias"], whole["fc1.bias"][256:512])
+    assert torch.equal(part["fc2.bias"], whole["fc2.bias"])  # not sliced: whole
+
+
+def test_a_slice_of_an_orthogonal_tensor_is_cut_from_the_whole(store: JobStore, mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"]["rules"][0]["init"] = {"scheme": "orthogonal"}
+    whole = load_file(store.artifact(run_job(store, mlp_request), WEIGHTS))
+    part = load_file(
+        store.artifact(run_job(store, {**mlp_request, "slices": {"fc1.weight": [[0, 100], [300, 784]]}}), WEIGHTS)
+    )
+    assert torch.equal(part["fc1.weight"], whole["fc1.weight"][:100, 300:])

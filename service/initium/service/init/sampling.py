@@ -1,67 +1,162 @@
-"""Draw a distribution's values with torch, on any device, from one generator per tensor.
+"""Draw a distribution's values from the Philox stream of one tensor, whole or any box-shaped slice.
 
-Every law is sampled in float64 and rounded once to the target dtype by the caller, so float32,
-float16 and bfloat16 outputs of one request are roundings of the same draws.
+Every law is computed in float64 from element-indexed Philox blocks (see [Note: counters] in
+initium.service.init.philox) and rounded once to the target dtype by the caller, so float32,
+float16 and bfloat16 outputs of one request are roundings of the same draws, and a slice is the
+same bytes as that part of the whole tensor. On the CPU the numba fast path computes the same bits.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
 import torch
 
 from initium.service.init import distributions as d
+from initium.service.init import philox
 
 F64 = torch.float64
+CHUNK = 1 << 18  # elements per pass: bounds the int64 temporaries and keeps them in cache
+# torch's trunc_normal_ switches from normal proposals to uniform ones below this mass (2026 main).
+NORMAL_PROPOSAL_MIN_MASS = 0.3
+MAX_ATTEMPTS = 100_000
+Box = Sequence[tuple[int, int]]
 
 
-def sample(dist: d.Distribution, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """A float64 tensor of `shape` drawn from `dist` on the generator's device."""
-    device = generator.device
-    if isinstance(dist, d.Constant):
-        return torch.full(shape, dist.value, dtype=F64, device=device)
-    if isinstance(dist, d.Uniform):
-        return torch.empty(shape, dtype=F64, device=device).uniform_(dist.low, dist.high, generator=generator)
-    if isinstance(dist, d.Normal):
-        return torch.empty(shape, dtype=F64, device=device).normal_(dist.loc, dist.scale, generator=generator)
-    if isinstance(dist, d.TruncatedNormal):
-        return _truncated_normal(dist, shape, generator)
-    return _orthogonal(dist, shape, generator)
+@dataclass(frozen=True)
+class Stream:
+    """The Philox key of one tensor and the device its values are computed on."""
+
+    key: tuple[int, int]
+    device: torch.device
 
 
-def _truncated_normal(dist: d.TruncatedNormal, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Inverse-CDF sampling: x = ndtri(Phi(alpha) + u (Phi(beta) - Phi(alpha))), u ~ U(0, 1).
+def full_box(shape: Sequence[int]) -> list[tuple[int, int]]:
+    return [(0, n) for n in shape]
 
-    Exact in distribution and loop-free (unlike rejection, whose iteration count depends on the
-    draws). When both bounds lie right of the mean the interval is mirrored to the left tail,
-    where Phi keeps its relative precision (the erfinv instability of pytorch/pytorch#155588
-    comes from evaluating the right tail near 1).
-    """
-    alpha = (dist.low - dist.loc) / dist.scale
-    beta = (dist.high - dist.loc) / dist.scale
-    mirrored = alpha > 0
-    if mirrored:
-        alpha, beta = -beta, -alpha
-    lo = torch.special.ndtr(torch.tensor(alpha, dtype=F64))
-    hi = torch.special.ndtr(torch.tensor(beta, dtype=F64))
-    u = torch.empty(shape, dtype=F64, device=generator.device).uniform_(0.0, 1.0, generator=generator)
-    z = torch.special.ndtri(lo.item() + u * (hi - lo).item()).clamp_(alpha, beta)
-    if mirrored:
-        z.neg_()
-    out: torch.Tensor = z.mul_(dist.scale).add_(dist.loc).clamp_(dist.low, dist.high)
+
+def sample(dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: Box | None = None) -> torch.Tensor:
+    """float64 values of `box` (per-dimension [start, stop) ranges; None = whole) of a `shape` tensor."""
+    box = list(box) if box is not None else full_box(shape)
+    if isinstance(dist, d.Orthogonal):
+        return _cut(_orthogonal(dist, shape, stream), box)
+    out = torch.empty([stop - start for start, stop in box], dtype=F64, device=stream.device)
+    flat = out.view(-1)
+    position = 0
+    for index in index_chunks(shape, box, stream.device):
+        flat[position : position + index.numel()] = elementwise(dist, index, stream)
+        position += index.numel()
     return out
 
 
-def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """gain * Q from the QR of a Gaussian matrix, with sign(diag(R)) folded in (Mezzadri 2007) so Q is Haar."""
-    flat = torch.empty((dist.rows, dist.cols), dtype=F64, device=generator.device).normal_(generator=generator)
+def index_chunks(shape: Sequence[int], box: Box, device: torch.device, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
+    """The flat (row-major) element indices of `box`, in order, at most about `chunk` at a time."""
+    if any(stop <= start for start, stop in box):
+        return
+    if not shape:
+        yield torch.zeros(1, dtype=torch.int64, device=device)
+        return
+    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    rows = torch.zeros(1, dtype=torch.int64, device=device)
+    for (start, stop), stride in zip(box[:-1], strides[:-1], strict=True):
+        rows = (rows[:, None] + torch.arange(start, stop, device=device) * stride).reshape(-1)
+    start, stop = box[-1]
+    width = stop - start
+    rows_per_chunk = max(1, chunk // width)
+    cols = min(width, chunk)
+    for r in range(0, rows.numel(), rows_per_chunk):
+        row_block = rows[r : r + rows_per_chunk]
+        for c in range(start, stop, cols):
+            span = torch.arange(c, min(c + cols, stop), device=device)
+            yield (row_block[:, None] + span).reshape(-1)
+
+
+def elementwise(dist: d.Distribution, index: torch.Tensor, stream: Stream) -> torch.Tensor:
+    """Values of an elementwise law at these flat element indices."""
+    if isinstance(dist, d.Constant):
+        return torch.full(index.shape, dist.value, dtype=F64, device=index.device)
+    if index.device.type == "cpu":
+        from initium.service.init import fastpath
+
+        if fastpath.AVAILABLE:
+            return fastpath.elementwise(dist, index, stream.key)
+    return reference(dist, index, stream.key)
+
+
+def reference(dist: d.Distribution, index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """The definition of every elementwise law in torch ops; any device; what the fast path must equal."""
+    if isinstance(dist, d.Uniform):
+        w0, w1, _, _ = philox.blocks(index, key)
+        return dist.low + (dist.high - dist.low) * philox.uniform53(w0, w1)
+    if isinstance(dist, d.Normal):
+        return dist.loc + dist.scale * philox.standard_normal(philox.blocks(index, key))
+    if isinstance(dist, d.TruncatedNormal):
+        z = _standard_truncated(dist, index, key)
+        return (dist.loc + dist.scale * z).clamp_(dist.low, dist.high)
+    if isinstance(dist, d.Constant):
+        return torch.full(index.shape, dist.value, dtype=F64, device=index.device)
+    raise ValueError(f"{dist.family} is not elementwise")
+
+
+def truncation(dist: d.TruncatedNormal) -> tuple[float, float, bool, float]:
+    """Standardized bounds, the proposal (normal when the interval holds enough mass) and the peak x^2."""
+    alpha = (dist.low - dist.loc) / dist.scale
+    beta = (dist.high - dist.loc) / dist.scale
+    mass = 0.5 * (math.erfc(-beta / math.sqrt(2)) - math.erfc(-alpha / math.sqrt(2)))
+    nearest = min(max(0.0, alpha), beta)
+    return alpha, beta, mass >= NORMAL_PROPOSAL_MIN_MASS, nearest * nearest
+
+
+def _standard_truncated(dist: d.TruncatedNormal, index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """N(0, 1) conditioned on [alpha, beta] by rejection; round `attempt` uses Philox counter word 2.
+
+    Wide intervals propose normals and keep those inside; narrow or tail intervals propose
+    uniforms on [alpha, beta] and keep x when -2 log v >= x^2 - m^2 (m the point nearest 0), i.e.
+    v <= exp(-(x^2 - m^2) / 2), which needs only the device-independent log.
+    """
+    alpha, beta, normal_proposals, peak2 = truncation(dist)
+    out = torch.empty(index.shape, dtype=F64, device=index.device)
+    pending = torch.arange(index.numel(), device=index.device)
+    for attempt in range(MAX_ATTEMPTS):
+        w0, w1, w2, w3 = philox.blocks(index[pending], key, attempt)
+        if normal_proposals:
+            z = philox.standard_normal((w0, w1, w2, w3))
+            accept = (z >= alpha) & (z <= beta)
+        else:
+            z = alpha + (beta - alpha) * philox.uniform53(w0, w1)
+            accept = -2.0 * philox.log(philox.uniform_open(w2, w3)) >= z * z - peak2
+        out[pending[accept]] = z[accept]
+        pending = pending[~accept]
+        if pending.numel() == 0:
+            return out
+    raise RuntimeError(f"truncated normal on [{alpha}, {beta}] std units accepted nothing in {MAX_ATTEMPTS} rounds")
+
+
+def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
+    """gain * Q from the QR of a Philox Gaussian matrix, sign(diag R) folded in (Mezzadri 2007): Haar.
+
+    Not elementwise: every entry depends on the whole matrix, so slices are cut from the full tensor,
+    and the QR's rounding belongs to the device's LAPACK/cuSOLVER (float64, so the float32 result
+    agrees across devices but a float64 one may differ in the last bits).
+    """
+    index = torch.arange(dist.rows * dist.cols, device=stream.device)
+    gaussian = torch.cat([elementwise(d.Normal(0.0, 1.0), i, stream) for i in torch.split(index, CHUNK)])
+    flat = gaussian.reshape(dist.rows, dist.cols)
     wide = dist.rows < dist.cols
     if wide:
         flat = flat.T
     q, r = torch.linalg.qr(flat)
     signs = torch.sign(torch.diagonal(r))
-    # sign(0) = 0 would zero a column; a zero diagonal has probability 0 but costs nothing to guard.
-    signs[signs == 0] = 1
+    signs[signs == 0] = 1  # sign(0) = 0 would zero a column; probability 0, guarded for free
     q = q * signs
     if wide:
         q = q.T
     out: torch.Tensor = (q * dist.gain).reshape(shape).contiguous()
     return out
+
+
+def _cut(values: torch.Tensor, box: Box) -> torch.Tensor:
+    part: torch.Tensor = values[tuple(slice(start, stop) for start, stop in box)]
+    return part.contiguous()

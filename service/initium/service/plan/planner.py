@@ -36,6 +36,7 @@ def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
         follower = describe_activation(followed_by(leaves, index))
         for lt in get_layer(leaf.module.type)(leaf.module):
             tensors.append(_plan_tensor(request, leaf, lt, follower, rules, used))
+    tensors = _apply_slices(tensors, request.slices)
     _check_limits(tensors, limits or Limits())
     uncovered = [t.name for t in tensors if t.rule is None and t.role in ("weight", "bias")]
     unused = [r.label for r in rules if r.label not in used and r.label.startswith("policy.")]
@@ -117,8 +118,39 @@ def planned_distribution(tensor: wire.PlannedTensor) -> d.Distribution:
     return d.Orthogonal(p["gain"], int(p["rows"]), int(p["cols"]))
 
 
+def _apply_slices(
+    tensors: list[wire.PlannedTensor], slices: dict[str, list[tuple[int, int]]]
+) -> list[wire.PlannedTensor]:
+    """Attach each requested slice to its tensor, refusing names and ranges the plan does not have."""
+    by_name = {t.name: t for t in tensors}
+    for name, ranges in slices.items():
+        loc: tuple[str | int, ...] = ("slices", name)
+        tensor = by_name.get(name)
+        if tensor is None:
+            known = ", ".join(list(by_name)[:8]) + (" ..." if len(by_name) > 8 else "")
+            raise RequestInvalidError(f"slices names {name!r}, which is not a tensor of this spec ({known})", loc)
+        if len(ranges) != len(tensor.shape):
+            raise RequestInvalidError(
+                f"{name} has {len(tensor.shape)} dimensions {tensor.shape}; give one [start, stop) per dimension",
+                loc,
+            )
+        for dim, ((start, stop), size) in enumerate(zip(ranges, tensor.shape, strict=True)):
+            if not 0 <= start < stop <= size:
+                raise RequestInvalidError(
+                    f"{name} dimension {dim} has size {size}; need 0 <= start < stop <= {size}, got [{start}, {stop})",
+                    (*loc, dim),
+                )
+        by_name[name] = tensor.model_copy(update={"slice": [(start, stop) for start, stop in ranges]})
+    return list(by_name.values())
+
+
+def _generated_elements(t: wire.PlannedTensor) -> int:
+    # An elementwise slice is generated alone; any other scheme draws the whole tensor first.
+    return math.prod(t.output_shape() if t.elementwise else t.shape)
+
+
 def _totals(tensors: list[wire.PlannedTensor]) -> wire.PlanTotals:
-    counts = [math.prod(t.shape) for t in tensors]
+    counts = [math.prod(t.output_shape()) for t in tensors]
     nbytes = sum(n * _ITEMSIZE[t.dtype] for n, t in zip(counts, tensors, strict=True))
     params = sum(n for n, t in zip(counts, tensors, strict=True) if t.role in ("weight", "bias"))
     return wire.PlanTotals(tensors=len(tensors), parameters=params, bytes=nbytes)
@@ -130,7 +162,7 @@ def _check_limits(tensors: list[wire.PlannedTensor], limits: Limits) -> None:
             f"the spec has {len(tensors)} tensors; this server allows at most {limits.max_tensors}",
             ("spec",),
         )
-    total = sum(math.prod(t.shape) for t in tensors)
+    total = sum(_generated_elements(t) for t in tensors)
     if total > limits.max_parameters:
         raise LimitExceededError(
             f"the spec has {total:,} elements; this server allows at most {limits.max_parameters:,} "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from initium.schemas.plan import PlannedTensor
-from initium.service.identity import tensor_seed
-from initium.service.init.sampling import sample
+from initium.service.identity import tensor_key
+from initium.service.init.sampling import Stream, sample
 from initium.service.plan import planned_distribution
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -28,18 +28,20 @@ def pick_device(preference: str) -> torch.device:
 
 
 def materialize(tensor: PlannedTensor, seed: int, device: torch.device) -> torch.Tensor:
-    """Draw `tensor` from its own generator (keyed by seed and name) and round it once to its dtype."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(tensor_seed(seed, tensor.name))
-    values = sample(planned_distribution(tensor), tuple(tensor.shape), generator)
+    """Draw `tensor` (or its requested slice) from its Philox stream and round it once to its dtype."""
+    stream = Stream(tensor_key(seed, tensor.name), device)
+    box = None if tensor.slice is None else [(start, stop) for start, stop in tensor.slice]
+    values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box)
     for fixup in tensor.post:
-        values = _apply_post(values, fixup)
+        values = _apply_post(values, fixup, box)
     return values.to(TORCH_DTYPES[tensor.dtype])
 
 
-def _apply_post(values: torch.Tensor, fixup: str) -> torch.Tensor:
+def _apply_post(values: torch.Tensor, fixup: str, box: list[tuple[int, int]] | None) -> torch.Tensor:
     kind, _, arg = fixup.partition(":")
     if kind == "zero_row":
-        values[int(arg)] = 0
+        row, start, stop = int(arg), *(box[0] if box else (0, values.shape[0]))
+        if start <= row < stop:
+            values[row - start] = 0
         return values
     raise ValueError(f"unknown post-sampling fix-up {fixup!r}")

@@ -107,6 +107,7 @@ def _tensor_stats(planned: PlannedTensor, m: Measured) -> wire.TensorStats:
     return wire.TensorStats(
         name=planned.name,
         shape=planned.shape,
+        slice=planned.slice,
         dtype=planned.dtype,
         role=planned.role,
         scheme=scheme,

@@ -26,7 +26,7 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8
 
 
 def tensor_nbytes(tensor: PlannedTensor) -> int:
-    return math.prod(tensor.shape) * _ITEMSIZE[tensor.dtype]
+    return math.prod(tensor.output_shape()) * _ITEMSIZE[tensor.dtype]
 
 
 def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> bytes:
@@ -35,7 +35,11 @@ def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> byte
     offset = 0
     for t in tensors:
         end = offset + tensor_nbytes(t)
-        entries[t.name] = {"dtype": SAFETENSORS_DTYPES[t.dtype], "shape": t.shape, "data_offsets": [offset, end]}
+        entries[t.name] = {
+            "dtype": SAFETENSORS_DTYPES[t.dtype],
+            "shape": t.output_shape(),
+            "data_offsets": [offset, end],
+        }
         offset = end
     body = json.dumps(entries, separators=(",", ":")).encode()
     body += b" " * (-len(body) % 8)
@@ -59,8 +63,8 @@ class SafetensorsStreamWriter:
         if self._next >= len(self._expected):
             raise ValueError(f"tensor {name!r} was not in the header")
         planned = self._expected[self._next]
-        if name != planned.name or list(values.shape) != planned.shape:
-            raise ValueError(f"expected {planned.name} {planned.shape}, got {name} {list(values.shape)}")
+        if name != planned.name or list(values.shape) != planned.output_shape():
+            raise ValueError(f"expected {planned.name} {planned.output_shape()}, got {name} {list(values.shape)}")
         data = values.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         if data.nbytes != tensor_nbytes(planned):
             raise ValueError(f"{name}: {data.nbytes} bytes, the header promised {tensor_nbytes(planned)}")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from initium.service.init import distributions as d
 from initium.service.init import fastpath, philox
-from initium.service.init.sampling import Stream, index_chunks, reference, sample
+from initium.service.init.sampling import Stream, index_chunks, reference, runs, sample
 
 # Random123 1.14 kat_vectors, philox4x32_10: (counter, key) -> output.
 KNOWN_ANSWERS = [
@@ -71,13 +71,23 @@ def test_device_independent_math_is_accurate() -> None:
 
 @pytest.mark.skipif(not fastpath.AVAILABLE, reason="numba is not installed")
 @pytest.mark.parametrize("law", sorted(LAWS))
-def test_fast_path_equals_reference_bit_for_bit(law: str) -> None:
-    index = torch.cat([torch.arange(0, 300_000), torch.arange(2**32 - 5, 2**32 + 5), torch.tensor([2**40 + 7])])
-    ref = reference(LAWS[law], index, KEY)
-    fast = fastpath.elementwise(LAWS[law], index, KEY)
-    assert torch.equal(ref.view(torch.int64), fast.view(torch.int64))
+@pytest.mark.parametrize(("start", "count"), [(0, 300_000), (2**32 - 1000, 2000), (2**40 + 7, 1000)])
+def test_fast_path_equals_reference_bit_for_bit(law: str, start: int, count: int) -> None:
+    ref = reference(LAWS[law], torch.arange(start, start + count), KEY)
+    fast = np.empty(count)
+    fastpath.fill_run(LAWS[law], start, KEY, fast)
+    assert np.array_equal(ref.numpy().view(np.int64), fast.view(np.int64))
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        assert torch.equal(ref.to(dtype), fast.to(dtype))
+        assert torch.equal(ref.to(dtype), torch.from_numpy(fast).to(dtype))
+
+
+def test_sampling_without_the_fast_path_is_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = Stream(KEY, torch.device("cpu"))
+    box = [(3, 40), (0, 64)]
+    fast = {law: sample(dist, (50, 64), stream, box) for law, dist in LAWS.items()}
+    monkeypatch.setattr(fastpath, "AVAILABLE", False)
+    for law, dist in LAWS.items():
+        assert torch.equal(sample(dist, (50, 64), stream, box), fast[law]), law
 
 
 def test_values_do_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,11 +99,17 @@ def test_values_do_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> No
     assert torch.equal(sample(LAWS["normal"], (37, 101), stream), whole)
 
 
-def test_index_chunks_cover_the_box_in_order() -> None:
-    shape, box = (4, 5, 6), [(1, 3), (0, 5), (2, 5)]
-    got = torch.cat(list(index_chunks(shape, box, torch.device("cpu"), chunk=4)))
-    expected = torch.arange(math.prod(shape)).reshape(shape)[1:3, 0:5, 2:5].reshape(-1)
-    assert torch.equal(got, expected)
+@pytest.mark.parametrize(
+    "box", [[(1, 3), (0, 5), (2, 5)], [(1, 3), (0, 5), (0, 6)], [(0, 4), (0, 5), (0, 6)], [(2, 3), (4, 5), (5, 6)]]
+)
+def test_index_chunks_and_runs_cover_the_box_in_order(box: list[tuple[int, int]]) -> None:
+    shape = (4, 5, 6)
+    expected = torch.arange(math.prod(shape)).reshape(shape)[tuple(slice(a, b) for a, b in box)].reshape(-1)
+    assert torch.equal(torch.cat(list(index_chunks(shape, box, torch.device("cpu"), chunk=4))), expected)
+    from_runs = torch.cat([torch.arange(start, start + n) for start, n in runs(shape, box)])
+    assert torch.equal(from_runs, expected)
+    if box == [(0, 4), (0, 5), (0, 6)]:
+        assert list(runs(shape, box)) == [(0, 120)]
 
 
 @st.composite
@@ -127,3 +143,8 @@ def test_different_keys_and_indices_are_independent() -> None:
     b = reference(LAWS["normal"], torch.arange(50_000), (KEY[0] + 1, KEY[1])).numpy()
     c = reference(LAWS["normal"], torch.arange(50_000, 100_000), KEY).numpy()
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.02 and abs(np.corrcoef(a, c)[0, 1]) < 0.02
+
+
+@pytest.mark.skipif(not fastpath.AVAILABLE, reason="numba is not installed")
+def test_fast_path_verifies_itself() -> None:
+    assert fastpath.verified()

@@ -24,6 +24,7 @@ from tests.torch_modules import build
 # sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. If this changes,
 # values changed: bump ALGORITHM.version and update the pin, never only the pin.
 GOLDEN_SHA256 = "24641fc96ba9041b11787c237029f27bd3c276bb1b7516261a44270a0305d782"
+GOLDEN_SHA256_FLOAT64 = "fe88f6bbaa9ef1dca96fbdfff5227674a3dc591bd98f0691b0fb9850aef3de9b"
 
 
 def run_job(store: JobStore, body: dict[str, Any]) -> str:
@@ -48,6 +49,11 @@ def test_golden_sha256_on_cpu(store: JobStore, mlp_request: dict[str, Any]) -> N
     assert hashlib.sha256(data).hexdigest() == record.sha256 == GOLDEN_SHA256
 
 
+def test_golden_sha256_float64(store: JobStore, mlp_request: dict[str, Any]) -> None:
+    """float64 keeps every bit of the transforms, so it pins the arithmetic that float32 rounds away."""
+    assert store.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
+
+
 def test_golden_sha256_without_the_fast_path(
     store: JobStore, mlp_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,6 +62,7 @@ def test_golden_sha256_without_the_fast_path(
 
     monkeypatch.setattr(fastpath, "AVAILABLE", False)
     assert store.load(run_job(store, mlp_request)).sha256 == GOLDEN_SHA256
+    assert store.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
 
 
 def test_weights_load_strictly_into_the_torch_module(store: JobStore, mlp_request: dict[str, Any]) -> None:

@@ -3,11 +3,13 @@
 Every law is computed in float64 from element-indexed Philox blocks (see [Note: counters] in
 initium.service.init.philox) and rounded once to the target dtype by the caller, so float32,
 float16 and bfloat16 outputs of one request are roundings of the same draws, and a slice is the
-same bytes as that part of the whole tensor. On the CPU the numba fast path computes the same bits.
+same bytes as that part of the whole tensor. On the CPU the numba fast path (initium.service.init.
+fastpath) computes the same bits, run by run, straight into the output.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,12 +45,57 @@ def sample(dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: Bo
     if isinstance(dist, d.Orthogonal):
         return _cut(_orthogonal(dist, shape, stream), box)
     out = torch.empty([stop - start for start, stop in box], dtype=F64, device=stream.device)
+    if isinstance(dist, d.Constant):
+        return out.fill_(dist.value)
+    if _use_fastpath(stream.device):
+        _fill_fast(dist, shape, box, stream.key, out)
+        return out
     flat = out.view(-1)
     position = 0
     for index in index_chunks(shape, box, stream.device):
-        flat[position : position + index.numel()] = elementwise(dist, index, stream)
+        flat[position : position + index.numel()] = reference(dist, index, stream.key)
         position += index.numel()
     return out
+
+
+def _use_fastpath(device: torch.device) -> bool:
+    if device.type != "cpu":
+        return False
+    from initium.service.init import fastpath
+
+    return fastpath.AVAILABLE and fastpath.verified()
+
+
+def _fill_fast(dist: d.Distribution, shape: Sequence[int], box: Box, key: tuple[int, int], out: torch.Tensor) -> None:
+    from initium.service.init import fastpath
+
+    buffer = out.view(-1).numpy()
+    position = 0
+    for start, length in runs(shape, box):
+        fastpath.fill_run(dist, start, key, buffer[position : position + length])
+        position += length
+
+
+def runs(shape: Sequence[int], box: Box) -> Iterator[tuple[int, int]]:
+    """The box as maximal runs of consecutive flat indices (start, length), in row-major order.
+
+    Trailing dimensions the box covers whole merge into the run, so a whole tensor is one run.
+    """
+    if not shape:
+        yield 0, 1
+        return
+    if any(stop <= start for start, stop in box):
+        return
+    inner = len(shape) - 1
+    while inner > 0 and box[inner] == (0, shape[inner]):
+        inner -= 1
+    block = math.prod(shape[inner + 1 :])
+    length = (box[inner][1] - box[inner][0]) * block
+    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    outer = [range(start, stop) for start, stop in box[:inner]]
+    for position in itertools.product(*outer):
+        base = sum(p * s for p, s in zip(position, strides, strict=False))
+        yield base + box[inner][0] * block, length
 
 
 def index_chunks(shape: Sequence[int], box: Box, device: torch.device, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
@@ -71,18 +118,6 @@ def index_chunks(shape: Sequence[int], box: Box, device: torch.device, chunk: in
         for c in range(start, stop, cols):
             span = torch.arange(c, min(c + cols, stop), device=device)
             yield (row_block[:, None] + span).reshape(-1)
-
-
-def elementwise(dist: d.Distribution, index: torch.Tensor, stream: Stream) -> torch.Tensor:
-    """Values of an elementwise law at these flat element indices."""
-    if isinstance(dist, d.Constant):
-        return torch.full(index.shape, dist.value, dtype=F64, device=index.device)
-    if index.device.type == "cpu":
-        from initium.service.init import fastpath
-
-        if fastpath.AVAILABLE:
-            return fastpath.elementwise(dist, index, stream.key)
-    return reference(dist, index, stream.key)
 
 
 def reference(dist: d.Distribution, index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
@@ -141,9 +176,7 @@ def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], stream: Stream) -> t
     and the QR's rounding belongs to the device's LAPACK/cuSOLVER (float64, so the float32 result
     agrees across devices but a float64 one may differ in the last bits).
     """
-    index = torch.arange(dist.rows * dist.cols, device=stream.device)
-    gaussian = torch.cat([elementwise(d.Normal(0.0, 1.0), i, stream) for i in torch.split(index, CHUNK)])
-    flat = gaussian.reshape(dist.rows, dist.cols)
+    flat = sample(d.Normal(0.0, 1.0), (dist.rows, dist.cols), stream)
     wide = dist.rows < dist.cols
     if wide:
         flat = flat.T

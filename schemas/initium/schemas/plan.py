@@ -23,7 +23,10 @@ class Algorithm(WireModel):
 class Distribution(WireModel):
     """The law a tensor is drawn from, in the sampler's own terms."""
 
-    family: Literal["constant", "uniform", "normal", "truncated_normal", "orthogonal"]
+    family: Literal[
+        "constant", "uniform", "normal", "truncated_normal", "orthogonal",
+        "eye", "dirac", "delta_orthogonal", "sparse", "looks_linear",
+    ]  # fmt: skip
     params: dict[str, float]
 
 

@@ -28,11 +28,24 @@ class Match(WireModel):
     )
 
 
+class FanAxes(WireModel):
+    """Which dimensions count as inputs and outputs (Keras input_axes/output_axes, JAX in_axis/out_axis).
+
+    fan_in = prod(shape[in_axes]) * receptive field, fan_out = prod(shape[out_axes]) * receptive
+    field, the receptive field being the product of the other dimensions. Negative axes count from
+    the end. For weights stored as [in, out] (a transposed layout), use in_axes [0], out_axes [1].
+    """
+
+    in_axes: list[int] = Field(min_length=1, max_length=8)
+    out_axes: list[int] = Field(min_length=1, max_length=8)
+
+
 class Rule(WireModel):
     """One policy rule: tensors matching `match` are initialized with `init`."""
 
     match: Match = Match()
     init: SchemeParams
+    fan_axes: FanAxes | None = Field(None, description="compute fans from these axes instead of the layout's")
 
 
 PresetRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[0-9]+)?$", max_length=128)]
@@ -46,6 +59,13 @@ class Policy(WireModel):
 
     preset: PresetRef | None = Field(None, description="a preset name, optionally pinned: 'kaiming-relu@1'")
     rules: list[Rule] = Field(default_factory=list, max_length=10_000)
+    fan_convention: Literal["initium", "torch"] = Field(
+        "initium",
+        description=(
+            "initium: grouped and depthwise convs count fan_out per group (torch counts it over all "
+            "groups, pytorch/pytorch#23854); torch: torch's numbers exactly"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_not_empty(self) -> Policy:

@@ -65,20 +65,31 @@ class Normal(WireModel):
 
 
 class TruncatedNormal(WireModel):
-    """N(mean, std^2) truncated to [a, b]; a and b are absolute values, as in torch.nn.init.trunc_normal_."""
+    """N(mean, std^2) truncated to [a, b].
+
+    bounds="absolute" (default) reads a and b as values, as torch.nn.init.trunc_normal_ does;
+    bounds="std" reads them in std units around the mean, as timm's trunc_normal_tf_ and JAX do.
+    """
 
     scheme: Literal["truncated_normal"]
     mean: FiniteFloat = 0.0
     std: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     a: FiniteFloat = -2.0
     b: FiniteFloat = 2.0
+    bounds: Literal["absolute", "std"] = "absolute"
+
+    def absolute_bounds(self) -> tuple[float, float]:
+        if self.bounds == "std":
+            return self.mean + self.a * self.std, self.mean + self.b * self.std
+        return self.a, self.b
 
     @model_validator(mode="after")
     def _check_bounds(self) -> TruncatedNormal:
         if not self.a < self.b:
             raise ValueError(f"a must be less than b, got a={self.a}, b={self.b}")
         # Beyond ~37 std the float64 normal CDF is exactly 0 or 1 and the interval holds no mass.
-        lo, hi = (self.a - self.mean) / self.std, (self.b - self.mean) / self.std
+        low, high = self.absolute_bounds()
+        lo, hi = (low - self.mean) / self.std, (high - self.mean) / self.std
         if lo > 37 or hi < -37 or math.isinf(lo) or math.isinf(hi):
             raise ValueError(
                 f"[a, b] = [{self.a}, {self.b}] lies more than 37 std from mean={self.mean}; "
@@ -138,6 +149,75 @@ class Orthogonal(WireModel):
     gain: NonNegativeFloat = 1.0
 
 
+class VarianceScaling(WireModel):
+    """Keras and JAX's variance_scaling: variance scale / n, n = fan_in, fan_out or their mean.
+
+    distribution truncated_normal: std sqrt(scale / n) / 0.87962566103423978, cut at 2 std (the
+    correction keeps the variance); untruncated_normal: std sqrt(scale / n); uniform: U(+-sqrt(3 scale / n)).
+    """
+
+    scheme: Literal["variance_scaling"]
+    scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
+    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"] = "truncated_normal"
+
+
+class TorchDefault(WireModel):
+    """What a freshly constructed torch module draws in reset_parameters, per module type and role."""
+
+    scheme: Literal["torch_default"]
+
+
+class Eye(WireModel):
+    """The identity matrix times gain (torch.nn.init.eye_, Keras Identity); 2-D tensors only."""
+
+    scheme: Literal["eye"]
+    gain: FiniteFloat = 1.0
+
+
+class Dirac(WireModel):
+    """A conv kernel that passes each input channel through (torch.nn.init.dirac_); 3-, 4- and 5-D.
+
+    groups: identity per group; None takes the conv's own groups.
+    """
+
+    scheme: Literal["dirac"]
+    groups: Annotated[int, Field(ge=1)] | None = None
+
+
+class DeltaOrthogonal(WireModel):
+    """Xiao et al. (2018): an orthogonal [out, in] matrix times gain at the kernel centre, 0 elsewhere."""
+
+    scheme: Literal["delta_orthogonal"]
+    gain: NonNegativeFloat = 1.0
+
+
+class Sparse(WireModel):
+    """Martens (2010): N(0, std^2) with ceil(sparsity * rows) zeros in every column (torch.nn.init.sparse_)."""
+
+    scheme: Literal["sparse"]
+    sparsity: Annotated[float, Field(ge=0, le=1)]
+    std: NonNegativeFloat = 0.01
+
+
+class LooksLinear(WireModel):
+    """Balduzzi et al. (2017): W = [W0, -W0] along the input dimension, W0 orthogonal times gain."""
+
+    scheme: Literal["looks_linear"]
+    gain: NonNegativeFloat = 1.0
+
+
+class IdentityPlusNoise(WireModel):
+    """Le, Jaitly and Hinton (2015): gain * I plus N(0, std^2) noise, for square recurrent weights.
+
+    A [k * H, H] weight (stacked gates) gets the identity in each of its k blocks.
+    """
+
+    scheme: Literal["identity_plus_noise"]
+    gain: FiniteFloat = 1.0
+    std: NonNegativeFloat = 0.01
+
+
 SchemeParams = Annotated[
     (
         Zeros
@@ -153,6 +233,14 @@ SchemeParams = Annotated[
         | LecunUniform
         | LecunNormal
         | Orthogonal
+        | VarianceScaling
+        | TorchDefault
+        | Eye
+        | Dirac
+        | DeltaOrthogonal
+        | Sparse
+        | LooksLinear
+        | IdentityPlusNoise
     ),
     Field(discriminator="scheme"),
 ]
@@ -169,6 +257,14 @@ SCHEME_MODELS: dict[str, type[WireModel]] = {_tag(model): model for model in get
 __all__ = [
     "SCHEME_MODELS",
     "Constant",
+    "DeltaOrthogonal",
+    "Dirac",
+    "Eye",
+    "IdentityPlusNoise",
+    "LooksLinear",
+    "Sparse",
+    "TorchDefault",
+    "VarianceScaling",
     "FanMode",
     "KaimingNormal",
     "KaimingUniform",

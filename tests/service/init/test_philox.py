@@ -123,15 +123,20 @@ def boxes(draw: Any) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(boxes(), st.sampled_from([*sorted(LAWS), "orthogonal", "constant"]))
+@given(boxes(), st.sampled_from([*sorted(LAWS), "orthogonal", "constant", "eye"]))
 def test_a_slice_is_the_same_bytes_as_that_part_of_the_whole(case: Any, law: str) -> None:
     shape, box = case
+    dist: d.Distribution
     if law == "orthogonal":
         if len(shape) < 2:
             return
-        dist: d.Distribution = d.Orthogonal(1.0, shape[0], math.prod(shape[1:]))
+        dist = d.Orthogonal(1.0, shape[0], math.prod(shape[1:]))
     else:
-        dist = d.Constant(0.25) if law == "constant" else LAWS[law]
+        dist = d.Constant(0.25) if law == "constant" else LAWS.get(law, d.Constant(0.0))
+    if law == "eye":
+        if len(shape) != 2:
+            return
+        dist = d.Eye(1.0, shape[0], shape[1], tile=False, noise=0.1)
     stream = Stream(KEY, torch.device("cpu"))
     whole = sample(dist, shape, stream)
     part = sample(dist, shape, stream, box)

@@ -13,6 +13,7 @@ import torch
 
 from initium.schemas import InitRequest
 from initium.schemas.policy import ParameterizedType
+from initium.service.errors import RequestInvalidError
 from initium.service.plan import make_plan
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import list_layers
@@ -52,8 +53,9 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
 CATCH_ALL = {"rules": [{"init": {"scheme": "normal"}}]}
 
 
-def _request(modules: list[dict[str, Any]]) -> InitRequest:
-    return InitRequest.model_validate({"spec": {"name": "t", "modules": modules}, "policy": CATCH_ALL})
+def _request(modules: list[dict[str, Any]], fan_convention: str = "initium") -> InitRequest:
+    policy = {**CATCH_ALL, "fan_convention": fan_convention}
+    return InitRequest.model_validate({"spec": {"name": "t", "modules": modules}, "policy": policy})
 
 
 def test_every_registered_layer_has_examples() -> None:
@@ -101,14 +103,52 @@ def test_planned_dtypes_match_torch_buffers() -> None:
 
 
 @pytest.mark.parametrize("layer_type", ["linear", "conv1d", "conv2d", "conv3d", "embedding"])
-def test_weight_fans_match_torch(layer_type: str) -> None:
-    request = _request([{"type": layer_type, **example} for example in EXAMPLES[layer_type]])
+def test_torch_fan_convention_matches_torch(layer_type: str) -> None:
+    request = _request([{"type": layer_type, **example} for example in EXAMPLES[layer_type]], "torch")
     module = build(request.spec)
     weights = {k: v for k, v in module.state_dict().items() if k.endswith("weight")}
     for t in make_plan(request).tensors:
         if t.name in weights:
             expected = torch.nn.init._calculate_fan_in_and_fan_out(weights[t.name])
             assert (t.fan_in, t.fan_out) == expected, t.name
+
+
+def test_initium_fans_count_grouped_fan_out_per_group() -> None:
+    """pytorch/pytorch#23854: a depthwise Conv2d(C, C, k, groups=C) has fan_in k*k, and fan_out k*k too
+    (each output channel reads one input channel); torch says fan_out C*k*k."""
+    depthwise = {"type": "conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 3, "groups": 8}
+    ours = make_plan(_request([depthwise])).tensors[0]
+    theirs = make_plan(_request([depthwise], "torch")).tensors[0]
+    assert (ours.fan_in, ours.fan_out) == (9, 9)
+    assert (theirs.fan_in, theirs.fan_out) == (9, 72)
+    grouped = {"type": "conv1d", "in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2}
+    assert (make_plan(_request([grouped])).tensors[0].fan_out) == 9
+
+
+def test_rules_can_name_fan_axes() -> None:
+    """A weight stored as [in, out] (HF GPT-2's Conv1D layout) gets its fans by naming the axes."""
+    body = {
+        "spec": {"name": "t", "modules": [{"type": "linear", "in_features": 20, "out_features": 30}]},
+        "policy": {"rules": [{"init": {"scheme": "zeros"}}, {"match": {"role": "weight"},
+                   "init": {"scheme": "xavier_normal"}, "fan_axes": {"in_axes": [0], "out_axes": [-1]}}]},
+    }  # fmt: skip
+    weight = make_plan(InitRequest.model_validate(body)).tensors[0]
+    assert (weight.fan_in, weight.fan_out) == (30, 20)
+    # On a conv kernel [4, 2, 3, 5] the unnamed dimensions (here 2 and 3) form the receptive field.
+    conv = {"type": "conv2d", "in_channels": 2, "out_channels": 4, "kernel_size": [3, 5]}
+    body["spec"]["modules"] = [conv]  # type: ignore[index]
+    weight = make_plan(InitRequest.model_validate(body)).tensors[0]
+    assert (weight.fan_in, weight.fan_out) == (4 * 2 * 3, 5 * 2 * 3)
+
+
+def test_bad_fan_axes_name_the_rule() -> None:
+    body = {
+        "spec": {"name": "t", "modules": [{"type": "linear", "in_features": 2, "out_features": 3}]},
+        "policy": {"rules": [{"init": {"scheme": "zeros"}, "fan_axes": {"in_axes": [2], "out_axes": [0]}}]},
+    }
+    with pytest.raises(RequestInvalidError, match="do not all exist") as info:
+        make_plan(InitRequest.model_validate(body))
+    assert info.value.loc == ["policy", "rules", 0, "fan_axes"]
 
 
 def test_torch_fans_on_random_shapes() -> None:

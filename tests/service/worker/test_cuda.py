@@ -19,6 +19,9 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
+LINEAR = {"type": "linear", "name": "w", "in_features": 384, "out_features": 384}
+CONV = {"type": "conv2d", "name": "w", "in_channels": 32, "out_channels": 64, "kernel_size": 3, "groups": 2}
+MODULES = {"dirac": CONV, "delta_orthogonal": CONV}
 
 
 def test_auto_picks_cuda() -> None:
@@ -28,7 +31,7 @@ def test_auto_picks_cuda() -> None:
 def _plan(scheme: str, dtype: str, slices: dict[str, Any] | None = None) -> Any:
     weight_rule = {"match": {"role": "weight"}, "init": {"scheme": scheme, **EXAMPLES[scheme]}}
     body = {
-        "spec": {"name": "g", "modules": [{"type": "linear", "name": "w", "in_features": 384, "out_features": 320}]},
+        "spec": {"name": "g", "modules": [MODULES.get(scheme, LINEAR)]},
         "policy": {"rules": [{"init": {"scheme": "zeros"}}, weight_rule]},
         "seed": 11,
         "dtype": dtype,
@@ -43,7 +46,7 @@ def test_cuda_bytes_equal_cpu_bytes(scheme: str, dtype: str) -> None:
     weight = _plan(scheme, dtype).tensors[0]
     cpu = materialize(weight, 11, torch.device("cpu"))
     cuda = materialize(weight, 11, torch.device("cuda")).cpu()
-    if scheme == "orthogonal" and dtype == "float64":
+    if scheme in ("orthogonal", "delta_orthogonal", "looks_linear") and dtype == "float64":
         # The QR runs in the device's LAPACK or cuSOLVER; float64 keeps their last-bit differences.
         torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-12)
         return

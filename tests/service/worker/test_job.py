@@ -21,10 +21,11 @@ from initium.service.store import REPORT, WEIGHTS, JobStore
 from initium.service.worker.loop import MAX_ATTEMPTS, Worker
 from tests.torch_modules import build
 
-# sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. If this changes,
-# values changed: bump ALGORITHM.version and update the pin, never only the pin.
-GOLDEN_SHA256 = "24641fc96ba9041b11787c237029f27bd3c276bb1b7516261a44270a0305d782"
-GOLDEN_SHA256_FLOAT64 = "fe88f6bbaa9ef1dca96fbdfff5227674a3dc591bd98f0691b0fb9850aef3de9b"
+# sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. The file
+# holds the request id in its metadata, so a new wire default changes it too; if the values changed,
+# bump ALGORITHM.version and update the pin, never only the pin.
+GOLDEN_SHA256 = "8c0f8a9ab02d6c2600fe8f5990b1de7b62e8e5ed31bd9766e659e15f95d33479"
+GOLDEN_SHA256_FLOAT64 = "e1c625d0a7422f1972365a517c18974b49e1ddc583e00f02a5f7f345e89806b9"
 
 
 def run_job(store: JobStore, body: dict[str, Any]) -> str:

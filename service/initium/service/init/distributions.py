@@ -6,10 +6,13 @@ Pure Python (no torch), so the API process can put expected moments into a plan.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-Family = Literal["constant", "uniform", "normal", "truncated_normal", "orthogonal"]
+Family = Literal[
+    "constant", "uniform", "normal", "truncated_normal", "orthogonal",
+    "eye", "dirac", "delta_orthogonal", "sparse", "looks_linear",
+]  # fmt: skip
 
 
 def _phi(x: float) -> float:
@@ -118,10 +121,149 @@ class Orthogonal:
         return self.gain / math.sqrt(max(self.rows, self.cols))
 
 
-Distribution = Constant | Uniform | Normal | TruncatedNormal | Orthogonal
+def _pattern_std(mean_square: float, mean: float) -> float:
+    return math.sqrt(max(0.0, mean_square - mean * mean))
+
+
+@dataclass(frozen=True)
+class Eye:
+    """gain on the diagonal of the [rows, cols] matrix (every [cols, cols] block of it when `tile`),
+    plus N(0, noise^2) on every entry."""
+
+    gain: float
+    rows: int
+    cols: int
+    tile: bool
+    noise: float
+    family: Family = "eye"
+    elementwise: bool = True
+
+    def _ones(self) -> int:
+        return self.rows if self.tile else min(self.rows, self.cols)
+
+    @property
+    def mean(self) -> float:
+        return self.gain * self._ones() / (self.rows * self.cols)
+
+    @property
+    def std(self) -> float:
+        n = self.rows * self.cols
+        return _pattern_std(self.gain**2 * self._ones() / n + self.noise**2, self.mean)
+
+
+@dataclass(frozen=True)
+class Dirac:
+    """1 at [g * out_per_group + c, c, centre] for c < min(out_per_group, in_per_group), 0 elsewhere."""
+
+    out_channels: int
+    in_per_group: int
+    groups: int
+    kernel: int  # the product of the kernel sizes
+    centre: int  # flat index of the centre tap within the kernel (torch: size // 2 per dimension)
+    family: Family = "dirac"
+    elementwise: bool = False
+
+    def _ones(self) -> int:
+        return self.groups * min(self.out_channels // self.groups, self.in_per_group)
+
+    @property
+    def mean(self) -> float:
+        return self._ones() / (self.out_channels * self.in_per_group * self.kernel)
+
+    @property
+    def std(self) -> float:
+        return _pattern_std(self.mean, self.mean)
+
+
+@dataclass(frozen=True)
+class DeltaOrthogonal:
+    """gain * H at the centre tap, H an [out, in] matrix with orthonormal columns; 0 elsewhere."""
+
+    gain: float
+    out_channels: int
+    in_channels: int
+    kernel: int
+    centre: int  # flat index within the kernel (Xiao et al. and JAX: (size - 1) // 2 per dimension)
+    family: Family = "delta_orthogonal"
+    elementwise: bool = False
+
+    @property
+    def mean(self) -> float:
+        return 0.0
+
+    @property
+    def std(self) -> float:
+        return self.gain * math.sqrt(self.in_channels / (self.out_channels * self.in_channels * self.kernel))
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """N(0, scale^2) with exactly `zeros` zeros per column of the [rows, cols] matrix."""
+
+    scale: float
+    rows: int
+    cols: int
+    zeros: int
+    family: Family = "sparse"
+    elementwise: bool = False
+
+    @property
+    def mean(self) -> float:
+        return 0.0
+
+    @property
+    def std(self) -> float:
+        return self.scale * math.sqrt(1 - self.zeros / self.rows)
+
+
+@dataclass(frozen=True)
+class LooksLinear:
+    """[W0, -W0] along dimension 1; W0 is gain * a Haar orthogonal [rows, half_cols] matrix view."""
+
+    gain: float
+    rows: int
+    half_cols: int  # columns of W0's flattened [rows, prod(shape[1:]) / 2] view
+    family: Family = "looks_linear"
+    elementwise: bool = False
+
+    @property
+    def mean(self) -> float:
+        return 0.0
+
+    @property
+    def std(self) -> float:
+        return self.gain / math.sqrt(max(self.rows, self.half_cols))
+
+
+Distribution = (
+    Constant | Uniform | Normal | TruncatedNormal | Orthogonal | Eye | Dirac | DeltaOrthogonal | Sparse | LooksLinear
+)
+FAMILIES: dict[str, type[Distribution]] = {
+    cls.family: cls
+    for cls in (
+        Constant,
+        Uniform,
+        Normal,
+        TruncatedNormal,
+        Orthogonal,
+        Eye,
+        Dirac,
+        DeltaOrthogonal,
+        Sparse,
+        LooksLinear,
+    )
+}
 
 
 def distribution_params(dist: Distribution) -> dict[str, float]:
     """The law's parameters without its bookkeeping fields, for the plan on the wire."""
     params = asdict(dist)
     return {k: float(v) for k, v in params.items() if k not in ("family", "elementwise")}
+
+
+def from_params(family: str, params: dict[str, float]) -> Distribution:
+    """Rebuild a law from its wire form (the worker's side of the plan)."""
+    cls = FAMILIES[family]
+    kinds = {f.name: f.type for f in fields(cls)}
+    casts = {"int": int, "bool": bool, "float": float}
+    return cls(**{k: casts[str(kinds[k])](v) for k, v in params.items()})

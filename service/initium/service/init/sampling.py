@@ -42,8 +42,12 @@ def full_box(shape: Sequence[int]) -> list[tuple[int, int]]:
 def sample(dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: Box | None = None) -> torch.Tensor:
     """float64 values of `box` (per-dimension [start, stop) ranges; None = whole) of a `shape` tensor."""
     box = list(box) if box is not None else full_box(shape)
-    if isinstance(dist, d.Orthogonal):
-        return _cut(_orthogonal(dist, shape, stream), box)
+    if not dist.elementwise or isinstance(dist, d.Eye):
+        from initium.service.init import structured
+
+        if isinstance(dist, d.Eye):
+            return structured.eye(dist, shape, stream, box)
+        return _cut(structured.whole(dist, shape, stream), box)
     out = torch.empty([stop - start for start, stop in box], dtype=F64, device=stream.device)
     if isinstance(dist, d.Constant):
         return out.fill_(dist.value)
@@ -167,27 +171,6 @@ def _standard_truncated(dist: d.TruncatedNormal, index: torch.Tensor, key: tuple
         if pending.numel() == 0:
             return out
     raise RuntimeError(f"truncated normal on [{alpha}, {beta}] std units accepted nothing in {MAX_ATTEMPTS} rounds")
-
-
-def _orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
-    """gain * Q from the QR of a Philox Gaussian matrix, sign(diag R) folded in (Mezzadri 2007): Haar.
-
-    Not elementwise: every entry depends on the whole matrix, so slices are cut from the full tensor,
-    and the QR's rounding belongs to the device's LAPACK/cuSOLVER (float64, so the float32 result
-    agrees across devices but a float64 one may differ in the last bits).
-    """
-    flat = sample(d.Normal(0.0, 1.0), (dist.rows, dist.cols), stream)
-    wide = dist.rows < dist.cols
-    if wide:
-        flat = flat.T
-    q, r = torch.linalg.qr(flat)
-    signs = torch.sign(torch.diagonal(r))
-    signs[signs == 0] = 1  # sign(0) = 0 would zero a column; probability 0, guarded for free
-    q = q * signs
-    if wide:
-        q = q.T
-    out: torch.Tensor = (q * dist.gain).reshape(shape).contiguous()
-    return out
 
 
 def _cut(values: torch.Tensor, box: Box) -> torch.Tensor:

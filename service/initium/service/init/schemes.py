@@ -15,9 +15,14 @@ from typing import Any, TypeVar
 from initium.schemas import schemes as wire
 from initium.service.init.distributions import (
     Constant,
+    DeltaOrthogonal,
+    Dirac,
     Distribution,
+    Eye,
+    LooksLinear,
     Normal,
     Orthogonal,
+    Sparse,
     TruncatedNormal,
     Uniform,
 )
@@ -31,11 +36,14 @@ TRUNCATED_STD_CORRECTION = 0.87962566103423978
 
 @dataclass(frozen=True)
 class Geometry:
-    """What a scheme may know about its tensor: the shape and the fans the planner derived."""
+    """What a scheme may know about its tensor: shape, the fans the planner derived, and its module."""
 
     shape: tuple[int, ...]
     fan_in: int
     fan_out: int
+    module_type: str = ""
+    role: str = "weight"
+    groups: int = 1
 
 
 class SchemeNotApplicableError(ValueError):
@@ -102,12 +110,15 @@ def normal(p: wire.Normal, g: Geometry) -> Distribution:
 
 @register_scheme("truncated_normal")
 def truncated_normal(p: wire.TruncatedNormal, g: Geometry) -> Distribution:
-    """Draw from N(mean, std^2) conditioned on a <= x <= b (absolute bounds, as torch's trunc_normal_).
+    """Draw from N(mean, std^2) conditioned on a <= x <= b.
 
-    The realised std is below `std` unless [a, b] is wide: with the defaults (-2, 2) and std 1 it
-    is 0.8796; the plan shows the exact value.
+    bounds="absolute": a and b are values (torch's trunc_normal_, where std=0.02 with the default
+    (-2, 2) truncates nothing, timm#1286); bounds="std": mean + a std and mean + b std (timm's
+    trunc_normal_tf_, JAX). The realised std is below `std` unless the interval is wide: for
+    (-2, 2) std units it is 0.8796 std; the plan shows the exact value.
     """
-    return TruncatedNormal(p.mean, p.std, p.a, p.b)
+    low, high = p.absolute_bounds()
+    return TruncatedNormal(p.mean, p.std, low, high)
 
 
 @register_scheme("xavier_uniform")
@@ -177,3 +188,134 @@ def orthogonal(p: wire.Orthogonal, g: Geometry) -> Distribution:
     rows = g.shape[0]
     cols = math.prod(g.shape[1:])
     return Orthogonal(p.gain, rows, cols)
+
+
+@register_scheme("variance_scaling")
+def variance_scaling(p: wire.VarianceScaling, g: Geometry) -> Distribution:
+    r"""Variance scaling as Keras and JAX define it (He et al. 2015, Glorot and Bengio 2010 as cases).
+
+    var = scale / max(1, n), n = fan_in, fan_out or (fan_in + fan_out) / 2. truncated_normal:
+    std = \sqrt{var} / 0.87962566103423978 cut at +-2 std, so the variance is exactly var;
+    untruncated_normal: N(0, var); uniform: U(-\sqrt{3 var}, \sqrt{3 var}).
+    """
+    n = {"fan_in": g.fan_in, "fan_out": g.fan_out, "fan_avg": (g.fan_in + g.fan_out) / 2}[p.mode]
+    var = p.scale / max(1.0, n)
+    if p.distribution == "truncated_normal":
+        sigma = math.sqrt(var) / TRUNCATED_STD_CORRECTION
+        return TruncatedNormal(0.0, sigma, -2 * sigma, 2 * sigma)
+    if p.distribution == "untruncated_normal":
+        return Normal(0.0, math.sqrt(var))
+    bound = math.sqrt(3 * var)
+    return Uniform(-bound, bound)
+
+
+@register_scheme("torch_default")
+def torch_default(p: wire.TorchDefault, g: Geometry) -> Distribution:
+    r"""Exactly the law a freshly constructed torch module's reset_parameters draws from.
+
+    Linear and ConvNd weight: kaiming_uniform_(a=\sqrt{5}), i.e. U(+-1/\sqrt{fan_in})
+    (pytorch/pytorch#57109); their bias: U(+-1/\sqrt{fan_in}) with the weight's fan_in (0 when
+    fan_in is 0); Embedding: N(0, 1) (padding row zeroed); LayerNorm and BatchNorm: weight 1, bias 0.
+    """
+    if g.module_type in ("linear", "conv1d", "conv2d", "conv3d"):
+        bound = 1 / math.sqrt(g.fan_in) if g.fan_in > 0 else 0.0
+        return Uniform(-bound, bound) if bound else Constant(0.0)
+    if g.module_type == "embedding":
+        return Normal(0.0, 1.0)
+    if g.module_type in ("layer_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d"):
+        return Constant(1.0 if g.role == "weight" else 0.0)
+    raise SchemeNotApplicableError(f"torch_default does not know module type {g.module_type!r}")
+
+
+def _need_dims(name: str, g: Geometry, allowed: tuple[int, ...]) -> None:
+    if len(g.shape) not in allowed:
+        dims = " or ".join(f"{n}-D" for n in allowed)
+        raise SchemeNotApplicableError(f"{name} needs a {dims} tensor, got shape {list(g.shape)}")
+
+
+def _flat_centre(kernel: tuple[int, ...], centre: tuple[int, ...]) -> int:
+    flat = 0
+    for size, c in zip(kernel, centre, strict=True):
+        flat = flat * size + c
+    return flat
+
+
+@register_scheme("eye")
+def eye(p: wire.Eye, g: Geometry) -> Distribution:
+    """gain on the diagonal, 0 elsewhere (torch.nn.init.eye_ with Keras Identity's gain); rectangular allowed."""
+    _need_dims("eye", g, (2,))
+    return Eye(p.gain, g.shape[0], g.shape[1], tile=False, noise=0.0)
+
+
+@register_scheme("identity_plus_noise")
+def identity_plus_noise(p: wire.IdentityPlusNoise, g: Geometry) -> Distribution:
+    r"""Le, Jaitly and Hinton (2015), A simple way to initialize recurrent networks of rectified linear units.
+
+    W = gain \cdot I + N(0, std^2): a ReLU RNN starts by carrying its state forward. A [k H, H]
+    weight (k stacked gates) gets gain * I in each H x H block.
+    """
+    _need_dims("identity_plus_noise", g, (2,))
+    rows, cols = g.shape
+    if rows % cols:
+        raise SchemeNotApplicableError(
+            f"identity_plus_noise needs rows a multiple of columns, got shape {[rows, cols]}"
+        )
+    return Eye(p.gain, rows, cols, tile=True, noise=p.std)
+
+
+@register_scheme("dirac")
+def dirac(p: wire.Dirac, g: Geometry) -> Distribution:
+    """The identity convolution, as torch.nn.init.dirac_: for each group and c < min(out / groups,
+    in / groups), weight[group * out / groups + c, c, centre] = 1, centre = size // 2 per dimension."""
+    _need_dims("dirac", g, (3, 4, 5))
+    groups = p.groups or g.groups
+    if g.shape[0] % groups:
+        raise SchemeNotApplicableError(f"dirac: out_channels {g.shape[0]} is not divisible by groups {groups}")
+    kernel = g.shape[2:]
+    return Dirac(g.shape[0], g.shape[1], groups, math.prod(kernel), _flat_centre(kernel, tuple(k // 2 for k in kernel)))
+
+
+@register_scheme("delta_orthogonal")
+def delta_orthogonal(p: wire.DeltaOrthogonal, g: Geometry) -> Distribution:
+    """Xiao et al. (2018), Dynamical isometry and a mean field theory of CNNs.
+
+    W[:, :, centre] = gain * H, H an [out, in] matrix with orthonormal columns (out >= in), 0 at every
+    other tap, so the conv is an isometry at init. The centre is (size - 1) // 2 per dimension, as the
+    paper and JAX place it; torch's dirac_ uses size // 2, so for even kernels the two differ by one tap.
+    """
+    _need_dims("delta_orthogonal", g, (3, 4, 5))
+    out_channels, in_channels, kernel = g.shape[0], g.shape[1], g.shape[2:]
+    if out_channels < in_channels:
+        raise SchemeNotApplicableError(
+            f"delta_orthogonal needs out_channels >= in_channels per group, got {out_channels} < {in_channels}"
+        )
+    centre = _flat_centre(kernel, tuple((k - 1) // 2 for k in kernel))
+    return DeltaOrthogonal(p.gain, out_channels, in_channels, math.prod(kernel), centre)
+
+
+@register_scheme("sparse")
+def sparse(p: wire.Sparse, g: Geometry) -> Distribution:
+    """Martens (2010), Deep learning via Hessian-free optimization, as torch.nn.init.sparse_ does it.
+
+    N(0, std^2) with exactly ceil(sparsity * rows) zeros in every column; the zero rows of each column
+    are a uniformly random subset drawn from the tensor's own Philox stream (a mask key per entry),
+    so the mask is reproducible too (torch's sparse_ ignores its generator, pytorch/pytorch#98200).
+    """
+    _need_dims("sparse", g, (2,))
+    rows, cols = g.shape
+    return Sparse(p.std, rows, cols, math.ceil(p.sparsity * rows))
+
+
+@register_scheme("looks_linear")
+def looks_linear(p: wire.LooksLinear, g: Geometry) -> Distribution:
+    """Balduzzi et al. (2017), The shattered gradients problem: if looks linear, train deep.
+
+    W = [W0, -W0] along the input dimension with W0 orthogonal times gain: fed CReLU features
+    [x, -x], the layer computes W0 (relu(x) - relu(-x)) = W0 x, linear at
+    init. The input dimension (shape[1]) must be even.
+    """
+    if len(g.shape) < 2 or g.shape[1] % 2:
+        raise SchemeNotApplicableError(
+            f"looks_linear needs an even input dimension (shape[1]), got shape {list(g.shape)}"
+        )
+    return LooksLinear(p.gain, g.shape[0], (g.shape[1] // 2) * math.prod(g.shape[2:]))

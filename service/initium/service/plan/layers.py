@@ -26,6 +26,8 @@ class LayerTensor:
     buffer_value: float | None = None
     integer: bool = False
     post: tuple[str, ...] = field(default_factory=tuple)
+    # Conv groups: torch's fan_out counts all of them; the initium convention divides by them.
+    groups: int = 1
 
 
 LayerFn = Callable[[Any], list[LayerTensor]]
@@ -49,13 +51,15 @@ def list_layers() -> list[str]:
     return _LAYERS.names()
 
 
-def _weight_and_bias(weight: tuple[int, ...], bias: bool, post: tuple[str, ...] = ()) -> list[LayerTensor]:
+def _weight_and_bias(
+    weight: tuple[int, ...], bias: bool, post: tuple[str, ...] = (), groups: int = 1
+) -> list[LayerTensor]:
     # A bias has no fans of its own; it takes its layer's, as torch's default bias bound
     # 1/sqrt(fan_in) does, so fan-based schemes scale it like the weight it belongs to.
     fan_in, fan_out = torch_fans(weight)
-    tensors = [LayerTensor("weight", weight, "weight", fan_in, fan_out, post=post)]
+    tensors = [LayerTensor("weight", weight, "weight", fan_in, fan_out, post=post, groups=groups)]
     if bias:
-        tensors.append(LayerTensor("bias", (weight[0],), "bias", fan_in, fan_out))
+        tensors.append(LayerTensor("bias", (weight[0],), "bias", fan_in, fan_out, groups=groups))
     return tensors
 
 
@@ -66,7 +70,7 @@ def linear(m: s.Linear) -> list[LayerTensor]:
 
 @register_layer("conv1d", "conv2d", "conv3d")
 def conv(m: s.Conv1d | s.Conv2d | s.Conv3d) -> list[LayerTensor]:
-    return _weight_and_bias((m.out_channels, m.in_channels // m.groups, *m.kernel()), m.bias)
+    return _weight_and_bias((m.out_channels, m.in_channels // m.groups, *m.kernel()), m.bias, groups=m.groups)
 
 
 @register_layer("embedding")

@@ -11,6 +11,7 @@ from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
 from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
+from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, get_layer
 from initium.service.plan.rules import LabeledRule, effective_rules, last_match
 from initium.service.plan.tree import Leaf, describe_activation, followed_by, walk
@@ -62,7 +63,9 @@ def _plan_tensor(
 ) -> wire.PlannedTensor:
     name = f"{leaf.path}.{lt.local_name}"
     labeled = None if lt.buffer_value is not None else last_match(rules, name, leaf.module.type, lt.role)
-    dist = _distribution(name, lt, labeled)
+    fan_in, fan_out = _fans(name, lt, labeled, request.policy.fan_convention)
+    geometry = Geometry(lt.shape, fan_in, fan_out, leaf.module.type, lt.role, lt.groups)
+    dist = _distribution(name, lt, labeled, geometry)
     if labeled is not None:
         used.add(labeled.label)
     return wire.PlannedTensor(
@@ -72,8 +75,8 @@ def _plan_tensor(
         module=leaf.path,
         module_type=leaf.module.type,
         role=lt.role,
-        fan_in=lt.fan_in,
-        fan_out=lt.fan_out,
+        fan_in=fan_in,
+        fan_out=fan_out,
         followed_by=follower,
         rule=labeled.label if labeled else None,
         init=labeled.rule.init if labeled else None,
@@ -87,13 +90,29 @@ def _plan_tensor(
     )
 
 
-def _distribution(name: str, lt: LayerTensor, labeled: LabeledRule | None) -> d.Distribution | None:
+def _fans(name: str, lt: LayerTensor, labeled: LabeledRule | None, convention: str) -> tuple[int, int]:
+    """The layout's fans (torch's, or per group under the initium convention), or the rule's axes."""
+    if labeled is not None and labeled.rule.fan_axes is not None:
+        axes = labeled.rule.fan_axes
+        try:
+            return axes_fans(lt.shape, axes.in_axes, axes.out_axes)
+        except ValueError as exc:
+            raise RequestInvalidError(f"rule {labeled.label} on {name}: {exc}", (*labeled.loc, "fan_axes")) from None
+    if convention == "initium":
+        # torch counts a grouped conv's fan_out over all groups although each output channel
+        # only reaches its own group (pytorch/pytorch#23854): a depthwise conv's fan_out would be
+        # channels times too large.
+        return lt.fan_in, lt.fan_out // lt.groups
+    return lt.fan_in, lt.fan_out
+
+
+def _distribution(name: str, lt: LayerTensor, labeled: LabeledRule | None, geometry: Geometry) -> d.Distribution | None:
     if lt.buffer_value is not None:
         return d.Constant(lt.buffer_value)
     if labeled is None:
         return None
     try:
-        return resolve(labeled.rule.init, Geometry(lt.shape, lt.fan_in, lt.fan_out))
+        return resolve(labeled.rule.init, geometry)
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
             f"rule {labeled.label} cannot initialize {name}: {exc}; narrow the rule's match "
@@ -106,16 +125,7 @@ def planned_distribution(tensor: wire.PlannedTensor) -> d.Distribution:
     """Rebuild the sampler's distribution from a planned tensor (the worker's side of the plan)."""
     if tensor.distribution is None:
         raise ValueError(f"tensor {tensor.name} has no rule; it cannot be generated")
-    family, p = tensor.distribution.family, tensor.distribution.params
-    if family == "constant":
-        return d.Constant(p["value"])
-    if family == "uniform":
-        return d.Uniform(p["low"], p["high"])
-    if family == "normal":
-        return d.Normal(p["loc"], p["scale"])
-    if family == "truncated_normal":
-        return d.TruncatedNormal(p["loc"], p["scale"], p["low"], p["high"])
-    return d.Orthogonal(p["gain"], int(p["rows"]), int(p["cols"]))
+    return d.from_params(tensor.distribution.family, tensor.distribution.params)
 
 
 def _apply_slices(

@@ -1,6 +1,6 @@
 """Generation throughput of initium's Philox sampler against torch's native normal_ and uniform_.
 
-    .venv/bin/python benchmarks/rng.py [--elements 268435456] [--device cpu|cuda] [--dtype float32]
+    .venv/bin/python -m benchmarks.rng [--elements 268435456] [--device cpu|cuda] [--dtype float32]
 
 Both sides produce a fresh tensor of the same size, dtype and device per call (allocation
 included, as a job pays it); the best of --repeats is reported, as GB/s of output and as the ratio

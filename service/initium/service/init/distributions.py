@@ -23,6 +23,14 @@ def _cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
+class _Centered:
+    """A law symmetric about 0 (every orthogonal-based and sparse law here)."""
+
+    @property
+    def mean(self) -> float:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class Constant:
     value: float
@@ -102,7 +110,7 @@ class TruncatedNormal:
 
 
 @dataclass(frozen=True)
-class Orthogonal:
+class Orthogonal(_Centered):
     """gain * Q, Q Haar-random with orthonormal rows (wide) or columns (tall) of the [rows, cols] view."""
 
     gain: float
@@ -110,10 +118,6 @@ class Orthogonal:
     cols: int
     family: Family = "orthogonal"
     elementwise: bool = False
-
-    @property
-    def mean(self) -> float:
-        return 0.0
 
     @property
     def std(self) -> float:
@@ -176,7 +180,7 @@ class Dirac:
 
 
 @dataclass(frozen=True)
-class DeltaOrthogonal:
+class DeltaOrthogonal(_Centered):
     """gain * H at the centre tap, H an [out, in] matrix with orthonormal columns; 0 elsewhere."""
 
     gain: float
@@ -188,16 +192,12 @@ class DeltaOrthogonal:
     elementwise: bool = False
 
     @property
-    def mean(self) -> float:
-        return 0.0
-
-    @property
     def std(self) -> float:
         return self.gain * math.sqrt(self.in_channels / (self.out_channels * self.in_channels * self.kernel))
 
 
 @dataclass(frozen=True)
-class Sparse:
+class Sparse(_Centered):
     """N(0, scale^2) with exactly `zeros` zeros per column of the [rows, cols] matrix."""
 
     scale: float
@@ -208,16 +208,12 @@ class Sparse:
     elementwise: bool = False
 
     @property
-    def mean(self) -> float:
-        return 0.0
-
-    @property
     def std(self) -> float:
         return self.scale * math.sqrt(1 - self.zeros / self.rows)
 
 
 @dataclass(frozen=True)
-class LooksLinear:
+class LooksLinear(_Centered):
     """[W0, -W0] along dimension 1; W0 is gain * a Haar orthogonal [rows, half_cols] matrix view."""
 
     gain: float
@@ -225,10 +221,6 @@ class LooksLinear:
     half_cols: int  # columns of W0's flattened [rows, prod(shape[1:]) / 2] view
     family: Family = "looks_linear"
     elementwise: bool = False
-
-    @property
-    def mean(self) -> float:
-        return 0.0
 
     @property
     def std(self) -> float:

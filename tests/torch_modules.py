@@ -47,17 +47,71 @@ BUILDERS: dict[str, Any] = {
     "identity": lambda m: nn.Identity(),
     "dropout": lambda m: nn.Dropout(m.p),
     "flatten": lambda m: nn.Flatten(m.start_dim, m.end_dim),
-}
+    "conv_transpose1d": lambda m: _conv_t(nn.ConvTranspose1d, m),
+    "conv_transpose2d": lambda m: _conv_t(nn.ConvTranspose2d, m),
+    "conv_transpose3d": lambda m: _conv_t(nn.ConvTranspose3d, m),
+    "rnn": lambda m: nn.RNN(m.input_size, m.hidden_size, m.num_layers, nonlinearity=m.nonlinearity, bias=m.bias,
+                            bidirectional=m.bidirectional),
+    "lstm": lambda m: nn.LSTM(m.input_size, m.hidden_size, m.num_layers, bias=m.bias, bidirectional=m.bidirectional,
+                              proj_size=m.proj_size),
+    "gru": lambda m: nn.GRU(m.input_size, m.hidden_size, m.num_layers, bias=m.bias, bidirectional=m.bidirectional),
+    "multihead_attention": lambda m: nn.MultiheadAttention(m.embed_dim, m.num_heads, bias=m.bias,
+                                                           add_bias_kv=m.add_bias_kv, kdim=m.kdim, vdim=m.vdim),
+    "rms_norm": lambda m: nn.RMSNorm(m.shape(), eps=m.eps, elementwise_affine=m.elementwise_affine),
+    "group_norm": lambda m: nn.GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine),
+    "instance_norm1d": lambda m: _bn(nn.InstanceNorm1d, m),
+    "instance_norm2d": lambda m: _bn(nn.InstanceNorm2d, m),
+    "instance_norm3d": lambda m: _bn(nn.InstanceNorm3d, m),
+}  # fmt: skip
+
+
+def _conv_t(cls: type[nn.Module], m: Any) -> nn.Module:
+    return cls(
+        m.in_channels, m.out_channels, m.kernel_size if isinstance(m.kernel_size, int) else tuple(m.kernel_size),
+        stride=m.stride if isinstance(m.stride, int) else tuple(m.stride),
+        padding=m.padding if isinstance(m.padding, int) else tuple(m.padding),
+        output_padding=m.output_padding if isinstance(m.output_padding, int) else tuple(m.output_padding),
+        dilation=m.dilation if isinstance(m.dilation, int) else tuple(m.dilation), groups=m.groups, bias=m.bias,
+    )  # fmt: skip
 
 
 def build_module(modules: list[s.Module]) -> nn.Sequential:
     children: OrderedDict[str, nn.Module] = OrderedDict()
+    raw: list[s.Parameter] = []
     for index, m in enumerate(modules):
+        if isinstance(m, s.Parameter):
+            raw.append(m)  # a raw tensor is an attribute of its parent, not a child module
+            continue
         key = m.name if m.name is not None else str(index)
-        children[key] = build_module(m.modules) if isinstance(m, s.Sequential) else BUILDERS[m.type](m)
-    return nn.Sequential(children)
+        children[key] = build_one(m)
+    sequential = nn.Sequential(children)
+    for p in raw:
+        sequential.register_parameter(p.name, nn.Parameter(torch.empty(p.shape)))
+    return sequential
+
+
+def build_one(m: s.Module) -> nn.Module:
+    if isinstance(m, s.Sequential):
+        return build_module(m.modules)
+    if isinstance(m, s.Repeat):
+        return nn.ModuleList([build_one(m.block) for _ in range(m.count)])
+    if isinstance(m, s.Residual):
+        return Residual(build_module(m.body), build_module(m.shortcut) if m.shortcut else None)
+    return BUILDERS[m.type](m)
 
 
 def build(spec: s.Spec) -> nn.Module:
     with torch.device("meta"):
         return build_module(spec.modules)
+
+
+class Residual(nn.Module):
+    """The torch module a `residual` spec describes: x + body(x), or shortcut(x) + body(x)."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x if self.shortcut is None else self.shortcut(x)) + self.body(x)

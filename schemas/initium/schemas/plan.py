@@ -30,6 +30,21 @@ class Distribution(WireModel):
     params: dict[str, float]
 
 
+class PlannedPart(WireModel):
+    """Rows [start, stop) of a packed tensor initialized as their own matrix (a gate, or q, k or v)."""
+
+    rows: tuple[int, int]
+    roles: list[str]
+    fan_in: int
+    fan_out: int
+    rule: str | None
+    init: SchemeParams | None
+    distribution: Distribution | None
+    expected_mean: float | None
+    expected_std: float | None
+    elementwise: bool
+
+
 class PlannedTensor(WireModel):
     """One tensor of the state_dict, as the worker will generate it."""
 
@@ -39,6 +54,9 @@ class PlannedTensor(WireModel):
     module: str = Field(description="dotted path of the owning module ('' for the root)")
     module_type: str
     role: Role
+    roles: list[str] = Field(default_factory=list, description="every role a rule can match on this tensor")
+    residual: str | None = Field(None, description="the residual module whose branch holds this tensor")
+    depth: int | None = Field(None, description="the copy index in the innermost repeat")
     fan_in: int
     fan_out: int
     followed_by: str | None = Field(
@@ -53,6 +71,9 @@ class PlannedTensor(WireModel):
     expected_std: float | None
     elementwise: bool = Field(description="each element drawn independently (any slice can be generated alone)")
     post: list[str] = Field(default_factory=list, description="fix-ups after sampling, e.g. 'zero_row:0'")
+    parts: list[PlannedPart] | None = Field(
+        None, description="per-gate or per-projection blocks, each with its own rule; None when the tensor is one block"
+    )
     slice: list[tuple[int, int]] | None = Field(
         None, description="the [start, stop) ranges returned of the full `shape`; None for the whole tensor"
     )

@@ -9,12 +9,21 @@ from pydantic import Field, model_validator
 from initium.schemas._base import WireModel
 from initium.schemas.schemes import SchemeParams
 
-# Roles a rule can target. Buffers (batch-norm running statistics) are not parameters: they
-# always start at torch's values and no rule applies to them.
-ParamRole = Literal["weight", "bias"]
+# Roles a rule can target: every parameter is a weight or a bias; recurrent layers add
+# `recurrent` (weight_hh, bias_hh) and `projection` (LSTM weight_hr) and one role per gate (LSTM
+# input, forget, cell, output; GRU reset, update, new); attention adds query, key, value and
+# attention_output. Buffers (running statistics) are not parameters: they always start at torch's
+# values and no rule applies to them.
+ParamRole = Literal[
+    "weight", "bias", "recurrent", "projection",
+    "input", "forget", "cell", "output", "reset", "update", "new",
+    "query", "key", "value", "attention_output",
+]  # fmt: skip
 ParameterizedType = Literal[
-    "linear", "conv1d", "conv2d", "conv3d", "embedding", "layer_norm",
-    "batch_norm1d", "batch_norm2d", "batch_norm3d",
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "embedding", "layer_norm", "rms_norm", "group_norm",
+    "batch_norm1d", "batch_norm2d", "batch_norm3d", "instance_norm1d", "instance_norm2d", "instance_norm3d",
+    "rnn", "lstm", "gru", "multihead_attention", "parameter",
 ]  # fmt: skip
 
 
@@ -22,7 +31,7 @@ class Match(WireModel):
     """What a rule applies to; every given field must match, an empty match matches every parameter."""
 
     type: ParameterizedType | None = Field(None, description="module type, e.g. 'linear'")
-    role: ParamRole | None = Field(None, description="'weight' or 'bias'")
+    role: ParamRole | None = Field(None, description="'weight', 'bias', or a gate or projection role")
     name: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
         None, description="fnmatch glob over the full tensor name, e.g. 'blocks.*.fc2.weight'"
     )

@@ -188,6 +188,171 @@ class Flatten(_Module):
     end_dim: int = -1
 
 
+class _ConvTransposeNd(_ConvNd):
+    """torch.nn.ConvTransposeNd: weight [in_channels, out_channels / groups, *kernel_size], bias [out_channels]."""
+
+    output_padding: IntOrTuple = 0
+
+    @model_validator(mode="after")
+    def _check_transposed(self) -> _ConvTransposeNd:
+        # torch's transposed convs take only explicit integer padding and zero padding mode.
+        if isinstance(self.padding, str):
+            raise ValueError(f"padding={self.padding!r} is not supported by transposed convs; give integers")
+        if self.padding_mode != "zeros":
+            raise ValueError("transposed convs only support padding_mode='zeros'")
+        return self
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    type: Literal["conv_transpose1d"]
+    spatial_dims: ClassVar[int] = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    type: Literal["conv_transpose2d"]
+    spatial_dims: ClassVar[int] = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    type: Literal["conv_transpose3d"]
+    spatial_dims: ClassVar[int] = 3
+
+
+class _RNNBase(_Module):
+    """torch.nn.RNN/LSTM/GRU: weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} (+ _reverse)."""
+
+    input_size: PositiveInt
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    batch_first: bool = False
+    dropout: Annotated[float, Field(ge=0, le=1)] = 0.0
+    bidirectional: bool = False
+
+
+class RNN(_RNNBase):
+    type: Literal["rnn"]
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+
+class LSTM(_RNNBase):
+    """proj_size > 0 adds weight_hr_l{k} [proj_size, hidden_size] and makes the hidden state proj_size wide."""
+
+    type: Literal["lstm"]
+    proj_size: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _check_proj(self) -> LSTM:
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size={self.proj_size} must be smaller than hidden_size={self.hidden_size}")
+        return self
+
+
+class GRU(_RNNBase):
+    type: Literal["gru"]
+
+
+class MultiheadAttention(_Module):
+    """torch.nn.MultiheadAttention: packed in_proj_weight [3E, E] when kdim and vdim equal embed_dim,
+    else q_proj_weight, k_proj_weight, v_proj_weight; out_proj.weight [E, E]."""
+
+    type: Literal["multihead_attention"]
+    embed_dim: PositiveInt
+    num_heads: PositiveInt
+    dropout: Annotated[float, Field(ge=0, le=1)] = 0.0
+    bias: bool = True
+    add_bias_kv: bool = False
+    kdim: PositiveInt | None = None
+    vdim: PositiveInt | None = None
+    batch_first: bool = False
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> MultiheadAttention:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
+        return self
+
+    def packed(self) -> bool:
+        return self.kdim in (None, self.embed_dim) and self.vdim in (None, self.embed_dim)
+
+
+class RMSNorm(_Module):
+    """torch.nn.RMSNorm: weight of shape normalized_shape (no bias)."""
+
+    type: Literal["rms_norm"]
+    normalized_shape: PositiveInt | Annotated[list[PositiveInt], Field(min_length=1)]
+    eps: Annotated[float, Field(gt=0)] | None = None
+    elementwise_affine: bool = True
+
+    def shape(self) -> tuple[int, ...]:
+        ns = self.normalized_shape
+        return (ns,) if isinstance(ns, int) else tuple(ns)
+
+
+class GroupNorm(_Module):
+    """torch.nn.GroupNorm: weight and bias [num_channels]."""
+
+    type: Literal["group_norm"]
+    num_groups: PositiveInt
+    num_channels: PositiveInt
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    affine: bool = True
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> GroupNorm:
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"num_channels={self.num_channels} must be divisible by num_groups={self.num_groups}")
+        return self
+
+
+class _InstanceNorm(_BatchNorm):
+    """torch.nn.InstanceNormNd: like batch norm but affine and running statistics default off."""
+
+    affine: bool = False
+    track_running_stats: bool = False
+
+
+class InstanceNorm1d(_InstanceNorm):
+    type: Literal["instance_norm1d"]
+
+
+class InstanceNorm2d(_InstanceNorm):
+    type: Literal["instance_norm2d"]
+
+
+class InstanceNorm3d(_InstanceNorm):
+    type: Literal["instance_norm3d"]
+
+
+class Parameter(_Module):
+    """A raw tensor (an nn.Parameter attribute such as cls_token or pos_embed), named by `name` itself.
+
+    fan_in and fan_out default to torch's rule for >= 2-D shapes and to the size for vectors.
+    """
+
+    type: Literal["parameter"]
+    name: ModuleName
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)]
+    fan_in: PositiveInt | None = None
+    fan_out: PositiveInt | None = None
+
+
+class Repeat(_Module):
+    """`count` copies of `block`, named 0 .. count-1 under this module, as an nn.Sequential or ModuleList."""
+
+    type: Literal["repeat"]
+    count: Annotated[int, Field(ge=1, le=10_000)]
+    block: Module
+
+
+class Residual(_Module):
+    """x + body(x), or shortcut(x) + body(x) with a projection shortcut; children `body` and `shortcut`."""
+
+    type: Literal["residual"]
+    body: list[Module] = Field(min_length=1, max_length=100_000)
+    shortcut: list[Module] | None = None
+
+
 class Sequential(_Module):
     """torch.nn.Sequential: children named by their `name`, or by their index when unnamed."""
 
@@ -231,10 +396,26 @@ Module = Annotated[
         | Dropout
         | Flatten
         | Sequential
+        | ConvTranspose1d
+        | ConvTranspose2d
+        | ConvTranspose3d
+        | RNN
+        | LSTM
+        | GRU
+        | MultiheadAttention
+        | RMSNorm
+        | GroupNorm
+        | InstanceNorm1d
+        | InstanceNorm2d
+        | InstanceNorm3d
+        | Parameter
+        | Repeat
+        | Residual
     ),
     Field(discriminator="type"),
 ]
-Sequential.model_rebuild()
+for _container in (Sequential, Repeat, Residual):
+    _container.model_rebuild()
 
 ACTIVATION_TYPES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity")
 
@@ -257,6 +438,21 @@ __all__ = [
     "BatchNorm2d",
     "BatchNorm3d",
     "Conv1d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "GRU",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LSTM",
+    "MultiheadAttention",
+    "Parameter",
+    "RMSNorm",
+    "RNN",
+    "Repeat",
+    "Residual",
     "Conv2d",
     "Conv3d",
     "Dropout",

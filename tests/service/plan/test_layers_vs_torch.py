@@ -49,6 +49,27 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "identity": [{}],
     "dropout": [{"p": 0.1}],
     "flatten": [{}],
+    "conv_transpose1d": [{"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2}],
+    "conv_transpose2d": [
+        {"in_channels": 3, "out_channels": 5, "kernel_size": [2, 3], "stride": 2, "output_padding": 1}
+    ],
+    "conv_transpose3d": [{"in_channels": 2, "out_channels": 2, "kernel_size": 2, "bias": False}],
+    "rnn": [{"input_size": 3, "hidden_size": 5, "num_layers": 2, "nonlinearity": "relu"}],
+    "lstm": [
+        {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bidirectional": True, "proj_size": 2},
+        {"input_size": 3, "hidden_size": 4, "bias": False},
+    ],
+    "gru": [{"input_size": 6, "hidden_size": 3, "bidirectional": True}],
+    "multihead_attention": [
+        {"embed_dim": 8, "num_heads": 2, "add_bias_kv": True},
+        {"embed_dim": 8, "num_heads": 4, "kdim": 3, "vdim": 5, "bias": False},
+    ],
+    "rms_norm": [{"normalized_shape": [2, 3]}, {"normalized_shape": 4, "elementwise_affine": False}],
+    "group_norm": [{"num_groups": 2, "num_channels": 6}],
+    "instance_norm1d": [{"num_features": 3}, {"num_features": 3, "affine": True}],
+    "instance_norm2d": [{"num_features": 3, "affine": True, "track_running_stats": True}],
+    "instance_norm3d": [{"num_features": 2, "affine": True}],
+    "parameter": [{"name": "cls_token", "shape": [1, 1, 8]}],
 }
 CATCH_ALL = {"rules": [{"init": {"scheme": "normal"}}]}
 
@@ -72,10 +93,36 @@ def test_names_and_shapes_match_torch_state_dict(layer_type: str) -> None:
     assert planned == expected
 
 
+HEAD = {"type": "linear", "in_features": 4, "out_features": 2}
+
+
+def test_containers_name_like_torch() -> None:
+    block = {"type": "residual", "body": [{"type": "linear", "in_features": 4, "out_features": 4}, {"type": "relu"},
+             {"type": "linear", "in_features": 4, "out_features": 4}],
+             "shortcut": [{"type": "linear", "in_features": 4, "out_features": 4, "bias": False}]}  # fmt: skip
+    request = _request([
+        {"type": "parameter", "name": "pos_embed", "shape": [1, 4]},
+        {"type": "repeat", "name": "blocks", "count": 3, "block": block},
+        {"type": "repeat", "name": "heads", "count": 2, "block": HEAD},
+    ])  # fmt: skip
+    plan = make_plan(request)
+    planned = {t.name: tuple(t.shape) for t in plan.tensors}
+    assert planned == {k: tuple(v.shape) for k, v in build(request.spec).state_dict().items()}
+    assert "blocks.2.body.2.weight" in planned and "blocks.0.shortcut.0.weight" in planned
+    context = {t.name: (t.residual, t.depth) for t in plan.tensors}
+    assert context["blocks.1.body.0.weight"] == ("blocks.1", 1)
+    assert context["blocks.1.shortcut.0.weight"] == (None, 1)
+    assert context["heads.1.weight"] == (None, 1) and context["pos_embed"] == (None, None)
+
+
 def test_rule_match_types_are_exactly_the_layers_with_parameters() -> None:
     with_params = {
         layer for layer, examples in EXAMPLES.items()
-        if any(t.role in ("weight", "bias") for t in make_plan(_request([{"type": layer, **examples[0]}])).tensors)
+        if any(
+            t.role in ("weight", "bias")
+            for example in examples
+            for t in make_plan(_request([{"type": layer, **example}])).tensors
+        )
     }  # fmt: skip
     assert set(get_args(ParameterizedType)) == with_params
 

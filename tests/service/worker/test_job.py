@@ -172,3 +172,32 @@ def test_a_slice_of_an_orthogonal_tensor_is_cut_from_the_whole(store: JobStore, 
         store.artifact(run_job(store, {**mlp_request, "slices": {"fc1.weight": [[0, 100], [300, 784]]}}), WEIGHTS)
     )
     assert torch.equal(part["fc1.weight"], whole["fc1.weight"][:100, 300:])
+
+
+def test_recurrent_and_attention_weights_load_into_torch(store: JobStore) -> None:
+    body = {
+        "spec": {"name": "seq", "modules": [
+            {"type": "embedding", "name": "embed", "num_embeddings": 50, "embedding_dim": 16},
+            {"type": "lstm", "name": "rnn", "input_size": 16, "hidden_size": 16, "num_layers": 2,
+             "bidirectional": True},
+            {"type": "multihead_attention", "name": "attn", "embed_dim": 32, "num_heads": 4},
+            {"type": "conv_transpose1d", "name": "up", "in_channels": 32, "out_channels": 8, "kernel_size": 4},
+        ]},
+        "policy": {"preset": "xavier", "rules": [
+            {"match": {"type": "lstm", "role": "weight"}, "init": {"scheme": "xavier_uniform"}},
+            {"match": {"role": "recurrent", "name": "*weight*"}, "init": {"scheme": "orthogonal"}},
+            {"match": {"type": "lstm", "role": "forget", "name": "*bias_ih*"}, "init": {"scheme": "ones"}},
+            {"match": {"type": "multihead_attention", "role": "weight"}, "init": {"scheme": "xavier_uniform"}},
+            {"match": {"type": "conv_transpose1d", "role": "weight"}, "init": {"scheme": "kaiming_normal"}},
+        ]},
+    }  # fmt: skip
+    job_id = run_job(store, body)
+    assert store.load(job_id).state == "succeeded", store.load(job_id).error
+    module = build(InitRequest.model_validate(body).spec).to_empty(device="cpu")
+    module.load_state_dict(load_file(store.artifact(job_id, WEIGHTS)), strict=True)
+    assert torch.equal(module.rnn.bias_ih_l1_reverse[16:32], torch.ones(16))
+    hh = module.rnn.weight_hh_l0[:16]  # the input gate's recurrent block: orthogonal on its own
+    assert torch.allclose(hh @ hh.T, torch.eye(16), atol=1e-5)
+    report = Report.model_validate_json(store.artifact(job_id, REPORT).read_bytes())
+    bias = next(t for t in report.tensors if t.name == "rnn.bias_ih_l0")
+    assert bias.scheme == "mixed: ones, zeros" and bias.mean == pytest.approx(0.25)

@@ -42,8 +42,10 @@ class Geometry:
     fan_in: int
     fan_out: int
     module_type: str = ""
-    role: str = "weight"
+    roles: tuple[str, ...] = ("weight",)
     groups: int = 1
+    hidden_size: int = 0  # recurrent layers
+    torch_fans: tuple[int, int] | None = None  # the whole tensor's fans as torch computes them
 
 
 class SchemeNotApplicableError(ValueError):
@@ -213,18 +215,50 @@ def variance_scaling(p: wire.VarianceScaling, g: Geometry) -> Distribution:
 def torch_default(p: wire.TorchDefault, g: Geometry) -> Distribution:
     r"""Exactly the law a freshly constructed torch module's reset_parameters draws from.
 
-    Linear and ConvNd weight: kaiming_uniform_(a=\sqrt{5}), i.e. U(+-1/\sqrt{fan_in})
-    (pytorch/pytorch#57109); their bias: U(+-1/\sqrt{fan_in}) with the weight's fan_in (0 when
-    fan_in is 0); Embedding: N(0, 1) (padding row zeroed); LayerNorm and BatchNorm: weight 1, bias 0.
+    Linear, ConvNd and ConvTransposeNd weight: kaiming_uniform_(a=\sqrt{5}), i.e.
+    U(+-1/\sqrt{fan_in}) with torch's fan_in (pytorch/pytorch#57109); their bias the same bound
+    (0 when fan_in is 0); Embedding N(0, 1) (padding row zeroed); RNN, LSTM, GRU: every tensor
+    U(+-1/\sqrt{hidden_size}); MultiheadAttention: in_proj (or q/k/v) xavier_uniform_ over the
+    whole tensor, in_proj_bias and out_proj.bias 0, out_proj.weight the Linear default, bias_k and
+    bias_v xavier_normal_; norm layers weight 1 and bias 0.
     """
-    if g.module_type in ("linear", "conv1d", "conv2d", "conv3d"):
-        bound = 1 / math.sqrt(g.fan_in) if g.fan_in > 0 else 0.0
+    fan_in, fan_out = g.torch_fans or (g.fan_in, g.fan_out)
+    if g.module_type in _TORCH_LINEAR_LIKE:
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         return Uniform(-bound, bound) if bound else Constant(0.0)
     if g.module_type == "embedding":
         return Normal(0.0, 1.0)
-    if g.module_type in ("layer_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d"):
-        return Constant(1.0 if g.role == "weight" else 0.0)
+    if g.module_type in ("rnn", "lstm", "gru"):
+        bound = 1 / math.sqrt(g.hidden_size)
+        return Uniform(-bound, bound)
+    if g.module_type == "multihead_attention":
+        return _torch_attention_default(g, fan_in, fan_out)
+    if g.module_type in _TORCH_NORMS:
+        return Constant(1.0 if "weight" in g.roles else 0.0)
     raise SchemeNotApplicableError(f"torch_default does not know module type {g.module_type!r}")
+
+
+_TORCH_LINEAR_LIKE = frozenset(
+    {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+)
+_TORCH_NORMS = frozenset(
+    {
+        "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
+        "instance_norm1d", "instance_norm2d", "instance_norm3d",
+    }
+)  # fmt: skip
+
+
+def _torch_attention_default(g: Geometry, fan_in: int, fan_out: int) -> Distribution:
+    if "attention_output" in g.roles:
+        bound = 1 / math.sqrt(fan_in)
+        return Uniform(-bound, bound) if "weight" in g.roles else Constant(0.0)
+    if "bias" in g.roles:
+        if len(g.shape) == 3:  # bias_k, bias_v [1, 1, E]: xavier_normal_
+            return Normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+        return Constant(0.0)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return Uniform(-bound, bound)
 
 
 def _need_dims(name: str, g: Geometry, allowed: tuple[int, ...]) -> None:

@@ -14,20 +14,37 @@ from initium.service.registry import Registry
 
 
 @dataclass(frozen=True)
+class Part:
+    """Rows [start, stop) of a packed tensor that are logically their own matrix: one gate of a
+    recurrent layer, or the query, key or value block of a packed attention projection. Rules
+    match parts by their roles, and fans are the part's own under the initium convention."""
+
+    start: int
+    stop: int
+    roles: tuple[str, ...]
+    fan_in: int
+    fan_out: int
+
+
+@dataclass(frozen=True)
 class LayerTensor:
-    """One state_dict entry of a layer, named relative to the layer."""
+    """One state_dict entry of a layer, named relative to the layer ('' names the layer itself)."""
 
     local_name: str
     shape: tuple[int, ...]
     role: Role
-    fan_in: int
+    fan_in: int  # torch's fans (torch.nn.init._calculate_fan_in_and_fan_out)
     fan_out: int
     # Buffers are not parameters: they start at torch's fixed value and no rule touches them.
     buffer_value: float | None = None
     integer: bool = False
     post: tuple[str, ...] = field(default_factory=tuple)
-    # Conv groups: torch's fan_out counts all of them; the initium convention divides by them.
     groups: int = 1
+    # The initium convention's fans where they differ from torch's (grouped and transposed convs).
+    initium_fans: tuple[int, int] | None = None
+    roles: tuple[str, ...] = ()  # roles besides `role`: recurrent, projection, attention_output
+    parts: tuple[Part, ...] = ()
+    hidden_size: int = 0  # recurrent layers: torch's default init bound is 1/sqrt(hidden_size)
 
 
 LayerFn = Callable[[Any], list[LayerTensor]]
@@ -52,14 +69,22 @@ def list_layers() -> list[str]:
 
 
 def _weight_and_bias(
-    weight: tuple[int, ...], bias: bool, post: tuple[str, ...] = (), groups: int = 1
+    weight: tuple[int, ...],
+    bias: bool,
+    post: tuple[str, ...] = (),
+    groups: int = 1,
+    initium_fans: tuple[int, int] | None = None,
+    bias_size: int | None = None,
+    roles: tuple[str, ...] = (),
 ) -> list[LayerTensor]:
     # A bias has no fans of its own; it takes its layer's, as torch's default bias bound
     # 1/sqrt(fan_in) does, so fan-based schemes scale it like the weight it belongs to.
     fan_in, fan_out = torch_fans(weight)
-    tensors = [LayerTensor("weight", weight, "weight", fan_in, fan_out, post=post, groups=groups)]
+    common = {"groups": groups, "initium_fans": initium_fans, "roles": roles}
+    tensors = [LayerTensor("weight", weight, "weight", fan_in, fan_out, post=post, **common)]  # type: ignore[arg-type]
     if bias:
-        tensors.append(LayerTensor("bias", (weight[0],), "bias", fan_in, fan_out, groups=groups))
+        size = weight[0] if bias_size is None else bias_size
+        tensors.append(LayerTensor("bias", (size,), "bias", fan_in, fan_out, **common))  # type: ignore[arg-type]
     return tensors
 
 
@@ -70,7 +95,23 @@ def linear(m: s.Linear) -> list[LayerTensor]:
 
 @register_layer("conv1d", "conv2d", "conv3d")
 def conv(m: s.Conv1d | s.Conv2d | s.Conv3d) -> list[LayerTensor]:
-    return _weight_and_bias((m.out_channels, m.in_channels // m.groups, *m.kernel()), m.bias, groups=m.groups)
+    # torch counts fan_out over all groups (pytorch/pytorch#23854); each output channel of a
+    # grouped conv reads only its group, so the initium convention divides by groups.
+    weight = (m.out_channels, m.in_channels // m.groups, *m.kernel())
+    fan_in, fan_out = torch_fans(weight)
+    return _weight_and_bias(weight, m.bias, groups=m.groups, initium_fans=(fan_in, fan_out // m.groups))
+
+
+@register_layer("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def conv_transpose(m: s.ConvTranspose1d | s.ConvTranspose2d | s.ConvTranspose3d) -> list[LayerTensor]:
+    # torch stores [in, out / groups, *k] and applies its conv rule to it, so its "fan_in" is
+    # out / groups * rf. Each output of a transposed conv sums in / groups channels times the taps,
+    # and each input reaches out / groups channels: those are the initium fans.
+    kernel = m.kernel()
+    rf = math.prod(kernel)
+    weight = (m.in_channels, m.out_channels // m.groups, *kernel)
+    fans = ((m.in_channels // m.groups) * rf, (m.out_channels // m.groups) * rf)
+    return _weight_and_bias(weight, m.bias, groups=m.groups, initium_fans=fans, bias_size=m.out_channels)
 
 
 @register_layer("embedding")
@@ -95,7 +136,17 @@ def layer_norm(m: s.LayerNorm) -> list[LayerTensor]:
     return _affine(m.shape(), m.elementwise_affine, m.elementwise_affine and m.bias)
 
 
-@register_layer("batch_norm1d", "batch_norm2d", "batch_norm3d")
+@register_layer("rms_norm")
+def rms_norm(m: s.RMSNorm) -> list[LayerTensor]:
+    return _affine(m.shape(), m.elementwise_affine, False)
+
+
+@register_layer("group_norm")
+def group_norm(m: s.GroupNorm) -> list[LayerTensor]:
+    return _affine((m.num_channels,), m.affine, m.affine)
+
+
+@register_layer("batch_norm1d", "batch_norm2d", "batch_norm3d", "instance_norm1d", "instance_norm2d", "instance_norm3d")
 def batch_norm(m: s.BatchNorm1d | s.BatchNorm2d | s.BatchNorm3d) -> list[LayerTensor]:
     c = m.num_features
     tensors = _affine((c,), m.affine, m.affine)
@@ -106,6 +157,14 @@ def batch_norm(m: s.BatchNorm1d | s.BatchNorm2d | s.BatchNorm3d) -> list[LayerTe
             LayerTensor("num_batches_tracked", (), "num_batches_tracked", 1, 1, buffer_value=0.0, integer=True),
         ]
     return tensors
+
+
+@register_layer("parameter")
+def parameter(m: s.Parameter) -> list[LayerTensor]:
+    shape = tuple(m.shape)
+    default = torch_fans(shape) if len(shape) >= 2 else (math.prod(shape), math.prod(shape))
+    fans = (m.fan_in or default[0], m.fan_out or default[1])
+    return [LayerTensor("", shape, "weight", *fans)]
 
 
 @register_layer(*s.ACTIVATION_TYPES, "dropout", "flatten")

@@ -10,11 +10,11 @@ from initium.schemas.request import InitRequest
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
-from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
-from initium.service.plan.fans import axes_fans
-from initium.service.plan.layers import LayerTensor, get_layer
-from initium.service.plan.rules import LabeledRule, effective_rules, last_match
-from initium.service.plan.tree import Leaf, describe_activation, followed_by, walk
+from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
+from initium.service.plan.layers import get_layer
+from initium.service.plan.resolve import plan_tensor, uncovered
+from initium.service.plan.rules import effective_rules
+from initium.service.plan.tree import describe_activation, followed_by, walk
 
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
 
@@ -36,10 +36,10 @@ def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
     for index, leaf in enumerate(leaves):
         follower = describe_activation(followed_by(leaves, index))
         for lt in get_layer(leaf.module.type)(leaf.module):
-            tensors.append(_plan_tensor(request, leaf, lt, follower, rules, used))
+            tensors.append(plan_tensor(request, leaf, lt, follower, rules, used))
     tensors = _apply_slices(tensors, request.slices)
     _check_limits(tensors, limits or Limits())
-    uncovered = [t.name for t in tensors if t.rule is None and t.role in ("weight", "bias")]
+    missing = uncovered(tensors)
     unused = [r.label for r in rules if r.label not in used and r.label.startswith("policy.")]
     return wire.Plan(
         request_id=request_id(request, pinned),
@@ -48,84 +48,16 @@ def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
         totals=_totals(tensors),
         preset=pinned,
         unused_rules=unused,
-        uncovered=uncovered,
-        warnings=_warnings(uncovered, unused),
+        uncovered=missing,
+        warnings=_warnings(missing, unused),
     )
 
 
-def _plan_tensor(
-    request: InitRequest,
-    leaf: Leaf,
-    lt: LayerTensor,
-    follower: str | None,
-    rules: list[LabeledRule],
-    used: set[str],
-) -> wire.PlannedTensor:
-    name = f"{leaf.path}.{lt.local_name}"
-    labeled = None if lt.buffer_value is not None else last_match(rules, name, leaf.module.type, lt.role)
-    fan_in, fan_out = _fans(name, lt, labeled, request.policy.fan_convention)
-    geometry = Geometry(lt.shape, fan_in, fan_out, leaf.module.type, lt.role, lt.groups)
-    dist = _distribution(name, lt, labeled, geometry)
-    if labeled is not None:
-        used.add(labeled.label)
-    return wire.PlannedTensor(
-        name=name,
-        shape=list(lt.shape),
-        dtype="int64" if lt.integer else request.dtype,
-        module=leaf.path,
-        module_type=leaf.module.type,
-        role=lt.role,
-        fan_in=fan_in,
-        fan_out=fan_out,
-        followed_by=follower,
-        rule=labeled.label if labeled else None,
-        init=labeled.rule.init if labeled else None,
-        distribution=None
-        if dist is None
-        else wire.Distribution(family=dist.family, params=d.distribution_params(dist)),
-        expected_mean=None if dist is None else dist.mean,
-        expected_std=None if dist is None else dist.std,
-        elementwise=True if dist is None else dist.elementwise,
-        post=list(lt.post),
-    )
-
-
-def _fans(name: str, lt: LayerTensor, labeled: LabeledRule | None, convention: str) -> tuple[int, int]:
-    """The layout's fans (torch's, or per group under the initium convention), or the rule's axes."""
-    if labeled is not None and labeled.rule.fan_axes is not None:
-        axes = labeled.rule.fan_axes
-        try:
-            return axes_fans(lt.shape, axes.in_axes, axes.out_axes)
-        except ValueError as exc:
-            raise RequestInvalidError(f"rule {labeled.label} on {name}: {exc}", (*labeled.loc, "fan_axes")) from None
-    if convention == "initium":
-        # torch counts a grouped conv's fan_out over all groups although each output channel
-        # only reaches its own group (pytorch/pytorch#23854): a depthwise conv's fan_out would be
-        # channels times too large.
-        return lt.fan_in, lt.fan_out // lt.groups
-    return lt.fan_in, lt.fan_out
-
-
-def _distribution(name: str, lt: LayerTensor, labeled: LabeledRule | None, geometry: Geometry) -> d.Distribution | None:
-    if lt.buffer_value is not None:
-        return d.Constant(lt.buffer_value)
-    if labeled is None:
-        return None
-    try:
-        return resolve(labeled.rule.init, geometry)
-    except SchemeNotApplicableError as exc:
-        raise RequestInvalidError(
-            f"rule {labeled.label} cannot initialize {name}: {exc}; narrow the rule's match "
-            '(e.g. add "role": "weight") or pick another scheme',
-            (*labeled.loc, "init"),
-        ) from None
-
-
-def planned_distribution(tensor: wire.PlannedTensor) -> d.Distribution:
-    """Rebuild the sampler's distribution from a planned tensor (the worker's side of the plan)."""
-    if tensor.distribution is None:
-        raise ValueError(f"tensor {tensor.name} has no rule; it cannot be generated")
-    return d.from_params(tensor.distribution.family, tensor.distribution.params)
+def planned_distribution(planned: wire.PlannedTensor | wire.PlannedPart) -> d.Distribution:
+    """Rebuild the sampler's distribution from a planned tensor or part (the worker's side of the plan)."""
+    if planned.distribution is None:
+        raise ValueError("a block without a rule cannot be generated")
+    return d.from_params(planned.distribution.family, planned.distribution.params)
 
 
 def _apply_slices(

@@ -36,17 +36,17 @@ def effective_rules(policy: Policy) -> tuple[str | None, list[LabeledRule]]:
     return pinned, rules
 
 
-def matches(rule: Rule, name: str, module_type: str, role: str) -> bool:
+def matches(rule: Rule, name: str, module_type: str, roles: tuple[str, ...]) -> bool:
     m = rule.match
     return (
         (m.type is None or m.type == module_type)
-        and (m.role is None or m.role == role)
+        and (m.role is None or m.role in roles)
         and (m.name is None or fnmatchcase(name, m.name))
     )
 
 
-def last_match(rules: list[LabeledRule], name: str, module_type: str, role: str) -> LabeledRule | None:
+def last_match(rules: list[LabeledRule], name: str, module_type: str, roles: tuple[str, ...]) -> LabeledRule | None:
     for labeled in reversed(rules):
-        if matches(labeled.rule, name, module_type, role):
+        if matches(labeled.rule, name, module_type, roles):
             return labeled
     return None

@@ -10,32 +10,54 @@ from initium.schemas import spec as s
 
 @dataclass(frozen=True)
 class Leaf:
-    """A non-container module with its dotted path and its JSON location in the request."""
+    """A non-container module with its dotted path, its JSON location in the request, and where it
+    sits: the innermost residual branch holding it and its copy index in the innermost repeat."""
 
     path: str
     module: s.Module
     loc: tuple[str | int, ...]
+    residual: str | None = None
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    residual: str | None = None
+    depth: int | None = None
 
 
 def walk(spec: s.Spec) -> list[Leaf]:
-    """Every leaf module in forward order; children are named by `name`, else by their index."""
-    return list(_walk(spec.modules, "", ("spec", "modules")))
+    """Every leaf module in forward order; children are named by `name`, else by their index;
+    a repeat's copies are 0 .. count-1; a residual's children are `body` and `shortcut`."""
+    return list(_walk(spec.modules, "", ("spec", "modules"), _Context()))
 
 
-def _walk(modules: Sequence[s.Module], prefix: str, loc: tuple[str | int, ...]) -> Iterator[Leaf]:
+def _walk(modules: Sequence[s.Module], prefix: str, loc: tuple[str | int, ...], ctx: _Context) -> Iterator[Leaf]:
     for index, module in enumerate(modules):
         key = module.name if module.name is not None else str(index)
-        path = f"{prefix}{key}"
-        here = (*loc, index, module.type)
-        if isinstance(module, s.Sequential):
-            yield from _walk(module.modules, f"{path}.", (*here, "modules"))
-        else:
-            yield Leaf(path, module, here)
+        yield from _visit(module, f"{prefix}{key}", (*loc, index, module.type), ctx)
+
+
+def _visit(module: s.Module, path: str, here: tuple[str | int, ...], ctx: _Context) -> Iterator[Leaf]:
+    if isinstance(module, s.Sequential):
+        yield from _walk(module.modules, f"{path}.", (*here, "modules"), ctx)
+    elif isinstance(module, s.Repeat):
+        for copy in range(module.count):
+            yield from _visit(module.block, f"{path}.{copy}", (*here, "block"), _Context(ctx.residual, copy))
+    elif isinstance(module, s.Residual):
+        yield from _walk(module.body, f"{path}.body.", (*here, "body"), _Context(path, ctx.depth))
+        if module.shortcut:
+            yield from _walk(module.shortcut, f"{path}.shortcut.", (*here, "shortcut"), ctx)
+    else:
+        yield Leaf(path, module, here, ctx.residual, ctx.depth)
 
 
 _PASS_THROUGH = frozenset(
-    {"dropout", "flatten", "identity", "layer_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d"}
-)
+    {
+        "dropout", "flatten", "identity", "layer_norm", "rms_norm", "group_norm",
+        "batch_norm1d", "batch_norm2d", "batch_norm3d", "instance_norm1d", "instance_norm2d", "instance_norm3d",
+    }
+)  # fmt: skip
 
 
 def followed_by(leaves: Sequence[Leaf], index: int) -> s.Module | None:

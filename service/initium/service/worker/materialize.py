@@ -29,12 +29,35 @@ def pick_device(preference: str) -> torch.device:
 
 def materialize(tensor: PlannedTensor, seed: int, device: torch.device) -> torch.Tensor:
     """Draw `tensor` (or its requested slice) from its Philox stream and round it once to its dtype."""
-    stream = Stream(tensor_key(seed, tensor.name), device)
-    box = None if tensor.slice is None else [(start, stop) for start, stop in tensor.slice]
-    values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box)
+    box = [(start, stop) for start, stop in tensor.slice] if tensor.slice is not None else None
+    if tensor.distribution is None and (tensor.parts is None or any(p.distribution is None for p in tensor.parts)):
+        raise ValueError(f"no rule initializes (all of) {tensor.name}; the plan lists it under `uncovered`")
+    if tensor.parts is None:
+        stream = Stream(tensor_key(seed, tensor.name), device)
+        values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box)
+    else:
+        values = _materialize_parts(tensor, seed, device, box or [(0, n) for n in tensor.shape])
     for fixup in tensor.post:
         values = _apply_post(values, fixup, box)
     return values.to(TORCH_DTYPES[tensor.dtype])
+
+
+def _materialize_parts(
+    tensor: PlannedTensor, seed: int, device: torch.device, box: list[tuple[int, int]]
+) -> torch.Tensor:
+    """Each part (a gate, or q, k or v) is its own tensor: its own law and its own Philox key,
+    named by the tensor and its rows, so a part's values do not depend on the other parts."""
+    out = torch.empty([stop - start for start, stop in box], dtype=torch.float64, device=device)
+    (row_start, row_stop), rest = box[0], box[1:]
+    for part in tensor.parts or []:
+        lo, hi = max(row_start, part.rows[0]), min(row_stop, part.rows[1])
+        if lo >= hi:
+            continue
+        shape = (part.rows[1] - part.rows[0], *tensor.shape[1:])
+        stream = Stream(tensor_key(seed, f"{tensor.name}[{part.rows[0]}:{part.rows[1]}]"), device)
+        sub_box = [(lo - part.rows[0], hi - part.rows[0]), *rest]
+        out[lo - row_start : hi - row_start] = sample(planned_distribution(part), shape, stream, sub_box)
+    return out
 
 
 def _apply_post(values: torch.Tensor, fixup: str, box: list[tuple[int, int]] | None) -> torch.Tensor:

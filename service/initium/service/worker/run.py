@@ -102,8 +102,16 @@ def _metadata(plan: Plan, request: InitRequest) -> dict[str, str]:
     }
 
 
+def _scheme_label(planned: PlannedTensor) -> str:
+    if planned.init is not None:
+        return planned.init.scheme
+    if planned.parts:
+        return "mixed: " + ", ".join(sorted({p.init.scheme for p in planned.parts if p.init is not None}))
+    return f"buffer:{planned.role}"
+
+
 def _tensor_stats(planned: PlannedTensor, m: Measured) -> wire.TensorStats:
-    scheme = planned.init.scheme if planned.init else f"buffer:{planned.role}"
+    scheme = _scheme_label(planned)
     return wire.TensorStats(
         name=planned.name,
         shape=planned.shape,

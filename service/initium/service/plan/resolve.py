@@ -1,0 +1,153 @@
+"""Resolve one tensor of the plan: its rule, its fans and its law, block by block for packed tensors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from initium.schemas import plan as wire
+from initium.schemas.request import InitRequest
+from initium.service.errors import RequestInvalidError
+from initium.service.init import distributions as d
+from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
+from initium.service.plan.fans import axes_fans
+from initium.service.plan.layers import LayerTensor, Part
+from initium.service.plan.rules import LabeledRule, last_match
+from initium.service.plan.tree import Leaf
+
+
+@dataclass(frozen=True)
+class Block:
+    """A tensor, or one part of it, as a scheme sees it."""
+
+    name: str  # what rules' name globs match: always the tensor's full name
+    label: str  # how warnings and errors name it: the tensor, or the tensor and its rows
+    shape: tuple[int, ...]
+    roles: tuple[str, ...]
+    layout_fans: tuple[int, int]  # fans under the policy's convention, before any rule's fan_axes
+
+
+def plan_tensor(
+    request: InitRequest, leaf: Leaf, lt: LayerTensor, follower: str | None, rules: list[LabeledRule], used: set[str]
+) -> wire.PlannedTensor:
+    name = leaf.path if not lt.local_name else f"{leaf.path}.{lt.local_name}"
+    roles = (lt.role, *lt.roles)
+    fans = _layout_fans(lt, request.policy.fan_convention)
+    common: dict[str, Any] = {
+        "name": name, "shape": list(lt.shape), "dtype": "int64" if lt.integer else request.dtype,
+        "module": leaf.path, "module_type": leaf.module.type, "role": lt.role, "roles": list(roles),
+        "residual": leaf.residual, "depth": leaf.depth, "followed_by": follower, "post": list(lt.post),
+    }  # fmt: skip
+    if lt.buffer_value is not None:
+        fixed = d.Constant(lt.buffer_value)
+        return wire.PlannedTensor(
+            **common, fan_in=lt.fan_in, fan_out=lt.fan_out, rule=None, init=None, distribution=_wire(fixed),
+            expected_mean=fixed.mean, expected_std=fixed.std, elementwise=True,
+        )  # fmt: skip
+    if not lt.parts:
+        labeled, (fan_in, fan_out), dist = _resolve(Block(name, name, lt.shape, roles, fans), leaf, lt, rules, used)
+        return wire.PlannedTensor(
+            **common, fan_in=fan_in, fan_out=fan_out, rule=labeled.label if labeled else None,
+            init=labeled.rule.init if labeled else None, distribution=_wire(dist),
+            expected_mean=None if dist is None else dist.mean, expected_std=None if dist is None else dist.std,
+            elementwise=True if dist is None else dist.elementwise,
+        )  # fmt: skip
+    parts = [_plan_part(name, part, roles, leaf, lt, rules, used, request.policy.fan_convention) for part in lt.parts]
+    return _summarize(common, fans, parts)
+
+
+def _layout_fans(lt: LayerTensor, convention: str) -> tuple[int, int]:
+    if convention == "initium" and lt.initium_fans is not None:
+        return lt.initium_fans
+    return lt.fan_in, lt.fan_out
+
+
+def _resolve(
+    block: Block, leaf: Leaf, lt: LayerTensor, rules: list[LabeledRule], used: set[str]
+) -> tuple[LabeledRule | None, tuple[int, int], d.Distribution | None]:
+    labeled = last_match(rules, block.name, leaf.module.type, block.roles)
+    if labeled is None:
+        return None, block.layout_fans, None
+    used.add(labeled.label)
+    fans = block.layout_fans
+    if labeled.rule.fan_axes is not None:
+        axes = labeled.rule.fan_axes
+        try:
+            fans = axes_fans(block.shape, axes.in_axes, axes.out_axes)
+        except ValueError as exc:
+            raise RequestInvalidError(
+                f"rule {labeled.label} on {block.label}: {exc}", (*labeled.loc, "fan_axes")
+            ) from None
+    geometry = Geometry(
+        block.shape, *fans, leaf.module.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out)
+    )
+    try:
+        return labeled, fans, resolve(labeled.rule.init, geometry)
+    except SchemeNotApplicableError as exc:
+        raise RequestInvalidError(
+            f"rule {labeled.label} cannot initialize {block.label}: {exc}; narrow the rule's match "
+            '(e.g. add "role": "weight") or pick another scheme',
+            (*labeled.loc, "init"),
+        ) from None
+
+
+def _plan_part(
+    name: str, part: Part, roles: tuple[str, ...], leaf: Leaf, lt: LayerTensor,
+    rules: list[LabeledRule], used: set[str], convention: str,
+) -> wire.PlannedPart:  # fmt: skip
+    shape = (part.stop - part.start, *lt.shape[1:])
+    # Under the initium convention a block has its own fans (a gate, or q, k or v, is its own
+    # matrix: pytorch/pytorch#166378); torch's convention keeps the whole tensor's.
+    fans = (part.fan_in, part.fan_out) if convention == "initium" else (lt.fan_in, lt.fan_out)
+    block = Block(
+        name, f"{name}[{part.start}:{part.stop}] ({', '.join(part.roles)})", shape, (*roles, *part.roles), fans
+    )
+    labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, rules, used)
+    return wire.PlannedPart(
+        rows=(part.start, part.stop), roles=list(block.roles), fan_in=fan_in, fan_out=fan_out,
+        rule=labeled.label if labeled else None, init=labeled.rule.init if labeled else None,
+        distribution=_wire(dist), expected_mean=None if dist is None else dist.mean,
+        expected_std=None if dist is None else dist.std, elementwise=True if dist is None else dist.elementwise,
+    )  # fmt: skip
+
+
+def _summarize(common: dict[str, Any], fans: tuple[int, int], parts: list[wire.PlannedPart]) -> wire.PlannedTensor:
+    """The tensor-level view of a packed tensor: the common rule and scheme if the parts share one,
+    and the moments of the whole (a mixture of the parts' laws, weighted by their rows)."""
+    rules = {p.rule for p in parts}
+    inits = [p.init for p in parts]
+    same_init = all(i == inits[0] for i in inits)
+    return wire.PlannedTensor(
+        **common, fan_in=fans[0], fan_out=fans[1], rule=rules.pop() if len(rules) == 1 else None,
+        init=inits[0] if same_init else None, distribution=None, **_mixture(parts),
+        elementwise=all(p.elementwise for p in parts), parts=parts,
+    )  # fmt: skip
+
+
+def _mixture(parts: list[wire.PlannedPart]) -> dict[str, float | None]:
+    moments = [(p.rows[1] - p.rows[0], p.expected_mean, p.expected_std) for p in parts]
+    known = [(w, m, s) for w, m, s in moments if m is not None and s is not None]
+    if len(known) < len(moments):
+        return {"expected_mean": None, "expected_std": None}
+    total = sum(w for w, _, _ in known)
+    mean = sum(w * m for w, m, _ in known) / total
+    square = sum(w * (s * s + m * m) for w, m, s in known) / total
+    return {"expected_mean": mean, "expected_std": math.sqrt(max(0.0, square - mean * mean))}
+
+
+def _wire(dist: d.Distribution | None) -> wire.Distribution | None:
+    return None if dist is None else wire.Distribution(family=dist.family, params=d.distribution_params(dist))
+
+
+def uncovered(tensors: list[wire.PlannedTensor]) -> list[str]:
+    """Parameters, or blocks of packed parameters, that no rule initializes."""
+    missing: list[str] = []
+    for t in tensors:
+        if t.role not in ("weight", "bias"):
+            continue
+        if t.parts is None:
+            missing += [t.name] if t.rule is None and t.distribution is None else []
+        else:
+            missing += [f"{t.name}[{p.rows[0]}:{p.rows[1]}]" for p in t.parts if p.rule is None]
+    return missing

@@ -115,3 +115,60 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x if self.shortcut is None else self.shortcut(x)) + self.body(x)
+
+
+class _Attention(nn.Module):
+    def __init__(self, d: int, kv: int, bias: bool) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj = nn.Linear(d, d, bias=bias), nn.Linear(d, kv, bias=bias)
+        self.v_proj, self.o_proj = nn.Linear(d, kv, bias=bias), nn.Linear(d, d, bias=bias)
+
+
+class _MLP(nn.Module):
+    def __init__(self, d: int, h: int, bias: bool, gated: bool) -> None:
+        super().__init__()
+        if gated:
+            self.gate_proj, self.up_proj = nn.Linear(d, h, bias=bias), nn.Linear(d, h, bias=bias)
+            self.down_proj = nn.Linear(h, d, bias=bias)
+        else:
+            self.fc1, self.fc2 = nn.Linear(d, h, bias=bias), nn.Linear(h, d, bias=bias)
+
+
+class TransformerBlock(nn.Module):
+    """The parameters of a `transformer_block` spec, named as initium names them."""
+
+    def __init__(self, m: Any) -> None:
+        super().__init__()
+        d, kv = m.d_model, (m.n_kv_heads or m.n_heads) * (m.d_model // m.n_heads)
+
+        def norm() -> nn.Module:
+            return nn.RMSNorm(d) if m.norm == "rms_norm" else nn.LayerNorm(d, bias=m.bias)
+
+        self.norm1, self.attn = norm(), _Attention(d, kv, m.bias)
+        self.norm2, self.mlp = norm(), _MLP(d, m.hidden(), m.bias, m.gated_mlp)
+
+
+class ResNetBlock(nn.Module):
+    """torchvision's BasicBlock / Bottleneck parameter layout."""
+
+    def __init__(self, m: Any) -> None:
+        super().__init__()
+        if m.type == "resnet_basic":
+            out = m.channels
+            self.conv1 = nn.Conv2d(m.in_channels, out, 3, m.stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(out)
+            self.conv2 = nn.Conv2d(out, out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(out)
+        else:
+            width, out = int(m.channels * (m.base_width / 64.0)) * m.groups, m.channels * 4
+            self.conv1 = nn.Conv2d(m.in_channels, width, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, m.stride, 1, groups=m.groups, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out)
+        if m.stride != 1 or m.in_channels != out:
+            self.downsample = nn.Sequential(nn.Conv2d(m.in_channels, out, 1, m.stride, bias=False), nn.BatchNorm2d(out))
+
+
+BUILDERS.update({"transformer_block": TransformerBlock, "resnet_basic": ResNetBlock, "resnet_bottleneck": ResNetBlock})

@@ -25,8 +25,9 @@ def canonical_json(value: Any) -> bytes:
 
 
 def request_id(request: InitRequest, pinned_preset: str | None) -> str:
-    """sha256 of the normalized request: defaults filled in, the preset pinned to its version."""
-    body = request.model_dump(mode="json")
+    """sha256 of the normalized request: values equal to their defaults dropped (so spelling a default
+    out, or a later version adding an optional field, keeps the id), the preset pinned to its version."""
+    body = request.model_dump(mode="json", exclude_defaults=True)
     if pinned_preset is not None:
         body["policy"]["preset"] = pinned_preset
     envelope = {"request": body, "algorithm": ALGORITHM.model_dump(mode="json")}

@@ -15,6 +15,7 @@ from initium.schemas import InitRequest
 from initium.schemas.policy import ParameterizedType
 from initium.service.errors import RequestInvalidError
 from initium.service.plan import make_plan
+from initium.service.plan.composite import list_composites
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import list_layers
 from tests.torch_modules import build
@@ -70,7 +71,15 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "instance_norm2d": [{"num_features": 3, "affine": True, "track_running_stats": True}],
     "instance_norm3d": [{"num_features": 2, "affine": True}],
     "parameter": [{"name": "cls_token", "shape": [1, 1, 8]}],
-}
+    "transformer_block": [
+        {"d_model": 16, "n_heads": 4},
+        {"d_model": 16, "n_heads": 4, "n_kv_heads": 2, "gated_mlp": True, "activation": "silu", "norm": "rms_norm",
+         "bias": False, "mlp_hidden": 40},
+        {"d_model": 8, "n_heads": 2, "norm_first": False, "mlp_ratio": 2},
+    ],
+    "resnet_basic": [{"in_channels": 8, "channels": 8}, {"in_channels": 8, "channels": 16, "stride": 2}],
+    "resnet_bottleneck": [{"in_channels": 16, "channels": 8, "stride": 2, "groups": 2, "base_width": 32}],
+}  # fmt: skip
 CATCH_ALL = {"rules": [{"init": {"scheme": "normal"}}]}
 
 
@@ -80,10 +89,10 @@ def _request(modules: list[dict[str, Any]], fan_convention: str = "initium") -> 
 
 
 def test_every_registered_layer_has_examples() -> None:
-    assert sorted(EXAMPLES) == sorted(list_layers())
+    assert sorted(EXAMPLES) == sorted([*list_layers(), *list_composites()])
 
 
-@pytest.mark.parametrize("layer_type", list_layers())
+@pytest.mark.parametrize("layer_type", [*list_layers(), *list_composites()])
 def test_names_and_shapes_match_torch_state_dict(layer_type: str) -> None:
     modules = [{"type": layer_type, **example} for example in EXAMPLES[layer_type]]
     request = _request(modules)
@@ -117,7 +126,8 @@ def test_containers_name_like_torch() -> None:
 
 def test_rule_match_types_are_exactly_the_layers_with_parameters() -> None:
     with_params = {
-        layer for layer, examples in EXAMPLES.items()
+        # Composite blocks are not rule targets: their leaves carry their own types.
+        layer for layer, examples in EXAMPLES.items() if layer in list_layers()
         if any(
             t.role in ("weight", "bias")
             for example in examples
@@ -205,3 +215,25 @@ def test_torch_fans_on_random_shapes() -> None:
         assert torch_fans(shape) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape, device="meta"))
     with pytest.raises(ValueError, match="2 or more dimensions"):
         torch_fans((3,))
+
+
+def test_composite_blocks_mark_their_residual_outputs() -> None:
+    gpt = {
+        "type": "repeat",
+        "name": "h",
+        "count": 2,
+        "block": {"type": "transformer_block", "d_model": 8, "n_heads": 2},
+    }
+    resnet = {"type": "resnet_bottleneck", "name": "layer1", "in_channels": 8, "channels": 4, "stride": 2}
+    plan = make_plan(_request([gpt, resnet]))
+    tagged = {t.name: (t.residual, t.depth) for t in plan.tensors if "residual_output" in t.roles}
+    assert tagged == {
+        "h.0.attn.o_proj.weight": ("h.0.attn", 0), "h.0.attn.o_proj.bias": ("h.0.attn", 0),
+        "h.0.mlp.fc2.weight": ("h.0.mlp", 0), "h.0.mlp.fc2.bias": ("h.0.mlp", 0),
+        "h.1.attn.o_proj.weight": ("h.1.attn", 1), "h.1.attn.o_proj.bias": ("h.1.attn", 1),
+        "h.1.mlp.fc2.weight": ("h.1.mlp", 1), "h.1.mlp.fc2.bias": ("h.1.mlp", 1),
+        "layer1.conv3.weight": ("layer1.body", None),
+    }  # fmt: skip
+    roles = {t.name: t.roles for t in plan.tensors}
+    assert "residual_norm" in roles["layer1.bn3.weight"] and "query" in roles["h.1.attn.q_proj.weight"]
+    assert next(t for t in plan.tensors if t.name == "layer1.downsample.0.weight").residual is None

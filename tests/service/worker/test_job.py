@@ -24,8 +24,8 @@ from tests.torch_modules import build
 # sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. The file
 # holds the request id in its metadata, so a new wire default changes it too; if the values changed,
 # bump ALGORITHM.version and update the pin, never only the pin.
-GOLDEN_SHA256 = "8c0f8a9ab02d6c2600fe8f5990b1de7b62e8e5ed31bd9766e659e15f95d33479"
-GOLDEN_SHA256_FLOAT64 = "e1c625d0a7422f1972365a517c18974b49e1ddc583e00f02a5f7f345e89806b9"
+GOLDEN_SHA256 = "494661ed45b74697735239c9ab743c0334725f424dc1ffc0e1810c9c0a19e726"
+GOLDEN_SHA256_FLOAT64 = "ad51deb663993ac60f04b0219becd64eb25f7574833909b228bb8ed6abce5092"
 
 
 def run_job(store: JobStore, body: dict[str, Any]) -> str:

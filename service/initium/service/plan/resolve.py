@@ -32,7 +32,7 @@ def plan_tensor(
     request: InitRequest, leaf: Leaf, lt: LayerTensor, follower: str | None, rules: list[LabeledRule], used: set[str]
 ) -> wire.PlannedTensor:
     name = leaf.path if not lt.local_name else f"{leaf.path}.{lt.local_name}"
-    roles = (lt.role, *lt.roles)
+    roles = (lt.role, *lt.roles, *leaf.module.roles)
     fans = _layout_fans(lt, request.policy.fan_convention)
     common: dict[str, Any] = {
         "name": name, "shape": list(lt.shape), "dtype": "int64" if lt.integer else request.dtype,

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from initium.schemas import spec as s
+from initium.service.plan.composite import expand, is_composite
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ def _visit(module: s.Module, path: str, here: tuple[str | int, ...], ctx: _Conte
     elif isinstance(module, s.Repeat):
         for copy in range(module.count):
             yield from _visit(module.block, f"{path}.{copy}", (*here, "block"), _Context(ctx.residual, copy))
+    elif is_composite(module.type):
+        for child in expand(module):
+            branch = ctx.residual if child.branch is None else f"{path}.{child.branch}"
+            yield Leaf(f"{path}.{child.path}", child.module, here, branch, ctx.depth)
     elif isinstance(module, s.Residual):
         yield from _walk(module.body, f"{path}.body.", (*here, "body"), _Context(path, ctx.depth))
         if module.shortcut:

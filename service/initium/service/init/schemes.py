@@ -46,6 +46,13 @@ class Geometry:
     groups: int = 1
     hidden_size: int = 0  # recurrent layers
     torch_fans: tuple[int, int] | None = None  # the whole tensor's fans as torch computes them
+    # Where the tensor sits, for the structural schemes:
+    depth: int | None = None  # its block's index in the innermost repeat
+    n_blocks: int | None = None  # how many blocks that repeat has
+    followed_by: str | None = None  # the activation its layer's output reaches first
+    residual_branches: int = 0  # residual branches in the whole spec (Fixup's L)
+    branch_layers: int = 0  # weight matrices in its own residual branch (Fixup's m)
+    branch_index: int | None = None  # its position among them; None outside a branch or for biases
 
 
 class SchemeNotApplicableError(ValueError):

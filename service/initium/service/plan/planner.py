@@ -12,7 +12,7 @@ from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
-from initium.service.plan.resolve import plan_tensor, uncovered
+from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.tree import describe_activation, followed_by, walk
 
@@ -31,12 +31,10 @@ def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
     """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError."""
     pinned, rules = effective_rules(request.policy)
     leaves = walk(request.spec)
-    used: set[str] = set()
-    tensors: list[wire.PlannedTensor] = []
-    for index, leaf in enumerate(leaves):
-        follower = describe_activation(followed_by(leaves, index))
-        for lt in get_layer(leaf.module.type)(leaf.module):
-            tensors.append(plan_tensor(request, leaf, lt, follower, rules, used))
+    sites = [(i, leaf, lt) for i, leaf in enumerate(leaves) for lt in get_layer(leaf.module.type)(leaf.module)]
+    ctx = Context(request, rules, structure([(leaf, lt) for _, leaf, lt in sites]), set())
+    tensors = [plan_tensor(ctx, leaf, lt, describe_activation(followed_by(leaves, i))) for i, leaf, lt in sites]
+    used = ctx.used
     tensors = _apply_slices(tensors, request.slices)
     _check_limits(tensors, limits or Limits())
     missing = uncovered(tensors)

@@ -16,6 +16,36 @@ from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
 from initium.service.plan.tree import Leaf
 
+# Module types whose weights are the matrices a residual branch is made of (Fixup's m layers).
+MATRIX_TYPES = frozenset(
+    {
+        "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+        "multihead_attention",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The spec's residual structure, counted once before any tensor is resolved."""
+
+    residual_branches: int
+    branch_weights: dict[str, list[str]]  # branch -> its weight matrices' names, in forward order
+
+
+def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
+    branches: dict[str, list[str]] = {}
+    for leaf, lt in sites:
+        if leaf.residual is not None:
+            names = branches.setdefault(leaf.residual, [])
+            if lt.role == "weight" and leaf.module.type in MATRIX_TYPES and len(lt.shape) >= 2:
+                names.append(tensor_name(leaf, lt))
+    return Structure(len(branches), branches)
+
+
+def tensor_name(leaf: Leaf, lt: LayerTensor) -> str:
+    return leaf.path if not lt.local_name else f"{leaf.path}.{lt.local_name}"
+
 
 @dataclass(frozen=True)
 class Block:
@@ -28,10 +58,20 @@ class Block:
     layout_fans: tuple[int, int]  # fans under the policy's convention, before any rule's fan_axes
 
 
-def plan_tensor(
-    request: InitRequest, leaf: Leaf, lt: LayerTensor, follower: str | None, rules: list[LabeledRule], used: set[str]
-) -> wire.PlannedTensor:
-    name = leaf.path if not lt.local_name else f"{leaf.path}.{lt.local_name}"
+@dataclass
+class Context:
+    """What resolving every tensor of one request shares: the request, the rules (and which fired),
+    and the spec's residual structure."""
+
+    request: InitRequest
+    rules: list[LabeledRule]
+    structure: Structure
+    used: set[str]
+
+
+def plan_tensor(ctx: Context, leaf: Leaf, lt: LayerTensor, follower: str | None) -> wire.PlannedTensor:
+    request = ctx.request
+    name = tensor_name(leaf, lt)
     roles = (lt.role, *lt.roles, *leaf.module.roles)
     fans = _layout_fans(lt, request.policy.fan_convention)
     common: dict[str, Any] = {
@@ -46,14 +86,15 @@ def plan_tensor(
             expected_mean=fixed.mean, expected_std=fixed.std, elementwise=True,
         )  # fmt: skip
     if not lt.parts:
-        labeled, (fan_in, fan_out), dist = _resolve(Block(name, name, lt.shape, roles, fans), leaf, lt, rules, used)
+        block = Block(name, name, lt.shape, roles, fans)
+        labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, follower, ctx)
         return wire.PlannedTensor(
             **common, fan_in=fan_in, fan_out=fan_out, rule=labeled.label if labeled else None,
             init=labeled.rule.init if labeled else None, distribution=_wire(dist),
             expected_mean=None if dist is None else dist.mean, expected_std=None if dist is None else dist.std,
             elementwise=True if dist is None else dist.elementwise,
         )  # fmt: skip
-    parts = [_plan_part(name, part, roles, leaf, lt, rules, used, request.policy.fan_convention) for part in lt.parts]
+    parts = [_plan_part(name, part, roles, leaf, lt, follower, ctx) for part in lt.parts]
     return _summarize(common, fans, parts)
 
 
@@ -64,12 +105,12 @@ def _layout_fans(lt: LayerTensor, convention: str) -> tuple[int, int]:
 
 
 def _resolve(
-    block: Block, leaf: Leaf, lt: LayerTensor, rules: list[LabeledRule], used: set[str]
+    block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context
 ) -> tuple[LabeledRule | None, tuple[int, int], d.Distribution | None]:
-    labeled = last_match(rules, block.name, leaf.module.type, block.roles)
+    labeled = last_match(ctx.rules, block.name, leaf.module.type, block.roles)
     if labeled is None:
         return None, block.layout_fans, None
-    used.add(labeled.label)
+    ctx.used.add(labeled.label)
     fans = block.layout_fans
     if labeled.rule.fan_axes is not None:
         axes = labeled.rule.fan_axes
@@ -79,9 +120,13 @@ def _resolve(
             raise RequestInvalidError(
                 f"rule {labeled.label} on {block.label}: {exc}", (*labeled.loc, "fan_axes")
             ) from None
+    branch = ctx.structure.branch_weights.get(leaf.residual or "", [])
     geometry = Geometry(
-        block.shape, *fans, leaf.module.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out)
-    )
+        block.shape, *fans, leaf.module.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),
+        depth=leaf.depth, n_blocks=leaf.repeats, followed_by=follower,
+        residual_branches=ctx.structure.residual_branches, branch_layers=len(branch),
+        branch_index=branch.index(block.name) if block.name in branch else None,
+    )  # fmt: skip
     try:
         return labeled, fans, resolve(labeled.rule.init, geometry)
     except SchemeNotApplicableError as exc:
@@ -93,9 +138,9 @@ def _resolve(
 
 
 def _plan_part(
-    name: str, part: Part, roles: tuple[str, ...], leaf: Leaf, lt: LayerTensor,
-    rules: list[LabeledRule], used: set[str], convention: str,
-) -> wire.PlannedPart:  # fmt: skip
+    name: str, part: Part, roles: tuple[str, ...], leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context
+) -> wire.PlannedPart:
+    convention = ctx.request.policy.fan_convention
     shape = (part.stop - part.start, *lt.shape[1:])
     # Under the initium convention a block has its own fans (a gate, or q, k or v, is its own
     # matrix: pytorch/pytorch#166378); torch's convention keeps the whole tensor's.
@@ -103,7 +148,7 @@ def _plan_part(
     block = Block(
         name, f"{name}[{part.start}:{part.stop}] ({', '.join(part.roles)})", shape, (*roles, *part.roles), fans
     )
-    labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, rules, used)
+    labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, follower, ctx)
     return wire.PlannedPart(
         rows=(part.start, part.stop), roles=list(block.roles), fan_in=fan_in, fan_out=fan_out,
         rule=labeled.label if labeled else None, init=labeled.rule.init if labeled else None,

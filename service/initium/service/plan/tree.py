@@ -19,12 +19,14 @@ class Leaf:
     loc: tuple[str | int, ...]
     residual: str | None = None
     depth: int | None = None
+    repeats: int | None = None  # the innermost repeat's count: how many blocks `depth` counts
 
 
 @dataclass(frozen=True)
 class _Context:
     residual: str | None = None
     depth: int | None = None
+    repeats: int | None = None
 
 
 def walk(spec: s.Spec) -> list[Leaf]:
@@ -44,17 +46,19 @@ def _visit(module: s.Module, path: str, here: tuple[str | int, ...], ctx: _Conte
         yield from _walk(module.modules, f"{path}.", (*here, "modules"), ctx)
     elif isinstance(module, s.Repeat):
         for copy in range(module.count):
-            yield from _visit(module.block, f"{path}.{copy}", (*here, "block"), _Context(ctx.residual, copy))
+            yield from _visit(
+                module.block, f"{path}.{copy}", (*here, "block"), _Context(ctx.residual, copy, module.count)
+            )
     elif is_composite(module.type):
         for child in expand(module):
             branch = ctx.residual if child.branch is None else f"{path}.{child.branch}"
-            yield Leaf(f"{path}.{child.path}", child.module, here, branch, ctx.depth)
+            yield Leaf(f"{path}.{child.path}", child.module, here, branch, ctx.depth, ctx.repeats)
     elif isinstance(module, s.Residual):
-        yield from _walk(module.body, f"{path}.body.", (*here, "body"), _Context(path, ctx.depth))
+        yield from _walk(module.body, f"{path}.body.", (*here, "body"), _Context(path, ctx.depth, ctx.repeats))
         if module.shortcut:
             yield from _walk(module.shortcut, f"{path}.shortcut.", (*here, "shortcut"), ctx)
     else:
-        yield Leaf(path, module, here, ctx.residual, ctx.depth)
+        yield Leaf(path, module, here, ctx.residual, ctx.depth, ctx.repeats)
 
 
 _PASS_THROUGH = frozenset(

@@ -39,6 +39,7 @@ class PlannedPart(WireModel):
     fan_out: int
     rule: str | None
     init: SchemeParams | None
+    reason: str | None = None
     distribution: Distribution | None
     expected_mean: float | None
     expected_std: float | None
@@ -66,6 +67,7 @@ class PlannedTensor(WireModel):
         description="the rule that fired, e.g. 'policy.rules[1]' or 'preset:xavier@1[0]'; None for buffers"
     )
     init: SchemeParams | None = Field(description="the scheme with every parameter resolved")
+    reason: str | None = Field(None, description="why `auto` chose this scheme")
     distribution: Distribution | None
     expected_mean: float | None
     expected_std: float | None

@@ -12,12 +12,13 @@ from initium.schemas.schemes import SchemeParams
 # Roles a rule can target: every parameter is a weight or a bias; recurrent layers add
 # `recurrent` (weight_hh, bias_hh) and `projection` (LSTM weight_hr) and one role per gate (LSTM
 # input, forget, cell, output; GRU reset, update, new); attention adds query, key, value and
-# attention_output. Buffers (running statistics) are not parameters: they always start at torch's
+# attention_output; composite blocks (or a spec's own `roles`) add residual_output, residual_norm
+# and classifier. Buffers (running statistics) are not parameters: they always start at torch's
 # values and no rule applies to them.
 ParamRole = Literal[
     "weight", "bias", "recurrent", "projection",
     "input", "forget", "cell", "output", "reset", "update", "new",
-    "query", "key", "value", "attention_output",
+    "query", "key", "value", "attention_output", "residual_output", "residual_norm", "classifier",
 ]  # fmt: skip
 ParameterizedType = Literal[
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

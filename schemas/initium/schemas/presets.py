@@ -1,19 +1,30 @@
-"""Named, versioned policies: a registry of rule lists that any request can start from."""
+"""Named, versioned policies: a registry of rule lists that any request can start from.
+
+A (name, version) pair never changes its rules: published presets are immutable, and a request
+id pins the version it resolved, so a later version cannot change a cached result.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import Field
+
 from initium.schemas._base import WireModel
-from initium.schemas.policy import Match, Rule
-from initium.schemas.schemes import KaimingNormal, Normal, Ones, XavierUniform, Zeros
+from initium.schemas.policy import Rule
 
 
 class Preset(WireModel):
-    """A published policy; a (name, version) pair never changes its rules."""
+    """A published policy."""
 
-    name: str
-    version: int
-    description: str
-    rules: list[Rule]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    version: int = Field(ge=1)
+    description: str = Field(max_length=4000)
+    rules: list[Rule] = Field(min_length=1, max_length=10_000)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
 
 
 class UnknownPresetError(LookupError):
@@ -26,7 +37,7 @@ _PRESETS: dict[tuple[str, int], Preset] = {}
 def register_preset(preset: Preset) -> Preset:
     key = (preset.name, preset.version)
     if key in _PRESETS:
-        raise ValueError(f"preset {preset.name}@{preset.version} is already registered")
+        raise ValueError(f"preset {preset.ref} is already registered")
     _PRESETS[key] = preset
     return preset
 
@@ -35,63 +46,165 @@ def list_presets() -> list[Preset]:
     return sorted(_PRESETS.values(), key=lambda p: (p.name, p.version))
 
 
-def get_preset(ref: str) -> Preset:
-    """Resolve 'name' (newest version) or 'name@version'."""
+def resolve_ref(ref: str, known: dict[tuple[str, int], Preset]) -> Preset:
+    """'name' (newest version) or 'name@version' among `known`."""
     name, _, version = ref.partition("@")
-    versions = sorted(v for (n, v) in _PRESETS if n == name)
+    versions = sorted(v for (n, v) in known if n == name)
     if not versions:
-        known = ", ".join(sorted({n for n, _ in _PRESETS}))
-        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {known}")
+        names = ", ".join(sorted({n for n, _ in known}))
+        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {names}")
     wanted = int(version) if version else versions[-1]
     if wanted not in versions:
         raise UnknownPresetError(f"preset {name!r} has no version {wanted}; versions: {versions}")
-    return _PRESETS[(name, wanted)]
+    return known[(name, wanted)]
 
 
-def _norm_and_bias_rules() -> list[Rule]:
-    # Norm layers start as the identity map (gamma 1, beta 0) and biases at 0: the convention
-    # of every framework's defaults (torch _NormBase.reset_parameters, Keras, Flax).
-    norm_types = ("layer_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d")
+def get_preset(ref: str) -> Preset:
+    """A built-in preset by reference."""
+    return resolve_ref(ref, _PRESETS)
+
+
+def builtin_presets() -> dict[tuple[str, int], Preset]:
+    return dict(_PRESETS)
+
+
+# -- the built-in catalog -----------------------------------------------------------------------
+
+NORM_TYPES = (
+    "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
+    "instance_norm1d", "instance_norm2d", "instance_norm3d",
+)  # fmt: skip
+MATRIX_TYPES = (
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "multihead_attention",
+)  # fmt: skip
+
+
+def _rule(init: dict[str, Any], **match: Any) -> Rule:
+    return Rule.model_validate({"match": match, "init": init})
+
+
+def _norms_and_biases() -> list[Rule]:
+    # Norm layers start as plain normalization (scale 1, shift 0) and biases at 0: the convention of
+    # every framework's defaults (torch _NormBase.reset_parameters, Keras, Flax).
     return [
-        Rule(match=Match(role="bias"), init=Zeros(scheme="zeros")),
-        *(Rule(match=Match(type=t, role="weight"), init=Ones(scheme="ones")) for t in norm_types),
+        _rule({"scheme": "zeros"}, role="bias"),
+        *(_rule({"scheme": "ones"}, type=t, role="weight") for t in NORM_TYPES),
     ]
 
 
-def _weight_rules(init: KaimingNormal | XavierUniform) -> list[Rule]:
-    layer_types = ("linear", "conv1d", "conv2d", "conv3d")
-    return [Rule(match=Match(type=t, role="weight"), init=init) for t in layer_types]
+def _weights(init: dict[str, Any], types: tuple[str, ...] = MATRIX_TYPES) -> list[Rule]:
+    return [_rule(init, type=t, role="weight") for t in types]
 
 
-_EMBEDDING = Rule(match=Match(type="embedding", role="weight"), init=Normal(scheme="normal"))
+# Every layer type torch_default knows; raw parameters have no torch default and stay the user's call.
+TORCH_DEFAULT_TYPES = (*MATRIX_TYPES, "embedding", "rnn", "lstm", "gru", *NORM_TYPES)
 
-register_preset(
-    Preset(
-        name="kaiming-relu",
-        version=1,
-        description=(
-            "He et al. (2015) for ReLU networks: linear and conv weights kaiming_normal "
-            "(fan_in, relu gain), biases 0, norm weights 1, embeddings N(0, 1) as torch draws them."
-        ),
-        rules=[
-            *_weight_rules(KaimingNormal(scheme="kaiming_normal", nonlinearity="relu")),
-            _EMBEDDING,
-            *_norm_and_bias_rules(),
-        ],
-    )
+
+def _preset(name: str, description: str, rules: list[Rule], base: bool = True) -> None:
+    # Under each recipe lies torch's default, so a layer the recipe does not address (an LSTM in a
+    # GPT-2 recipe) starts as torch would start it rather than being refused.
+    if base:
+        rules = [*(_rule({"scheme": "torch_default"}, type=t) for t in TORCH_DEFAULT_TYPES), *rules]
+        description += " Layers the recipe does not address keep torch's default."
+    register_preset(Preset(name=name, version=1, description=description, rules=rules))
+
+
+_EMBED = _rule({"scheme": "normal"}, type="embedding", role="weight")
+_SMALL = {"scheme": "normal", "std": 0.02}
+
+_preset(
+    "kaiming-relu",
+    "He et al. (2015) for ReLU networks: linear and conv weights kaiming_normal (fan_in, relu gain), "
+    "biases 0, norm weights 1, embeddings N(0, 1).",
+    [*_weights({"scheme": "kaiming_normal", "nonlinearity": "relu"}, ("linear", "conv1d", "conv2d", "conv3d")),
+     _EMBED, *_norms_and_biases()],
+)  # fmt: skip
+_preset(
+    "xavier",
+    "Glorot and Bengio (2010) for tanh, sigmoid or linear networks: linear and conv weights xavier_uniform, "
+    "biases 0, norm weights 1, embeddings N(0, 1).",
+    [*_weights({"scheme": "xavier_uniform"}, ("linear", "conv1d", "conv2d", "conv3d")), _EMBED, *_norms_and_biases()],
 )
-register_preset(
-    Preset(
-        name="xavier",
-        version=1,
-        description=(
-            "Glorot and Bengio (2010) for tanh/sigmoid or linear networks: linear and conv weights "
-            "xavier_uniform, biases 0, norm weights 1, embeddings N(0, 1)."
-        ),
-        rules=[
-            *_weight_rules(XavierUniform(scheme="xavier_uniform")),
-            _EMBEDDING,
-            *_norm_and_bias_rules(),
-        ],
-    )
+_preset(
+    "torch-default",
+    "Exactly what freshly constructed torch modules draw (reset_parameters): Linear/Conv U(+-1/sqrt(fan_in)), "
+    "Embedding N(0, 1), RNNs U(+-1/sqrt(hidden)), attention xavier, norms 1 and 0.",
+    [_rule({"scheme": "torch_default"}, type=t) for t in TORCH_DEFAULT_TYPES],
+    base=False,
+)
+_preset(
+    "keras-default",
+    "Keras 3's layer defaults: kernels glorot_uniform, recurrent kernels orthogonal, biases 0 with the LSTM "
+    "forget-gate bias 1 (unit_forget_bias; on bias_ih, since torch adds two biases), embeddings U(-0.05, 0.05), "
+    "norms 1 and 0.",
+    [*_weights({"scheme": "xavier_uniform"}, (*MATRIX_TYPES, "rnn", "lstm", "gru")),
+     _rule({"scheme": "uniform", "a": -0.05, "b": 0.05}, type="embedding", role="weight"),
+     *_norms_and_biases(),
+     _rule({"scheme": "orthogonal"}, role="recurrent", name="*weight_hh*"),
+     _rule({"scheme": "ones"}, type="lstm", role="forget", name="*bias_ih*")],
+)  # fmt: skip
+_preset(
+    "flax-default",
+    "Flax linen's defaults: Dense and Conv kernels lecun_normal (truncated, variance 1/fan_in), biases 0, "
+    "Embed variance_scaling(1, fan_in, truncated normal), recurrent kernels orthogonal, norms 1 and 0.",
+    [*_weights({"scheme": "lecun_normal"}, (*MATRIX_TYPES, "rnn", "lstm", "gru")),
+     _rule({"scheme": "variance_scaling"}, type="embedding", role="weight"),
+     *_norms_and_biases(),
+     _rule({"scheme": "orthogonal"}, role="recurrent", name="*weight_hh*")],
+)  # fmt: skip
+_preset(
+    "gpt2",
+    "GPT-2 as Hugging Face and nanoGPT initialize it: weights and embeddings N(0, 0.02^2), biases 0, "
+    "LayerNorm 1 and 0, residual output projections N(0, (0.02 / sqrt(2 n_layer))^2).",
+    [*_weights(_SMALL), _rule(_SMALL, type="embedding", role="weight"), _rule(_SMALL, type="parameter"),
+     *_norms_and_biases(), _rule({"scheme": "scaled_normal"}, role="residual_output", name="*weight")],
+)  # fmt: skip
+_preset(
+    "llama",
+    "Llama as Hugging Face initializes it (initializer_range 0.02): weights and embeddings N(0, 0.02^2), "
+    "biases 0, RMSNorm 1.",
+    [*_weights(_SMALL), _rule(_SMALL, type="embedding", role="weight"), *_norms_and_biases()],
+)
+_preset(
+    "bert",
+    "BERT as Hugging Face initializes it: weights and embeddings N(0, 0.02^2), biases 0, LayerNorm 1 and 0.",
+    [*_weights(_SMALL), _rule(_SMALL, type="embedding", role="weight"), _rule(_SMALL, type="parameter"),
+     *_norms_and_biases()],
+)  # fmt: skip
+_preset(
+    "resnet-kaiming",
+    "torchvision's ResNet: convs kaiming_normal (fan_out, relu), batch norms 1 and 0, the classifier the "
+    "Linear default U(+-1/sqrt(fan_in)).",
+    [_rule({"scheme": "torch_default"}, type="linear"), *_norms_and_biases(),
+     *_weights({"scheme": "kaiming_normal", "mode": "fan_out", "nonlinearity": "relu"},
+               ("conv1d", "conv2d", "conv3d"))],
+)  # fmt: skip
+_preset(
+    "fixup",
+    "Zhang et al. (2019): He init scaled by L^(-1/(2m-2)) in residual branches, each branch's last layer 0, "
+    "the classifier (role 'classifier') 0, biases 0, norms 1 and 0.",
+    [*_weights({"scheme": "fixup"}), *_norms_and_biases()],
+)
+_preset(
+    "t-fixup",
+    "Huang et al. (2020), encoder stack: Xavier weights scaled by 0.67 N^(-1/4) except query and key, "
+    "embeddings N(0, 1/d) scaled by (9 N)^(-1/4), biases 0, norms 1 and 0.",
+    [*_weights({"scheme": "t_fixup"}), _rule({"scheme": "t_fixup"}, type="embedding", role="weight"),
+     *_norms_and_biases()],
+)  # fmt: skip
+_preset(
+    "mup",
+    "Yang et al. (2022), muP around a base width of 256 (override base_fan_in with a rule for your base model): "
+    "embeddings N(0, 0.02^2), hidden weights std 0.02 sqrt(256 / fan_in), the classifier 0, biases 0, norms 1 and 0.",
+    [*_weights({"scheme": "mup", "base_fan_in": 256}), _rule(_SMALL, type="embedding", role="weight"),
+     *_norms_and_biases()],
+)  # fmt: skip
+_preset(
+    "auto",
+    "Per tensor from what follows it: relu-like kaiming, tanh and sigmoid xavier, selu lecun_normal, recurrent "
+    "weights orthogonal, embeddings and attention small normal, norms 1 and 0, biases 0, LSTM forget bias 1; "
+    "the plan records each reason.",
+    [_rule({"scheme": "auto"})],
+    base=False,
 )

@@ -218,6 +218,77 @@ class IdentityPlusNoise(WireModel):
     std: NonNegativeFloat = 0.01
 
 
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ScaledNormal(WireModel):
+    """GPT-2 (Radford et al. 2019) and Megatron-LM's scaled init for residual output projections:
+    N(0, (std / sqrt(2 n_layers))^2); n_layers defaults to the enclosing repeat's count."""
+
+    scheme: Literal["scaled_normal"]
+    std: PositiveFloat = 0.02
+    n_layers: Annotated[int, Field(ge=1)] | None = None
+
+
+class DepthScaledNormal(WireModel):
+    """torchtitan's depth_init: N(0, (std / sqrt(2 (depth + 1)))^2), depth the block's index in its repeat."""
+
+    scheme: Literal["depth_scaled_normal"]
+    std: PositiveFloat = 0.02
+
+
+class Fixup(WireModel):
+    """Zhang, Dauphin and Ma (2019): He init scaled by L^(-1/(2m-2)) inside residual branches, the
+    last layer of each branch and the classifier zero, other layers plain He init."""
+
+    scheme: Literal["fixup"]
+    mode: FanMode = "fan_out"
+
+
+class TFixup(WireModel):
+    """Huang et al. (2020): Xavier init scaled by 0.67 N^(-1/4) (encoder) or (9 N)^(-1/4) (decoder) for
+    value, output and MLP weights (query and key unscaled); embeddings N(0, d^-1) times (9 N)^(-1/4)."""
+
+    scheme: Literal["t_fixup"]
+    stack: Literal["encoder", "decoder"] = "encoder"
+    n_layers: Annotated[int, Field(ge=1)] | None = None
+
+
+class MuP(WireModel):
+    """Yang et al. (2022), muP: variances that keep training dynamics width-independent.
+
+    Relative to a base model of fan_in base_fan_in with init std `std`: input layers std,
+    hidden layers std sqrt(base_fan_in / fan_in), output layers std base_fan_in / fan_in (or 0).
+    layer 'auto': embeddings are input, tensors with role 'classifier' output, the rest hidden.
+    """
+
+    scheme: Literal["mup"]
+    base_fan_in: Annotated[int, Field(ge=1)]
+    std: PositiveFloat = 0.02
+    layer: Literal["auto", "input", "hidden", "output"] = "auto"
+    zero_readout: bool = True
+
+
+class ReluBias(WireModel):
+    """A small positive bias for units followed by a ReLU, so none starts dead (the TensorFlow
+    tutorials' 0.1); 0 for every other bias."""
+
+    scheme: Literal["relu_bias"]
+    value: FiniteFloat = 0.1
+
+
+class Auto(WireModel):
+    """Pick per tensor from its module and what follows it; the plan records which and why.
+
+    relu-like (relu, leaky_relu, gelu, silu): kaiming_normal; tanh, sigmoid: xavier_normal with
+    their gain; selu: lecun_normal; nothing: xavier_uniform; recurrent weights: orthogonal;
+    embeddings, attention and raw parameters: N(0, 0.02^2); norms: 1 and 0; biases: 0, but 1 for
+    the LSTM forget gate's input bias.
+    """
+
+    scheme: Literal["auto"]
+
+
 SchemeParams = Annotated[
     (
         Zeros
@@ -241,6 +312,13 @@ SchemeParams = Annotated[
         | Sparse
         | LooksLinear
         | IdentityPlusNoise
+        | ScaledNormal
+        | DepthScaledNormal
+        | Fixup
+        | TFixup
+        | MuP
+        | ReluBias
+        | Auto
     ),
     Field(discriminator="scheme"),
 ]
@@ -256,6 +334,13 @@ SCHEME_MODELS: dict[str, type[WireModel]] = {_tag(model): model for model in get
 
 __all__ = [
     "SCHEME_MODELS",
+    "Auto",
+    "DepthScaledNormal",
+    "Fixup",
+    "MuP",
+    "ReluBias",
+    "ScaledNormal",
+    "TFixup",
     "Constant",
     "DeltaOrthogonal",
     "Dirac",

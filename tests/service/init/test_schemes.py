@@ -42,6 +42,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "sparse": {"sparsity": 0.25, "std": 0.3},
     "looks_linear": {"gain": 1.0},
     "identity_plus_noise": {"gain": 1.0, "std": 0.05},
+    "scaled_normal": {"std": 0.02},
+    "depth_scaled_normal": {"std": 0.02},
+    "fixup": {},
+    "t_fixup": {"stack": "decoder"},
+    "mup": {"base_fan_in": 64, "std": 0.05},
+    "relu_bias": {"value": 0.1},
+    "auto": {},
 }
 SHAPE = (160, 128)  # 20,480 elements: the KS test needs at least 10,000
 GEOMETRY = Geometry(SHAPE, fan_in=128, fan_out=160, module_type="linear")
@@ -50,6 +57,12 @@ GEOMETRIES = {
     "dirac": Geometry((32, 16, 3, 4), fan_in=192, fan_out=384, module_type="conv2d", groups=2),
     "delta_orthogonal": Geometry((64, 48, 3, 3), fan_in=432, fan_out=576, module_type="conv2d"),
     "identity_plus_noise": Geometry((384, 128), fan_in=128, fan_out=384, module_type="linear"),
+    "scaled_normal": Geometry(SHAPE, 128, 160, "linear", ("weight", "residual_output"), n_blocks=12, depth=3),
+    "depth_scaled_normal": Geometry(SHAPE, 128, 160, "linear", n_blocks=12, depth=3),
+    "fixup": Geometry(SHAPE, 128, 160, "linear", residual_branches=8, branch_layers=3, branch_index=0),
+    "t_fixup": Geometry(SHAPE, 128, 160, "linear", ("weight", "value"), n_blocks=6),
+    "relu_bias": Geometry((20480,), 128, 160, "linear", ("bias",), followed_by="relu"),
+    "auto": Geometry(SHAPE, 128, 160, "linear", followed_by="leaky_relu(negative_slope=0.2)"),
 }
 
 

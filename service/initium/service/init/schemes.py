@@ -48,7 +48,7 @@ class Geometry:
     torch_fans: tuple[int, int] | None = None  # the whole tensor's fans as torch computes them
     # Where the tensor sits, for the structural schemes:
     depth: int | None = None  # its block's index in the innermost repeat
-    n_blocks: int | None = None  # how many blocks that repeat has
+    n_blocks: int | None = None  # how many blocks that repeat has (outside any: the spec's largest repeat)
     followed_by: str | None = None  # the activation its layer's output reaches first
     residual_branches: int = 0  # residual branches in the whole spec (Fixup's L)
     branch_layers: int = 0  # weight matrices in its own residual branch (Fixup's m)
@@ -360,3 +360,7 @@ def looks_linear(p: wire.LooksLinear, g: Geometry) -> Distribution:
             f"looks_linear needs an even input dimension (shape[1]), got shape {list(g.shape)}"
         )
     return LooksLinear(p.gain, g.shape[0], (g.shape[1] // 2) * math.prod(g.shape[2:]))
+
+
+# The context-dependent schemes register themselves on import.
+from initium.service.init import schemes_structural  # noqa: E402, F401

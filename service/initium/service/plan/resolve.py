@@ -8,9 +8,11 @@ from typing import Any
 
 from initium.schemas import plan as wire
 from initium.schemas.request import InitRequest
+from initium.schemas.schemes import SchemeParams
 from initium.service.errors import RequestInvalidError
 from initium.service.init import distributions as d
 from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
+from initium.service.init.schemes_structural import choose
 from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
@@ -31,6 +33,7 @@ class Structure:
 
     residual_branches: int
     branch_weights: dict[str, list[str]]  # branch -> its weight matrices' names, in forward order
+    deepest_repeat: int | None  # the largest repeat count: the stack's depth for tensors outside it
 
 
 def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
@@ -40,7 +43,8 @@ def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
             names = branches.setdefault(leaf.residual, [])
             if lt.role == "weight" and leaf.module.type in MATRIX_TYPES and len(lt.shape) >= 2:
                 names.append(tensor_name(leaf, lt))
-    return Structure(len(branches), branches)
+    repeats = [leaf.repeats for leaf, _ in sites if leaf.repeats is not None]
+    return Structure(len(branches), branches, max(repeats) if repeats else None)
 
 
 def tensor_name(leaf: Leaf, lt: LayerTensor) -> str:
@@ -86,14 +90,8 @@ def plan_tensor(ctx: Context, leaf: Leaf, lt: LayerTensor, follower: str | None)
             expected_mean=fixed.mean, expected_std=fixed.std, elementwise=True,
         )  # fmt: skip
     if not lt.parts:
-        block = Block(name, name, lt.shape, roles, fans)
-        labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, follower, ctx)
-        return wire.PlannedTensor(
-            **common, fan_in=fan_in, fan_out=fan_out, rule=labeled.label if labeled else None,
-            init=labeled.rule.init if labeled else None, distribution=_wire(dist),
-            expected_mean=None if dist is None else dist.mean, expected_std=None if dist is None else dist.std,
-            elementwise=True if dist is None else dist.elementwise,
-        )  # fmt: skip
+        resolution = _resolve(Block(name, name, lt.shape, roles, fans), leaf, lt, follower, ctx)
+        return wire.PlannedTensor(**common, **resolution.fields())
     parts = [_plan_part(name, part, roles, leaf, lt, follower, ctx) for part in lt.parts]
     return _summarize(common, fans, parts)
 
@@ -104,12 +102,32 @@ def _layout_fans(lt: LayerTensor, convention: str) -> tuple[int, int]:
     return lt.fan_in, lt.fan_out
 
 
-def _resolve(
-    block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context
-) -> tuple[LabeledRule | None, tuple[int, int], d.Distribution | None]:
+@dataclass(frozen=True)
+class Resolution:
+    """What a block resolved to: the rule that fired, the fans used, the concrete scheme (auto's
+    choice in place of auto, with its reason) and the law."""
+
+    labeled: LabeledRule | None
+    fans: tuple[int, int]
+    init: SchemeParams | None = None
+    reason: str | None = None
+    dist: d.Distribution | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The plan fields every block shares."""
+        dist = self.dist
+        return {
+            "fan_in": self.fans[0], "fan_out": self.fans[1], "rule": self.labeled.label if self.labeled else None,
+            "init": self.init, "reason": self.reason, "distribution": _wire(dist),
+            "expected_mean": None if dist is None else dist.mean, "expected_std": None if dist is None else dist.std,
+            "elementwise": True if dist is None else dist.elementwise,
+        }  # fmt: skip
+
+
+def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context) -> Resolution:
     labeled = last_match(ctx.rules, block.name, leaf.module.type, block.roles)
     if labeled is None:
-        return None, block.layout_fans, None
+        return Resolution(None, block.layout_fans)
     ctx.used.add(labeled.label)
     fans = block.layout_fans
     if labeled.rule.fan_axes is not None:
@@ -123,12 +141,15 @@ def _resolve(
     branch = ctx.structure.branch_weights.get(leaf.residual or "", [])
     geometry = Geometry(
         block.shape, *fans, leaf.module.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),
-        depth=leaf.depth, n_blocks=leaf.repeats, followed_by=follower,
+        depth=leaf.depth, n_blocks=leaf.repeats or ctx.structure.deepest_repeat, followed_by=follower,
         residual_branches=ctx.structure.residual_branches, branch_layers=len(branch),
         branch_index=branch.index(block.name) if block.name in branch else None,
     )  # fmt: skip
+    init, reason = labeled.rule.init, None
     try:
-        return labeled, fans, resolve(labeled.rule.init, geometry)
+        if init.scheme == "auto":
+            init, reason = choose(geometry)
+        return Resolution(labeled, fans, init, reason, resolve(init, geometry))
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
             f"rule {labeled.label} cannot initialize {block.label}: {exc}; narrow the rule's match "
@@ -148,13 +169,8 @@ def _plan_part(
     block = Block(
         name, f"{name}[{part.start}:{part.stop}] ({', '.join(part.roles)})", shape, (*roles, *part.roles), fans
     )
-    labeled, (fan_in, fan_out), dist = _resolve(block, leaf, lt, follower, ctx)
-    return wire.PlannedPart(
-        rows=(part.start, part.stop), roles=list(block.roles), fan_in=fan_in, fan_out=fan_out,
-        rule=labeled.label if labeled else None, init=labeled.rule.init if labeled else None,
-        distribution=_wire(dist), expected_mean=None if dist is None else dist.mean,
-        expected_std=None if dist is None else dist.std, elementwise=True if dist is None else dist.elementwise,
-    )  # fmt: skip
+    resolution = _resolve(block, leaf, lt, follower, ctx)
+    return wire.PlannedPart(rows=(part.start, part.stop), roles=list(block.roles), **resolution.fields())
 
 
 def _summarize(common: dict[str, Any], fans: tuple[int, int], parts: list[wire.PlannedPart]) -> wire.PlannedTensor:

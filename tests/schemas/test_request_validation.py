@@ -49,6 +49,7 @@ def _spec_error(modules: list[dict[str, Any]]) -> dict[str, Any]:
         ({"type": "dropout", "p": 1.5}, ("dropout", "p"), "less than or equal"),
         ({"type": "transformer"}, (), "does not match any of the expected tags"),
         ({"type": "linear", "name": "a.b", "in_features": 1, "out_features": 1}, ("linear", "name"), "pattern"),
+        ({"type": "relu", "name": "to"}, ("relu",), "attribute of torch.nn.Module"),
     ],
 )
 def test_bad_modules_name_the_field(module: dict[str, Any], loc_tail: tuple[str, ...], fragment: str) -> None:

@@ -20,9 +20,83 @@ IntOrTuple = int | list[int]
 ExtraRole = Literal["residual_output", "residual_norm", "attention_output", "query", "key", "value", "classifier"]
 
 
+# Attribute names nn.Module, nn.Sequential and nn.ModuleList already use (torch 2.13): torch's
+# add_module refuses a child with one of these names, so no torch model can have it.
+TORCH_RESERVED_NAMES = frozenset(
+    (
+        "T_destination",
+        "add_module",
+        "append",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extend",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "insert",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "pop",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    )
+)
+
+
 class _Module(WireModel):
     name: ModuleName | None = None
     roles: list[ExtraRole] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _check_name(self) -> _Module:
+        if self.name in TORCH_RESERVED_NAMES:
+            raise ValueError(
+                f"name {self.name!r} is an attribute of torch.nn.Module, so torch cannot name a child so; rename it"
+            )
+        return self
 
 
 class Linear(_Module):

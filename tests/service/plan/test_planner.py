@@ -62,7 +62,7 @@ def test_last_matching_rule_wins_and_unused_rules_are_listed(mlp_request: dict[s
         "fc2.bias": "policy.rules[2]",
     }
     assert plan.unused_rules == ["policy.rules[3]"]
-    assert plan.warnings == ["policy.rules[3] matched no tensor"]
+    assert "policy.rules[3] matched no tensor" in plan.warnings
 
 
 def test_uncovered_parameters_are_warned_not_buffers(mlp_request: dict[str, Any]) -> None:
@@ -150,3 +150,11 @@ def test_bad_slices_name_the_tensor_and_dimension(
     with pytest.raises(RequestInvalidError) as info:
         _plan(mlp_request)
     assert info.value.loc == loc and fragment in info.value.message
+
+
+def test_constant_hidden_weights_are_warned_about(mlp_request: dict[str, Any]) -> None:
+    mlp_request["policy"]["rules"][0]["init"] = {"scheme": "constant", "value": 0.01}
+    warnings = _plan(mlp_request).warnings
+    assert len(warnings) == 2 and "fc1.weight starts constant, so its 512 units stay identical" in warnings[0]
+    mlp_request["spec"]["modules"][2]["roles"] = ["classifier"]  # a zero readout is a choice (muP)
+    assert len(_plan(mlp_request).warnings) == 1

@@ -12,7 +12,7 @@ from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
-from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
+from initium.service.plan.resolve import MATRIX_TYPES, Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.tree import describe_activation, followed_by, walk
 
@@ -47,7 +47,7 @@ def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
         preset=pinned,
         unused_rules=unused,
         uncovered=missing,
-        warnings=_warnings(missing, unused),
+        warnings=_warnings(missing, unused, tensors),
     )
 
 
@@ -111,10 +111,33 @@ def _check_limits(tensors: list[wire.PlannedTensor], limits: Limits) -> None:
         )
 
 
-def _warnings(uncovered: list[str], unused: list[str]) -> list[str]:
+def _warnings(uncovered: list[str], unused: list[str], tensors: list[wire.PlannedTensor]) -> list[str]:
     warnings = []
     if uncovered:
         shown = ", ".join(uncovered[:10]) + (" ..." if len(uncovered) > 10 else "")
         warnings.append(f"{len(uncovered)} parameters matched no rule: {shown}")
     warnings += [f"{label} matched no tensor" for label in unused]
-    return warnings
+    return warnings + [_symmetry_warning(t) for t in tensors if _breaks_no_symmetry(t)]
+
+
+# Zero is the standard start for these (Fixup's last branch layers, muP's readout, timm's
+# zero_init_last), so a constant there is a choice, not a mistake.
+_ZERO_INIT_ROLES = frozenset({"residual_output", "residual_norm", "classifier"})
+
+
+def _breaks_no_symmetry(t: wire.PlannedTensor) -> bool:
+    """A hidden weight matrix whose every entry starts equal: its units compute the same function and
+    receive the same gradient, so training can never tell them apart."""
+    laws = [p.distribution for p in t.parts] if t.parts else [t.distribution]
+    constant = all(law is not None and law.family == "constant" for law in laws)
+    return (
+        constant and t.role == "weight" and len(t.shape) >= 2 and t.module_type in MATRIX_TYPES
+        and not _ZERO_INIT_ROLES & set(t.roles)
+    )  # fmt: skip
+
+
+def _symmetry_warning(t: wire.PlannedTensor) -> str:
+    return (
+        f"{t.name} starts constant, so its {t.shape[0]} units stay identical under gradient descent; "
+        "use a random scheme (or tag the layer with role 'residual_output' or 'classifier' if zero is intended)"
+    )

@@ -115,3 +115,18 @@ def test_status_error_mapping(status: int, cls: type, tmp_path: Path) -> None:
         c.status("0" * 64)
     assert info.value.status_code == status and info.value.loc == ["a", 1]
     assert isinstance(status_error(502, "<html>bad gateway</html>"), ServerError)
+
+
+def test_presets_through_the_client(client: Client) -> None:
+    preset = {
+        "name": "client-house",
+        "version": 3,
+        "description": "published from the client",
+        "rules": [{"init": {"scheme": "xavier_normal"}}],
+    }
+    published = client.publish_preset(preset)
+    assert published.ref == "client-house@3"
+    assert client.preset("client-house").version == 3
+    assert "client-house" in {p.name for p in client.presets()}
+    with pytest.raises(ConflictError):
+        client.publish_preset({**preset, "description": "different"})

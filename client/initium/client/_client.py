@@ -22,8 +22,10 @@ from initium.client._errors import (
     status_error,
 )
 from initium.client._result import InitResult
+from initium.schemas.catalog import PresetList
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
+from initium.schemas.presets import Preset
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 
@@ -85,6 +87,20 @@ class Client:
         """Enqueue (or find) the job for this request and return its status at once."""
         body = build_request(request, **parts).model_dump(mode="json")
         return JobStatus.model_validate(self._json("POST", "/v1/initializations", json=body))
+
+    def presets(self) -> list[Preset]:
+        """Every preset the server knows, built-in and published."""
+        return PresetList.model_validate(self._json("GET", "/v1/presets")).presets
+
+    def preset(self, ref: str) -> Preset:
+        """One preset: 'name' (newest version) or 'name@version'."""
+        return Preset.model_validate(self._json("GET", f"/v1/presets/{ref}"))
+
+    def publish_preset(self, preset: Preset | Mapping[str, Any]) -> Preset:
+        """Publish a platform policy; identical republishing is a no-op, other rules under a published
+        version raise ConflictError (versions are immutable)."""
+        body = preset.model_dump(mode="json") if isinstance(preset, Preset) else dict(preset)
+        return Preset.model_validate(self._json("POST", "/v1/presets", json=body))
 
     def status(self, job_id: str) -> JobStatus:
         return JobStatus.model_validate(self._json("GET", f"/v1/initializations/{job_id}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from initium.schemas._base import WireModel
-from initium.schemas.presets import Preset, list_presets
+from initium.schemas.presets import Preset
 from initium.schemas.schemes import SCHEME_MODELS
 
 
@@ -34,7 +34,3 @@ def scheme_catalog() -> SchemeList:
             for name, model in SCHEME_MODELS.items()
         ]
     )
-
-
-def preset_catalog() -> PresetList:
-    return PresetList(presets=list_presets())

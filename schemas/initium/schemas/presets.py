@@ -6,6 +6,7 @@ id pins the version it resolved, so a later version cannot change a cached resul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -46,7 +47,7 @@ def list_presets() -> list[Preset]:
     return sorted(_PRESETS.values(), key=lambda p: (p.name, p.version))
 
 
-def resolve_ref(ref: str, known: dict[tuple[str, int], Preset]) -> Preset:
+def resolve_ref(ref: str, known: Mapping[tuple[str, int], Preset]) -> Preset:
     """'name' (newest version) or 'name@version' among `known`."""
     name, _, version = ref.partition("@")
     versions = sorted(v for (n, v) in known if n == name)

@@ -15,6 +15,7 @@ import initium.service
 from initium.service.config import Settings, get_settings
 from initium.service.http import install_error_handlers
 from initium.service.metrics import Metrics
+from initium.service.presets import PresetStore
 from initium.service.routes import catalog, health, initializations, plans
 from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = JobStore(settings.data_dir)
+    app.state.presets = PresetStore(settings.data_dir)
     app.state.metrics = Metrics()
     app.state.supervisor = WorkerSupervisor(settings) if settings.embedded_worker else None
     for module in (initializations, plans, catalog, health):

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from initium.service.config import Settings
 from initium.service.metrics import Metrics
 from initium.service.plan import Limits
+from initium.service.presets import PresetStore
 from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
 
@@ -37,7 +38,13 @@ def _supervisor(request: Request) -> WorkerSupervisor | None:
     return supervisor
 
 
+def _presets(request: Request) -> PresetStore:
+    presets: PresetStore = request.app.state.presets
+    return presets
+
+
 StoreDep = Annotated[JobStore, Depends(_store)]
+PresetsDep = Annotated[PresetStore, Depends(_presets)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 LimitsDep = Annotated[Limits, Depends(_limits)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -45,5 +45,9 @@ class JobFailedError(InitiumError):
     type = "job_failed"
 
 
+class PresetConflictError(InitiumError):
+    type = "conflict"
+
+
 class ArtifactCorruptError(InitiumError):
     type = "artifact_corrupt"

@@ -10,6 +10,7 @@ from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service.errors import ArtifactCorruptError, JobFailedError, JobNotReadyError, RequestInvalidError
 from initium.service.plan import Limits, make_plan
+from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore
 
 
@@ -19,9 +20,9 @@ class Submission:
     created: bool
 
 
-def plan_request(request: InitRequest, limits: Limits) -> Plan:
+def plan_request(request: InitRequest, limits: Limits, presets: PresetStore) -> Plan:
     """The plan, refusing a request that leaves a parameter without a rule."""
-    plan = make_plan(request, limits)
+    plan = make_plan(request, limits, presets.all())
     if plan.uncovered:
         shown = ", ".join(plan.uncovered[:5]) + (" ..." if len(plan.uncovered) > 5 else "")
         raise RequestInvalidError(
@@ -33,9 +34,9 @@ def plan_request(request: InitRequest, limits: Limits) -> Plan:
     return plan
 
 
-def submit(store: JobStore, request: InitRequest, limits: Limits) -> Submission:
+def submit(store: JobStore, request: InitRequest, limits: Limits, presets: PresetStore) -> Submission:
     """Create the job, or return the existing one for an identical request (same id, same bytes)."""
-    plan = plan_request(request, limits)
+    plan = plan_request(request, limits, presets)
     progress = Progress(tensors_done=0, tensors_total=plan.totals.tensors, bytes_done=0, bytes_total=plan.totals.bytes)
     if not store.exists(plan.request_id):
         return Submission(to_status(store.create(plan.request_id, request, progress)), created=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from initium.schemas import plan as wire
+from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
@@ -27,9 +29,14 @@ class Limits:
     max_tensors: int = 1_000_000
 
 
-def make_plan(request: InitRequest, limits: Limits | None = None) -> wire.Plan:
-    """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError."""
-    pinned, rules = effective_rules(request.policy)
+def make_plan(
+    request: InitRequest, limits: Limits | None = None, presets: Mapping[tuple[str, int], Preset] | None = None
+) -> wire.Plan:
+    """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError.
+
+    `presets`: every preset the policy may name (built-in and published); default the built-ins.
+    """
+    pinned, rules = effective_rules(request.policy, presets)
     leaves = walk(request.spec)
     sites = [(i, leaf, lt) for i, leaf in enumerate(leaves) for lt in get_layer(leaf.module.type)(leaf.module)]
     ctx = Context(request, rules, structure([(leaf, lt) for _, leaf, lt in sites]), set())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from initium.schemas.policy import Policy, Rule
-from initium.schemas.presets import UnknownPresetError, get_preset
+from initium.schemas.presets import Preset, UnknownPresetError, builtin_presets, resolve_ref
 from initium.service.errors import RequestInvalidError
 
 
@@ -19,13 +20,16 @@ class LabeledRule:
     loc: tuple[str | int, ...]
 
 
-def effective_rules(policy: Policy) -> tuple[str | None, list[LabeledRule]]:
-    """The pinned preset reference and the rules in the order they apply."""
+def effective_rules(
+    policy: Policy, presets: Mapping[tuple[str, int], Preset] | None = None
+) -> tuple[str | None, list[LabeledRule]]:
+    """The pinned preset reference and the rules in the order they apply; `presets` adds published
+    presets to the built-in ones."""
     rules: list[LabeledRule] = []
     pinned = None
     if policy.preset is not None:
         try:
-            preset = get_preset(policy.preset)
+            preset = resolve_ref(policy.preset, presets or builtin_presets())
         except UnknownPresetError as exc:
             raise RequestInvalidError(f"{exc} (see GET /v1/presets)", ("policy", "preset")) from None
         pinned = f"{preset.name}@{preset.version}"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-from initium.schemas.catalog import PresetList, SchemeList, preset_catalog, scheme_catalog
+from fastapi import APIRouter, Response
+
+from initium.schemas.catalog import PresetList, SchemeList, scheme_catalog
+from initium.schemas.errors import ErrorBody
+from initium.schemas.presets import Preset
+from initium.service.deps import PresetsDep
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 422)}
 
 
 @router.get("/schemes", response_model=SchemeList)
@@ -16,6 +22,22 @@ def schemes() -> SchemeList:
 
 
 @router.get("/presets", response_model=PresetList)
-def presets() -> PresetList:
-    """Every named, versioned preset with its rules."""
-    return preset_catalog()
+def presets(store: PresetsDep) -> PresetList:
+    """Every preset, built-in and published, with its rules."""
+    return PresetList(presets=sorted(store.all().values(), key=lambda p: (p.name, p.version)))
+
+
+@router.get("/presets/{ref}", response_model=Preset, responses=_ERRORS)
+def preset(ref: str, store: PresetsDep) -> Preset:
+    """One preset: 'name' for its newest version, or 'name@version'."""
+    return store.get(ref)
+
+
+@router.post("/presets", status_code=201, response_model=Preset, responses={200: {"model": Preset}, **_ERRORS})
+def publish(body: Preset, response: Response, store: PresetsDep) -> Preset:
+    """Publish a platform policy; 201 when new, 200 when these exact rules are already published,
+    409 when the version exists with other rules (versions are immutable)."""
+    preset, created = store.publish(body)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/presets/{preset.ref}"
+    return preset

@@ -12,7 +12,7 @@ from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service import jobs
-from initium.service.deps import LimitsDep, MetricsDep, StoreDep
+from initium.service.deps import LimitsDep, MetricsDep, PresetsDep, StoreDep
 from initium.service.report_html import render_report
 
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
@@ -23,10 +23,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code 
 
 @router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}, **_ERRORS})
 def submit(
-    request: InitRequest, response: Response, store: StoreDep, limits: LimitsDep, metrics: MetricsDep
+    request: InitRequest,
+    response: Response,
+    store: StoreDep,
+    limits: LimitsDep,
+    metrics: MetricsDep,
+    presets: PresetsDep,
 ) -> JobStatus:
     """Validate, plan and enqueue; 202 while the job is pending, 200 when this request is already done."""
-    submission = jobs.submit(store, request, limits)
+    submission = jobs.submit(store, request, limits, presets)
     state = submission.status.state
     metrics.submissions.labels("created" if submission.created else f"existing_{state}").inc()
     response.status_code = 200 if state == "succeeded" else 202

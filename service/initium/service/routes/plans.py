@@ -7,14 +7,14 @@ from fastapi import APIRouter
 from initium.schemas.errors import ErrorBody
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
-from initium.service.deps import LimitsDep
+from initium.service.deps import LimitsDep, PresetsDep
 from initium.service.plan import make_plan
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 
 @router.post("", response_model=Plan, responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-def plan(request: InitRequest, limits: LimitsDep) -> Plan:
+def plan(request: InitRequest, limits: LimitsDep, presets: PresetsDep) -> Plan:
     """Every tensor with its shape, fans, rule, scheme, params and expected moments; uncovered
     parameters and unused rules are listed as warnings rather than refused."""
-    return make_plan(request, limits)
+    return make_plan(request, limits, presets.all())

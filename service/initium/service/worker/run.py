@@ -18,6 +18,7 @@ from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
 from initium.service.identity import ALGORITHM
 from initium.service.plan import Limits, make_plan
+from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
 from initium.service.worker.materialize import materialize
 from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
@@ -57,7 +58,7 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     clock = _Clock()
     t = start = time.perf_counter()
     request = store.load_request(job_id)
-    plan = make_plan(request, _NO_LIMITS)
+    plan = make_plan(request, _NO_LIMITS, PresetStore(store.root).all())
     t = clock.add("plan", t)
     weights_tmp = store.artifact(job_id, f".{WEIGHTS}.partial")
     stats: list[wire.TensorStats] = []

@@ -6,10 +6,10 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel
@@ -28,6 +28,9 @@ from initium.schemas.plan import Plan
 from initium.schemas.presets import Preset
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -157,6 +160,30 @@ class Client:
         target = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-")) / f"{status.id[:16]}.safetensors"
         self.download(status.id, target, status.sha256)
         return InitResult(status, target, self.report(status.id))
+
+    def initialize_module(
+        self,
+        module: torch.nn.Module,
+        *,
+        policy: SpecLike,
+        seed: int = 0,
+        dtype: str | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        timeout: float | None = None,
+    ) -> InitResult:
+        """Initialize any nn.Module (even on the meta device) in one call and load the result strictly.
+
+        The module is described by `spec_from_module` (tied weights once, `roles` tagging tensors by
+        name glob), initialized by the service under `policy`, and loaded back in place.
+        """
+        from initium.client._torch import load_tensors, module_dtype, spec_from_module
+
+        spec, aliases = spec_from_module(module, roles=roles)
+        result = self.initialize(
+            spec=spec, policy=policy, seed=seed, dtype=dtype or module_dtype(module), timeout=timeout
+        )
+        load_tensors(module, result.tensors, aliases)
+        return result
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
 from initium.schemas._base import WireModel
 from initium.schemas.policy import Policy
-from initium.schemas.spec import Spec
+from initium.schemas.spec import Manifest, Spec
 
 DType = Literal["float32", "float16", "bfloat16", "float64"]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -16,10 +16,20 @@ Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Range = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]]
 
 
+def _spec_form(value: Any) -> str:
+    # A manifest lists tensors, a tree lists modules: the key says which, so errors name one form.
+    if isinstance(value, dict):
+        return "manifest" if "tensors" in value else "tree"
+    return "manifest" if isinstance(value, Manifest) else "tree"
+
+
+AnySpec = Annotated[Annotated[Spec, Tag("tree")] | Annotated[Manifest, Tag("manifest")], Discriminator(_spec_form)]
+
+
 class InitRequest(WireModel):
     """Everything that determines the bytes of an initialization."""
 
-    spec: Spec
+    spec: AnySpec
     policy: Policy
     seed: Seed = 0
     dtype: DType = "float32"

@@ -37,6 +37,8 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | in
     """The first pydantic error as 'spec.modules[0].linear.in_features: <what> (got <input>)'."""
     first = errors[0]
     loc = [part for part in first["loc"] if part != "body"]
+    if loc[:1] == ["spec"] and loc[1:2] in (["tree"], ["manifest"]):
+        del loc[1]  # the spec form's union tag: not part of the JSON path
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
     if first["type"] == "extra_forbidden":
         what = "unknown field; remove it (GET /v1/schemes and the JSON Schema list the allowed fields)"

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from initium.schemas import plan as wire
 from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
+from initium.schemas.spec import Manifest
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
+from initium.service.plan.manifest import manifest_followers, manifest_sites
 from initium.service.plan.resolve import MATRIX_TYPES, Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.tree import describe_activation, followed_by, walk
@@ -37,10 +39,18 @@ def make_plan(
     `presets`: every preset the policy may name (built-in and published); default the built-ins.
     """
     pinned, rules = effective_rules(request.policy, presets)
-    leaves = walk(request.spec)
-    sites = [(i, leaf, lt) for i, leaf in enumerate(leaves) for lt in get_layer(leaf.module.type)(leaf.module)]
+    if isinstance(request.spec, Manifest):
+        followers = manifest_followers(request.spec)
+        sites = [(followers[i], leaf, lt) for i, (leaf, lt) in enumerate(manifest_sites(request.spec))]
+    else:
+        leaves = walk(request.spec)
+        sites = [
+            (describe_activation(followed_by(leaves, i)), leaf, lt)
+            for i, leaf in enumerate(leaves)
+            for lt in get_layer(leaf.type)(leaf.module)
+        ]
     ctx = Context(request, rules, structure([(leaf, lt) for _, leaf, lt in sites]), set())
-    tensors = [plan_tensor(ctx, leaf, lt, describe_activation(followed_by(leaves, i))) for i, leaf, lt in sites]
+    tensors = [plan_tensor(ctx, leaf, lt, follower) for follower, leaf, lt in sites]
     used = ctx.used
     tensors = _apply_slices(tensors, request.slices)
     _check_limits(tensors, limits or Limits())

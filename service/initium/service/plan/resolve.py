@@ -41,14 +41,14 @@ def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
     for leaf, lt in sites:
         if leaf.residual is not None:
             names = branches.setdefault(leaf.residual, [])
-            if lt.role == "weight" and leaf.module.type in MATRIX_TYPES and len(lt.shape) >= 2:
+            if lt.role == "weight" and leaf.type in MATRIX_TYPES and len(lt.shape) >= 2:
                 names.append(tensor_name(leaf, lt))
     repeats = [leaf.repeats for leaf, _ in sites if leaf.repeats is not None]
     return Structure(len(branches), branches, max(repeats) if repeats else None)
 
 
 def tensor_name(leaf: Leaf, lt: LayerTensor) -> str:
-    return leaf.path if not lt.local_name else f"{leaf.path}.{lt.local_name}"
+    return ".".join(part for part in (leaf.path, lt.local_name) if part)
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,11 @@ class Context:
 def plan_tensor(ctx: Context, leaf: Leaf, lt: LayerTensor, follower: str | None) -> wire.PlannedTensor:
     request = ctx.request
     name = tensor_name(leaf, lt)
-    roles = (lt.role, *lt.roles, *leaf.module.roles)
+    roles = (lt.role, *lt.roles, *leaf.roles)
     fans = _layout_fans(lt, request.policy.fan_convention)
     common: dict[str, Any] = {
         "name": name, "shape": list(lt.shape), "dtype": "int64" if lt.integer else request.dtype,
-        "module": leaf.path, "module_type": leaf.module.type, "role": lt.role, "roles": list(roles),
+        "module": leaf.path, "module_type": leaf.type, "role": lt.role, "roles": list(roles),
         "residual": leaf.residual, "depth": leaf.depth, "followed_by": follower, "post": list(lt.post),
     }  # fmt: skip
     if lt.buffer_value is not None:
@@ -125,7 +125,7 @@ class Resolution:
 
 
 def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context) -> Resolution:
-    labeled = last_match(ctx.rules, block.name, leaf.module.type, block.roles)
+    labeled = last_match(ctx.rules, block.name, leaf.type, block.roles)
     if labeled is None:
         return Resolution(None, block.layout_fans)
     ctx.used.add(labeled.label)
@@ -140,7 +140,7 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
             ) from None
     branch = ctx.structure.branch_weights.get(leaf.residual or "", [])
     geometry = Geometry(
-        block.shape, *fans, leaf.module.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),
+        block.shape, *fans, leaf.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),
         depth=leaf.depth, n_blocks=leaf.repeats or ctx.structure.deepest_repeat, followed_by=follower,
         residual_branches=ctx.structure.residual_branches, branch_layers=len(branch),
         branch_index=branch.index(block.name) if block.name in branch else None,

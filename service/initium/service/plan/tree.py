@@ -12,14 +12,25 @@ from initium.service.plan.composite import expand, is_composite
 @dataclass(frozen=True)
 class Leaf:
     """A non-container module with its dotted path, its JSON location in the request, and where it
-    sits: the innermost residual branch holding it and its copy index in the innermost repeat."""
+    sits: the innermost residual branch holding it and its copy index in the innermost repeat.
+    A manifest tensor's leaf has no spec module: `kind` and `extra_roles` say what it belongs to."""
 
     path: str
-    module: s.Module
+    module: s.Module | None
     loc: tuple[str | int, ...]
     residual: str | None = None
     depth: int | None = None
     repeats: int | None = None  # the innermost repeat's count: how many blocks `depth` counts
+    kind: str | None = None
+    extra_roles: tuple[str, ...] = ()
+
+    @property
+    def type(self) -> str:
+        return self.kind if self.module is None else self.module.type  # type: ignore[return-value]
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.extra_roles if self.module is None else tuple(self.module.roles)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ def followed_by(leaves: Sequence[Leaf], index: int) -> s.Module | None:
     """The activation that the output of leaves[index] reaches first, skipping norms, dropout and
     reshapes; None when another weight layer or the end of the network comes first."""
     for leaf in leaves[index + 1 :]:
-        kind = leaf.module.type
+        kind = leaf.type
         if kind in s.ACTIVATION_TYPES and kind != "identity":
             return leaf.module
         if kind not in _PASS_THROUGH:

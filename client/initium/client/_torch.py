@@ -1,0 +1,158 @@
+"""torch helpers (imported lazily): describe an nn.Module as a manifest spec, and load results into it.
+
+spec_from_module walks the module without touching values, so it works on the meta device: build a
+7B model under `torch.device("meta")`, describe it, and let the service generate the weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from initium.schemas.spec import Manifest, ManifestTensor
+
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = {
+    "torch.float32": "float32",
+    "torch.float16": "float16",
+    "torch.bfloat16": "bfloat16",
+    "torch.float64": "float64",
+}
+_BUFFER_ROLES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _module_type(module: torch.nn.Module) -> str:
+    from torch import nn
+
+    exact: list[tuple[type[nn.Module], str]] = [
+        (nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"),
+        (nn.ConvTranspose1d, "conv_transpose1d"), (nn.ConvTranspose2d, "conv_transpose2d"),
+        (nn.ConvTranspose3d, "conv_transpose3d"), (nn.Embedding, "embedding"), (nn.LayerNorm, "layer_norm"),
+        (nn.RMSNorm, "rms_norm"), (nn.GroupNorm, "group_norm"), (nn.BatchNorm1d, "batch_norm1d"),
+        (nn.BatchNorm2d, "batch_norm2d"), (nn.BatchNorm3d, "batch_norm3d"), (nn.InstanceNorm1d, "instance_norm1d"),
+        (nn.InstanceNorm2d, "instance_norm2d"), (nn.InstanceNorm3d, "instance_norm3d"), (nn.LSTM, "lstm"),
+        (nn.GRU, "gru"), (nn.RNN, "rnn"), (nn.MultiheadAttention, "multihead_attention"),
+    ]  # fmt: skip
+    for cls, kind in exact:
+        if isinstance(module, cls):
+            return kind
+    # Model libraries' own classes, by their conventional names (HF's LlamaRMSNorm, GPT-2's Conv1D).
+    name = type(module).__name__
+    if name.endswith("RMSNorm"):
+        return "rms_norm"
+    if name.endswith("LayerNorm"):
+        return "layer_norm"
+    if name == "Conv1D":
+        return "linear"
+    return "parameter"
+
+
+def _fans(module: torch.nn.Module) -> tuple[int | None, int | None]:
+    """Explicit fans only where the layout is not torch's; otherwise the service derives them from
+    the shapes (and gives each bias its weight's), exactly as for a tree spec."""
+    weight = getattr(module, "weight", None)
+    if type(module).__name__ == "Conv1D" and weight is not None:
+        # HF GPT-2's Conv1D stores [in, out], the transpose of nn.Linear: its fans are the other way round.
+        return int(weight.shape[0]), int(weight.shape[1])
+    return None, None
+
+
+_ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "gelu", "SELU": "selu", "SiLU": "silu"}
+_PASS_THROUGH = ("Dropout", "Flatten", "Identity", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm")
+
+
+def _activation(module: torch.nn.Module) -> str | None:
+    name = type(module).__name__
+    if name == "LeakyReLU":
+        return f"leaky_relu(negative_slope={module.negative_slope})"
+    return _ACTIVATIONS.get(name)
+
+
+def _followers(module: torch.nn.Module) -> dict[int, str]:
+    """For children of an nn.Sequential, the activation their output reaches first (skipping norms,
+    dropout and reshapes, as the tree planner does); what else follows a module, torch cannot tell."""
+    import torch
+
+    found: dict[int, str] = {}
+    for seq in module.modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        children = list(seq)
+        for i, child in enumerate(children):
+            for later in children[i + 1 :]:
+                act = _activation(later)
+                if act is not None:
+                    found[id(child)] = act
+                if act is not None or not type(later).__name__.startswith(_PASS_THROUGH):
+                    break
+    return found
+
+
+def _tensor(
+    name: str, tensor: torch.Tensor, module: torch.nn.Module, local: str, roles: list[str], kind: str
+) -> ManifestTensor:
+    role = local if local in _BUFFER_ROLES else ("bias" if "bias" in local else "weight")
+    fan_in, fan_out = _fans(module) if tensor.dim() else (1, 1)
+    hidden = getattr(module, "hidden_size", None) if kind in ("rnn", "lstm", "gru") else None
+    groups = getattr(module, "groups", 1) if kind.startswith("conv") else 1
+    return ManifestTensor.model_validate(
+        {"name": name, "shape": list(tensor.shape), "module_type": kind, "role": role, "roles": roles,
+         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups}
+    )  # fmt: skip
+
+
+def spec_from_module(
+    module: torch.nn.Module, name: str | None = None, roles: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Manifest, dict[str, str]]:
+    """The manifest of `module`'s parameters (and batch-norm statistics), plus its tied names.
+
+    Tied parameters (an lm_head sharing the embedding) are listed once; the second dict maps each
+    other name to the one listed. `roles` tags tensors by name glob, e.g. {"lm_head.weight": ["classifier"]}.
+    """
+    import torch
+
+    tensors: list[ManifestTensor] = []
+    listed: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    # nn.MultiheadAttention's out_proj is a Linear child that MHA itself initializes (bias 0).
+    attention_outputs = {id(m.out_proj) for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    followers = _followers(module)
+    for prefix, child in module.named_modules():
+        kind = "multihead_attention" if id(child) in attention_outputs else _module_type(child)
+        extra = ["attention_output"] if id(child) in attention_outputs else []
+        for local, tensor in [*child.named_parameters(recurse=False), *_stat_buffers(child)]:
+            full = f"{prefix}.{local}" if prefix else local
+            if id(tensor) in listed:
+                aliases[full] = listed[id(tensor)]
+                continue
+            listed[id(tensor)] = full
+            tags = [r for glob, rs in (roles or {}).items() if fnmatch.fnmatchcase(full, glob) for r in rs]
+            entry = _tensor(full, tensor, child, local, [*extra, *tags], kind)
+            tensors.append(entry.model_copy(update={"followed_by": followers.get(id(child))}))
+    return Manifest(name=name or type(module).__name__, tensors=tensors), aliases
+
+
+def _stat_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(n, b) for n, b in module.named_buffers(recurse=False) if n in _BUFFER_ROLES and b is not None]
+
+
+def module_dtype(module: torch.nn.Module) -> str:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return _DTYPES.get(str(p.dtype), "float32")
+    return "float32"
+
+
+def load_tensors(module: torch.nn.Module, tensors: Mapping[str, Any], aliases: Mapping[str, str]) -> torch.nn.Module:
+    """Load generated tensors strictly: tied names get their target's tensor, other state (buffers the
+    service does not generate) keeps the module's own values; a meta module is materialized first."""
+    if any(t.is_meta for t in module.state_dict().values()):
+        module.to_empty(device="cpu")
+    state = dict(module.state_dict())
+    state.update(tensors)
+    state.update({alias: tensors[target] for alias, target in aliases.items()})
+    module.load_state_dict(state, strict=True)
+    return module

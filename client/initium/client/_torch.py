@@ -98,9 +98,10 @@ def _tensor(
     fan_in, fan_out = _fans(module) if tensor.dim() else (1, 1)
     hidden = getattr(module, "hidden_size", None) if kind in ("rnn", "lstm", "gru") else None
     groups = getattr(module, "groups", 1) if kind.startswith("conv") else 1
+    padding = getattr(module, "padding_idx", None) if kind == "embedding" else None
     return ManifestTensor.model_validate(
         {"name": name, "shape": list(tensor.shape), "module_type": kind, "role": role, "roles": roles,
-         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups}
+         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups, "padding_idx": padding}
     )  # fmt: skip
 
 

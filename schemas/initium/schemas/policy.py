@@ -18,7 +18,7 @@ from initium.schemas.schemes import SchemeParams
 ParamRole = Literal[
     "weight", "bias", "recurrent", "projection",
     "input", "forget", "cell", "output", "reset", "update", "new",
-    "query", "key", "value", "attention_output", "residual_output", "residual_norm", "classifier",
+    "query", "key", "value", "attention_output", "residual_output", "residual_norm", "classifier", "scale",
 ]  # fmt: skip
 ParameterizedType = Literal[
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

@@ -159,7 +159,9 @@ _preset(
     "GPT-2 as Hugging Face and nanoGPT initialize it: weights and embeddings N(0, 0.02^2), biases 0, "
     "LayerNorm 1 and 0, residual output projections N(0, (0.02 / sqrt(2 n_layer))^2).",
     [*_weights(_SMALL), _rule(_SMALL, type="embedding", role="weight"), _rule(_SMALL, type="parameter"),
-     *_norms_and_biases(), _rule({"scheme": "scaled_normal"}, role="residual_output", name="*weight")],
+     *_norms_and_biases(), _rule({"scheme": "scaled_normal"}, role="residual_output", name="*weight"),
+     # nanoGPT's and HF's own test: every c_proj.weight (attention and MLP output projections).
+     _rule({"scheme": "scaled_normal"}, name="*c_proj.weight")],
 )  # fmt: skip
 _preset(
     "llama",
@@ -184,8 +186,9 @@ _preset(
 _preset(
     "fixup",
     "Zhang et al. (2019): He init scaled by L^(-1/(2m-2)) in residual branches, each branch's last layer 0, "
-    "the classifier (role 'classifier') 0, biases 0, norms 1 and 0.",
-    [*_weights({"scheme": "fixup"}), *_norms_and_biases()],
+    "the classifier (role 'classifier') 0, biases 0, norms 1 and 0; scalar parameters: multipliers (role "
+    "'scale') 1, biases 0.",
+    [*_weights({"scheme": "fixup"}), *_norms_and_biases(), _rule({"scheme": "fixup"}, type="parameter")],
 )
 _preset(
     "t-fixup",

@@ -239,7 +239,8 @@ class DepthScaledNormal(WireModel):
 
 class Fixup(WireModel):
     """Zhang, Dauphin and Ma (2019): He init scaled by L^(-1/(2m-2)) inside residual branches, the
-    last layer of each branch and the classifier zero, other layers plain He init."""
+    last layer of each branch and the classifier zero, other layers plain He init; Fixup's scalar
+    parameters: multipliers (role 'scale') 1, scalar biases 0."""
 
     scheme: Literal["fixup"]
     mode: FanMode = "fan_out"
@@ -258,7 +259,8 @@ class MuP(WireModel):
     """Yang et al. (2022), muP: variances that keep training dynamics width-independent.
 
     Relative to a base model of fan_in base_fan_in with init std `std`: input layers std,
-    hidden layers std sqrt(base_fan_in / fan_in), output layers std base_fan_in / fan_in (or 0).
+    hidden layers std sqrt(base_fan_in / fan_in), output layers std base_fan_in / fan_in (or 0);
+    query projections 0 with zero_query, as the mup package recommends.
     layer 'auto': embeddings are input, tensors with role 'classifier' output, the rest hidden.
     """
 
@@ -267,6 +269,7 @@ class MuP(WireModel):
     std: PositiveFloat = 0.02
     layer: Literal["auto", "input", "hidden", "output"] = "auto"
     zero_readout: bool = True
+    zero_query: bool = True
 
 
 class ReluBias(WireModel):

@@ -17,7 +17,9 @@ IntOrTuple = int | list[int]
 
 # Roles a module can add to its tensors, for rules to match: composite blocks tag their residual
 # output projections and last norms; a hand-written spec can tag its own layers the same way.
-ExtraRole = Literal["residual_output", "residual_norm", "attention_output", "query", "key", "value", "classifier"]
+ExtraRole = Literal[
+    "residual_output", "residual_norm", "attention_output", "query", "key", "value", "classifier", "scale",
+]  # fmt: skip
 
 
 # Attribute names nn.Module, nn.Sequential and nn.ModuleList already use (torch 2.13): torch's
@@ -582,6 +584,7 @@ class ManifestTensor(WireModel):
     fan_out: PositiveInt | None = None
     hidden_size: PositiveInt | None = Field(None, description="recurrent layers: torch_default's 1/sqrt(hidden)")
     groups: PositiveInt = Field(1, description="convolutions: the initium fan convention counts per group")
+    padding_idx: Annotated[int, Field(ge=0)] | None = Field(None, description="embeddings: this row starts at 0")
     followed_by: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="the activation the layer's output reaches first, e.g. 'relu' (for auto and relu_bias)"
     )

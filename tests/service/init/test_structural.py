@@ -123,3 +123,17 @@ def test_relu_bias_only_where_relu_follows() -> None:
         modules, [{"init": {"scheme": "xavier_uniform"}}, {"match": {"role": "bias"}, "init": {"scheme": "relu_bias"}}]
     )
     assert (tensors["a.bias"].expected_mean, tensors["b.bias"].expected_mean) == (0.1, 0.0)
+
+
+def test_fixup_scalar_parameters_and_mup_zero_query() -> None:
+    modules = [
+        {"type": "parameter", "name": "bias1a", "shape": [1]},
+        {"type": "parameter", "name": "scale", "shape": [1], "roles": ["scale"]},
+        {"type": "linear", "name": "fc", "in_features": 4, "out_features": 2, "roles": ["classifier"]},
+    ]
+    tensors = _plan(modules, [], preset="fixup")
+    assert (tensors["bias1a"].expected_mean, tensors["scale"].expected_mean) == (0.0, 1.0)
+    block = {"type": "transformer_block", "name": "b", "d_model": 64, "n_heads": 4}
+    tensors = _plan([block], [], preset="mup")
+    assert tensors["b.attn.q_proj.weight"].expected_std == 0
+    assert tensors["b.attn.k_proj.weight"].expected_std == pytest.approx(0.02 * math.sqrt(256 / 64))

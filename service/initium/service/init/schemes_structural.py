@@ -58,6 +58,9 @@ def fixup(p: wire.Fixup, g: Geometry) -> Distribution:
     """
     if "bias" in g.roles:
         return Constant(0.0)
+    if g.module_type == "parameter" and len(g.shape) < 2:
+        # Fixup's scalar multiplier starts at 1 and its scalar biases (bias1a, bias2b, ...) at 0.
+        return Constant(1.0 if "scale" in g.roles else 0.0)
     if len(g.shape) < 2:
         raise SchemeNotApplicableError(f"fixup initializes weight matrices, got shape {list(g.shape)}")
     he = math.sqrt(2.0 / (g.fan_in if p.mode == "fan_in" else g.fan_out))
@@ -95,9 +98,11 @@ def mup(p: wire.MuP, g: Geometry) -> Distribution:
 
     Relative to a tuned base model of fan_in base_fan_in: input layers keep std; hidden layers
     std \sqrt{base / fan_in} (variance 1 / fan_in); output layers std base / fan_in, or 0 with
-    zero_readout as the mup package recommends. Pair it with muP's learning rates and the 1/d
-    attention scale; this scheme only sets the initial values.
+    zero_readout; query projections 0 with zero_query (both as the mup package recommends). Pair it
+    with muP's learning rates and the 1/d attention scale; this scheme only sets the initial values.
     """
+    if p.zero_query and "query" in g.roles:
+        return Constant(0.0)
     layer = p.layer
     if layer == "auto":
         layer = "input" if g.module_type == "embedding" else "output" if "classifier" in g.roles else "hidden"

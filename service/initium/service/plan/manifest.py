@@ -79,9 +79,16 @@ def _site(t: s.ManifestTensor, index: int, stacks: dict[str, int]) -> tuple[Leaf
     lt = LayerTensor(
         local, shape, t.role, *fans, buffer_value=buffer, integer=t.role == "num_batches_tracked",
         hidden_size=t.hidden_size or 0, roles=_packed_roles(t.module_type, local), parts=_parts(t, local, fans),
-        groups=t.groups, initium_fans=_conv_fans(t, fans),
+        groups=t.groups, initium_fans=_conv_fans(t, fans), post=_post(t),
     )  # fmt: skip
     return leaf, lt
+
+
+def _post(t: s.ManifestTensor) -> tuple[str, ...]:
+    # torch's Embedding.reset_parameters zeroes the padding row; it never receives a gradient.
+    if t.padding_idx is not None and t.module_type == "embedding" and t.role == "weight" and t.padding_idx < t.shape[0]:
+        return (f"zero_row:{t.padding_idx}",)
+    return ()
 
 
 def _conv_fans(t: s.ManifestTensor, fans: tuple[int, int]) -> tuple[int, int] | None:

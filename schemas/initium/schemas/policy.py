@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from initium.schemas._base import WireModel
+from initium.schemas._module import ParameterizedType
 from initium.schemas.schemes import SchemeParams
 
 # Roles a rule can target: every parameter is a weight or a bias; recurrent layers add
@@ -19,12 +20,6 @@ ParamRole = Literal[
     "weight", "bias", "recurrent", "projection",
     "input", "forget", "cell", "output", "reset", "update", "new",
     "query", "key", "value", "attention_output", "residual_output", "residual_norm", "classifier", "scale",
-]  # fmt: skip
-ParameterizedType = Literal[
-    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "embedding", "layer_norm", "rms_norm", "group_norm",
-    "batch_norm1d", "batch_norm2d", "batch_norm3d", "instance_norm1d", "instance_norm2d", "instance_norm3d",
-    "rnn", "lstm", "gru", "multihead_attention", "parameter",
 ]  # fmt: skip
 
 

@@ -9,6 +9,36 @@ from initium.schemas.plan import Algorithm, Role, TensorDType
 from initium.schemas.schemes import SchemeParams
 
 
+class PowerSums(WireModel):
+    """n and the sums of x, x^2, x^3, x^4 over finite values: add them across shards for exact totals."""
+
+    n: int
+    s1: float
+    s2: float
+    s3: float
+    s4: float
+
+
+class FitCheck(WireModel):
+    """The values against the scheme's own law, on a strided sample of at most `sample_size` values."""
+
+    ks_statistic: float | None = Field(description="Kolmogorov-Smirnov D against the law's CDF")
+    ks_pvalue: float | None = Field(description="asymptotic (Stephens 1970); None for laws without a CDF here")
+    sample_size: int
+    at_bounds: int | None = Field(None, description="values equal to the law's bounds after rounding")
+    unique_values: int | None = Field(None, description="distinct values in the sample (float16 and bfloat16)")
+
+
+class SpectralStats(WireModel):
+    """Of the [rows, prod(other dims)] matrix."""
+
+    spectral_norm: float
+    condition_number: float | None = Field(description="None when a full SVD is too large for the report")
+    stable_rank: float = Field(description="||W||_F^2 / ||W||_2^2")
+    orthogonality_error: float | None = Field(None, description="max |W W^T - g^2 I| for orthogonal schemes")
+    exact: bool = Field(description="singular values from a full SVD, else the largest by power iteration")
+
+
 class TensorStats(WireModel):
     """What one generated tensor holds, next to what its scheme promised."""
 
@@ -32,6 +62,11 @@ class TensorStats(WireModel):
     zero_fraction: float
     nan_count: int
     inf_count: int
+    frobenius_norm: float | None = None
+    power_sums: PowerSums | None = None
+    fit: FitCheck | None = None
+    spectral: SpectralStats | None = None
+    flags: list[str] = Field(default_factory=list, description="where measured and expected disagree")
 
 
 class ReportTotals(WireModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -17,9 +18,11 @@ from initium.schemas.job import Progress
 from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
 from initium.service.identity import ALGORITHM
-from initium.service.plan import Limits, make_plan
+from initium.service.init.distributions import Distribution
+from initium.service.plan import Limits, make_plan, planned_distribution
 from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
+from initium.service.worker.checks import fit, flags, spectral
 from initium.service.worker.materialize import materialize
 from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
 from initium.service.worker.stats import Measured, measure
@@ -68,7 +71,7 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
         for i, planned in enumerate(plan.tensors):
             values = materialize(planned, request.seed, device)
             t = clock.add("materialize", t)
-            stats.append(_tensor_stats(planned, measure(values)))
+            stats.append(_tensor_stats(planned, values))
             t = clock.add("summarize", t)
             writer.write(planned.name, values)
             del values
@@ -111,15 +114,18 @@ def _scheme_label(planned: PlannedTensor) -> str:
     return f"buffer:{planned.role}"
 
 
-def _tensor_stats(planned: PlannedTensor, m: Measured) -> wire.TensorStats:
-    scheme = _scheme_label(planned)
+def _tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorStats:
+    m = measure(values)
+    dist = None if planned.distribution is None else planned_distribution(planned)
+    checks = _checks(planned, values, m, dist)
     return wire.TensorStats(
+        **checks,
         name=planned.name,
         shape=planned.shape,
         slice=planned.slice,
         dtype=planned.dtype,
         role=planned.role,
-        scheme=scheme,
+        scheme=_scheme_label(planned),
         params=planned.init,
         rule=planned.rule,
         fan_in=planned.fan_in,
@@ -135,6 +141,20 @@ def _tensor_stats(planned: PlannedTensor, m: Measured) -> wire.TensorStats:
         nan_count=m.nan_count,
         inf_count=m.inf_count,
     )
+
+
+def _checks(planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None) -> dict[str, object]:
+    """The report's deeper checks; packed tensors with several laws and buffers get moments only."""
+    power = wire.PowerSums(n=m.n_finite, s1=m.power_sums[0], s2=m.power_sums[1], s3=m.power_sums[2], s4=m.power_sums[3])
+    base: dict[str, object] = {"frobenius_norm": math.sqrt(m.power_sums[1]), "power_sums": power}
+    if planned.role not in ("weight", "bias"):
+        return base
+    return {
+        **base,
+        "fit": fit(values, dist, planned.dtype),
+        "spectral": spectral(values, dist) if planned.role == "weight" else None,
+        "flags": flags(m.n_finite, m.mean, m.std, m.central_m4, dist, planned.dtype),
+    }
 
 
 def _report(

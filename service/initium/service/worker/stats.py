@@ -17,6 +17,9 @@ class Measured:
     zero_fraction: float
     nan_count: int
     inf_count: int
+    n_finite: int = 0
+    power_sums: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # sums of x, x^2, x^3, x^4
+    central_m4: float | None = None  # mean of (x - mean)^4, for the std's sampling error
 
 
 def measure(tensor: torch.Tensor) -> Measured:
@@ -29,13 +32,20 @@ def measure(tensor: torch.Tensor) -> Measured:
     finite = x if nan_count + inf_count == 0 else x[torch.isfinite(x)]
     if finite.numel() == 0:
         return Measured(None, None, None, None, None, zero_fraction, nan_count, inf_count)
+    mean = finite.mean()
+    x2 = finite * finite
+    centered2 = (finite - mean) ** 2
+    sums = (float(finite.sum()), float(x2.sum()), float((x2 * finite).sum()), float((x2 * x2).sum()))
     return Measured(
-        mean=float(finite.mean()),
-        std=float(finite.std(correction=0)),
+        mean=float(mean),
+        std=float(centered2.mean().sqrt()),
         min=float(finite.min()),
         max=float(finite.max()),
         abs_max=float(finite.abs().max()),
         zero_fraction=zero_fraction,
         nan_count=nan_count,
         inf_count=inf_count,
+        n_finite=finite.numel(),
+        power_sums=sums,
+        central_m4=float((centered2 * centered2).mean()),
     )

@@ -1,0 +1,143 @@
+"""Checks for the report: each tensor against its own law (KS), its spectrum, and disagreement flags.
+
+Everything runs in float64 on the tensor's device on bounded work: KS on a strided sample of at
+most KS_SAMPLE values, an exact SVD only for matrices up to EXACT_SVD_ELEMENTS entries (a few
+power iterations give the spectral norm beyond that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from initium.schemas.report import FitCheck, SpectralStats
+from initium.service.init import distributions as d
+
+KS_SAMPLE = 20_000
+EXACT_SVD_ELEMENTS = 1 << 20
+POWER_ITERATIONS = 40
+# The smallest gaps a low-precision dtype leaves between neighbouring values, relative: rounding
+# alone moves a std by about this much, which sampling-error flags must not mistake for a bug.
+ROUNDING = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
+
+
+def kolmogorov_pvalue(d_stat: float, n: int) -> float:
+    """P(D >= d_stat) for n draws of the hypothesized law: Stephens' (1970) asymptotic form, within
+    about 0.02 of the exact distribution for n >= 50 and far closer at the report's sample sizes."""
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d_stat
+    if lam < 0.2:
+        return 1.0
+    total = math.fsum((-1.0) ** (k - 1) * math.exp(-2.0 * k * k * lam * lam) for k in range(1, 101))
+    return min(1.0, max(0.0, 2.0 * total))
+
+
+def cdf(dist: d.Distribution, x: torch.Tensor) -> torch.Tensor | None:
+    if isinstance(dist, d.Uniform):
+        return ((x - dist.low) / (dist.high - dist.low)).clamp(0, 1)
+    if isinstance(dist, d.Normal) and dist.scale > 0:
+        normal: torch.Tensor = torch.special.ndtr((x - dist.loc) / dist.scale)
+        return normal
+    if isinstance(dist, d.TruncatedNormal):
+        lo, hi = (dist.low - dist.loc) / dist.scale, (dist.high - dist.loc) / dist.scale
+        z = torch.special.ndtr(((x - dist.loc) / dist.scale).clamp(lo, hi))
+        low, high = (torch.special.ndtr(torch.tensor(v, dtype=torch.float64)).item() for v in (lo, hi))
+        truncated: torch.Tensor = (z - low) / (high - low)
+        return truncated
+    return None
+
+
+def fit(values: torch.Tensor, dist: d.Distribution | None, dtype: str) -> FitCheck | None:
+    """KS of a strided sample against `dist` (elementwise random laws only), bounds and unique counts."""
+    if dist is None or not dist.elementwise or dist.std == 0:
+        return None
+    flat = values.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // KS_SAMPLE)][:KS_SAMPLE].to(torch.float64)
+    unique = int(torch.unique(sample).numel()) if dtype in ("float16", "bfloat16") else None
+    expected = cdf(dist, torch.sort(sample).values)
+    if expected is None or sample.numel() == 0:
+        return FitCheck(ks_statistic=None, ks_pvalue=None, sample_size=int(sample.numel()), unique_values=unique)
+    n = sample.numel()
+    ranks = torch.arange(1, n + 1, dtype=torch.float64, device=sample.device)
+    d_stat = float(torch.maximum(ranks / n - expected, expected - (ranks - 1) / n).max())
+    return FitCheck(
+        ks_statistic=d_stat, ks_pvalue=kolmogorov_pvalue(d_stat, n), sample_size=n,
+        at_bounds=_at_bounds(flat, dist), unique_values=unique,
+    )  # fmt: skip
+
+
+def _at_bounds(flat: torch.Tensor, dist: d.Distribution) -> int | None:
+    if not isinstance(dist, (d.Uniform, d.TruncatedNormal)):
+        return None
+    bounds = torch.tensor([dist.low, dist.high], dtype=torch.float64).to(flat.dtype).to(flat.device)
+    return int(((flat == bounds[0]) | (flat == bounds[1])).sum())
+
+
+def spectral(values: torch.Tensor, dist: d.Distribution | None) -> SpectralStats | None:
+    """Spectral norm, condition number and stable rank of the [rows, rest] matrix; orthogonality
+    error for orthogonal laws."""
+    if values.dim() < 2 or values.numel() == 0:
+        return None
+    w = values.reshape(values.shape[0], -1).to(torch.float64)
+    frobenius2 = float((w * w).sum())
+    exact = w.numel() <= EXACT_SVD_ELEMENTS
+    if exact:
+        sv = torch.linalg.svdvals(w)
+        top, bottom = float(sv[0]), float(sv[-1])
+        condition = top / bottom if bottom > 0 else None
+    else:
+        top, condition = _power_norm(w), None
+    if top == 0:
+        return None
+    return SpectralStats(
+        spectral_norm=top, condition_number=condition, stable_rank=frobenius2 / top**2,
+        orthogonality_error=_orthogonality_error(w, dist), exact=exact,
+    )  # fmt: skip
+
+
+def _power_norm(w: torch.Tensor) -> float:
+    # A fixed start vector keeps the report reproducible. Random matrices have clustered top
+    # singular values, so this converges slowly: 40 steps land within about 1% (`exact` says so);
+    # an exact SVD of every large matrix would cost more than generating the model.
+    v = torch.ones(w.shape[1], dtype=torch.float64, device=w.device) / math.sqrt(w.shape[1])
+    for _ in range(POWER_ITERATIONS):
+        u = w @ v
+        v = w.T @ u
+        v = v / v.norm().clamp_min(1e-300)
+    return float((w @ v).norm())
+
+
+def _orthogonality_error(w: torch.Tensor, dist: d.Distribution | None) -> float | None:
+    if not isinstance(dist, d.Orthogonal):
+        return None
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    eye = torch.eye(gram.shape[0], dtype=torch.float64, device=w.device)
+    return float((gram - dist.gain**2 * eye).abs().max())
+
+
+def _exact_rms(dist: d.Distribution) -> bool:
+    if isinstance(dist, d.Eye):
+        return dist.noise == 0
+    return isinstance(dist, (d.Orthogonal, d.DeltaOrthogonal, d.LooksLinear, d.Dirac, d.Constant))
+
+
+def flags(n: int, mean: float | None, std: float | None, m4: float | None, dist: d.Distribution | None,
+          dtype: str) -> list[str]:  # fmt: skip
+    """Where measured and expected moments differ by more than 6 standard errors (plus rounding)."""
+    if dist is None or mean is None or std is None or n < 2:
+        return []
+    rounding = ROUNDING.get(dtype, 0.0) * max(abs(dist.mean), dist.std, 1e-30)
+    out = []
+    if abs(mean - dist.mean) > 6 * dist.std / math.sqrt(n) + 2 * rounding + 1e-12:
+        out.append(f"mean {mean:.6g} differs from the expected {dist.mean:.6g} beyond sampling error")
+    if dist.std > 0:
+        if _exact_rms(dist):
+            # These laws fix the entries' RMS exactly; the std about the sample mean is below it by at
+            # most the mean itself.
+            tolerance = abs(mean) + 1e-6 * dist.std
+        else:
+            # Var(s^2) ~ (m4 - s^4) / n: the std's standard error is about sqrt(m4 - s^4) / (2 s sqrt(n)).
+            tolerance = 6 * math.sqrt(max((m4 or 0.0) - dist.std**4, 0.0) / n) / (2 * dist.std)
+        if abs(std - dist.std) > tolerance + 2 * rounding + 1e-12:
+            out.append(f"std {std:.6g} differs from the expected {dist.std:.6g} beyond sampling error")
+    return out

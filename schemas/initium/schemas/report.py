@@ -69,6 +69,34 @@ class TensorStats(WireModel):
     flags: list[str] = Field(default_factory=list, description="where measured and expected disagree")
 
 
+class LayerSignal(WireModel):
+    """A probe batch at one layer's output: forward statistics and the gradient coming back."""
+
+    name: str
+    type: str
+    mean: float
+    std: float
+    channel_sq_mean: float = Field(description="mean over channels of the squared channel mean (Brock et al. 2021)")
+    channel_var: float = Field(description="mean over channels of the channel variance")
+    dead_fraction: float | None = Field(None, description="ReLU outputs: channels that are 0 for every sample")
+    saturated_fraction: float | None = Field(None, description="tanh, sigmoid outputs: values within 1% of a bound")
+    grad_std: float | None = None
+
+
+class Propagation(WireModel):
+    """Signal propagation: a seeded probe batch forward, block by block, and a loss's gradient back."""
+
+    probe_shape: list[int]
+    loss: float | None = None
+    loss_name: str | None = None
+    loss_at_chance: float | None = Field(
+        None, description="log(C) for a C-class head: the loss a fresh model should show"
+    )
+    layers: list[LayerSignal] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    skipped: str | None = Field(None, description="why the probe did not run")
+
+
 class ReportTotals(WireModel):
     tensors: int
     parameters: int
@@ -90,6 +118,7 @@ class StageTimings(WireModel):
     materialize: float
     summarize: float
     write: float
+    propagate: float = 0.0
     total: float
 
 
@@ -109,3 +138,7 @@ class Report(WireModel):
     totals: ReportTotals
     artifact: ArtifactInfo
     provenance: Provenance
+    propagation: Propagation | None = None
+    warnings: list[str] = Field(
+        default_factory=list, description="the plan's, the flags' and the probe's, first to read"
+    )

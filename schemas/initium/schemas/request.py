@@ -26,6 +26,21 @@ def _spec_form(value: Any) -> str:
 AnySpec = Annotated[Annotated[Spec, Tag("tree")] | Annotated[Manifest, Tag("manifest")], Discriminator(_spec_form)]
 
 
+class ReportOptions(WireModel):
+    """What the report probes besides each tensor (none of it changes the weights)."""
+
+    propagation: Literal["auto", "on", "off"] = Field(
+        "auto", description="run a probe batch through the network (tree specs); auto: up to 200M parameters"
+    )
+    probe_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=6, description="one probe sample's shape, without the batch (default: from the first layer)"
+    )
+    probe_batch: Annotated[int, Field(ge=2, le=4096)] = 64
+    warn_factor: Annotated[float, Field(gt=1)] = Field(
+        10.0, description="warn when the signal's scale grows or shrinks by more than this across depth"
+    )
+
+
 class InitRequest(WireModel):
     """Everything that determines the bytes of an initialization."""
 
@@ -33,6 +48,7 @@ class InitRequest(WireModel):
     policy: Policy
     seed: Seed = 0
     dtype: DType = "float32"
+    report: ReportOptions = Field(default_factory=ReportOptions)
     slices: dict[str, list[Range]] = Field(
         default_factory=dict,
         max_length=100_000,

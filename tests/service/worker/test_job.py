@@ -115,7 +115,14 @@ def test_report_measures_what_was_written(store: JobStore, mlp_request: dict[str
     assert report.provenance.seed == 7 and report.provenance.device.startswith("cpu")
     assert report.artifact.sha256 == store.load(job_id).sha256
     assert report.totals.parameters == 784 * 512 + 512 + 5130
-    assert set(report.provenance.timings.model_dump()) == {"plan", "materialize", "summarize", "write", "total"}
+    assert set(report.provenance.timings.model_dump()) == {
+        "plan",
+        "materialize",
+        "summarize",
+        "write",
+        "propagate",
+        "total",
+    }
 
 
 def test_a_failing_job_fails_cleanly(store: JobStore, mlp_request: dict[str, Any]) -> None:

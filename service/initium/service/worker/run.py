@@ -24,6 +24,7 @@ from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
 from initium.service.worker.checks import fit, flags, spectral
 from initium.service.worker.materialize import materialize
+from initium.service.worker.probe import collect_warnings, run_probe
 from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
 from initium.service.worker.stats import Measured, measure
 
@@ -35,7 +36,7 @@ ProgressFn = Callable[[Progress], None]
 @dataclass
 class _Clock:
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write"), 0.0)
+        default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write", "propagate"), 0.0)
     )
 
     def add(self, stage: str, since: float) -> float:
@@ -87,8 +88,14 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
             )
         sha256 = writer.close()
         size = writer.bytes_written
+    t = time.perf_counter()
+    propagation = run_probe(request, plan, weights_tmp, device)
+    clock.add("propagate", t)
     timings = wire.StageTimings(**clock.seconds, total=time.perf_counter() - start)
     report = _report(plan, request, stats, wire.ArtifactInfo(sha256=sha256, size=size), device, timings)
+    report = report.model_copy(
+        update={"propagation": propagation, "warnings": collect_warnings(plan, stats, propagation)}
+    )
     atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
     weights_tmp.replace(store.artifact(job_id, WEIGHTS))
     return sha256, size

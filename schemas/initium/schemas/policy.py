@@ -53,6 +53,20 @@ class Rule(WireModel):
     fan_axes: FanAxes | None = Field(None, description="compute fans from these axes instead of the layout's")
 
 
+class Lsuv(WireModel):
+    """Mishkin and Matas (2016), All you need is a good init: layer-sequential unit variance.
+
+    An orthonormal start for linear and conv weights (start 'orthogonal'; 'policy' keeps the rules'
+    schemes), then, layer by layer on the probe batch, each weight is rescaled until its layer's
+    output std is within `tolerance` of `target_std`, at most `max_iterations` times.
+    """
+
+    target_std: Annotated[float, Field(gt=0)] = 1.0
+    tolerance: Annotated[float, Field(gt=0)] = 0.1
+    max_iterations: Annotated[int, Field(ge=1, le=100)] = 10
+    start: Literal["orthogonal", "policy"] = "orthogonal"
+
+
 PresetRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[0-9]+)?$", max_length=128)]
 
 
@@ -64,6 +78,7 @@ class Policy(WireModel):
 
     preset: PresetRef | None = Field(None, description="a preset name, optionally pinned: 'kaiming-relu@1'")
     rules: list[Rule] = Field(default_factory=list, max_length=10_000)
+    lsuv: Lsuv | None = Field(None, description="rescale layer by layer to unit output variance (tree specs)")
     fan_convention: Literal["initium", "torch"] = Field(
         "initium",
         description=(

@@ -97,6 +97,17 @@ class Propagation(WireModel):
     skipped: str | None = Field(None, description="why the probe did not run")
 
 
+class LsuvLayer(WireModel):
+    """One layer LSUV rescaled: its output std on the probe before and after, and the factor applied."""
+
+    name: str
+    std_before: float
+    std_after: float
+    iterations: int
+    scale: float
+    converged: bool
+
+
 class ReportTotals(WireModel):
     tensors: int
     parameters: int
@@ -115,6 +126,7 @@ class StageTimings(WireModel):
     """Seconds spent per stage; materialize, summarize and write interleave tensor by tensor."""
 
     plan: float
+    lsuv: float = 0.0
     materialize: float
     summarize: float
     write: float
@@ -139,6 +151,7 @@ class Report(WireModel):
     artifact: ArtifactInfo
     provenance: Provenance
     propagation: Propagation | None = None
+    lsuv: list[LsuvLayer] | None = None
     warnings: list[str] = Field(
         default_factory=list, description="the plan's, the flags' and the probe's, first to read"
     )

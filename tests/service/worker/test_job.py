@@ -117,6 +117,7 @@ def test_report_measures_what_was_written(store: JobStore, mlp_request: dict[str
     assert report.totals.parameters == 784 * 512 + 512 + 5130
     assert set(report.provenance.timings.model_dump()) == {
         "plan",
+        "lsuv",
         "materialize",
         "summarize",
         "write",

@@ -39,6 +39,11 @@ def make_plan(
     `presets`: every preset the policy may name (built-in and published); default the built-ins.
     """
     pinned, rules = effective_rules(request.policy, presets)
+    if request.policy.lsuv is not None and isinstance(request.spec, Manifest):
+        raise RequestInvalidError(
+            "LSUV runs the network to rescale it, and a manifest has no forward pass; send a tree spec",
+            ("policy", "lsuv"),
+        )
     if isinstance(request.spec, Manifest):
         followers = manifest_followers(request.spec)
         sites = [(followers[i], leaf, lt) for i, (leaf, lt) in enumerate(manifest_sites(request.spec))]

@@ -37,7 +37,19 @@ def effective_rules(
             LabeledRule(f"preset:{pinned}[{i}]", rule, ("policy", "preset")) for i, rule in enumerate(preset.rules)
         ]
     rules += [LabeledRule(f"policy.rules[{i}]", rule, ("policy", "rules", i)) for i, rule in enumerate(policy.rules)]
+    if policy.lsuv is not None and policy.lsuv.start == "orthogonal":
+        # LSUV's first step (Mishkin and Matas 2016): orthonormal weights for every layer it rescales.
+        rules += [_lsuv_start(t) for t in LSUV_TYPES]
     return pinned, rules
+
+
+# The layers LSUV rescales: those whose output is a weighted sum.
+LSUV_TYPES = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
+def _lsuv_start(module_type: str) -> LabeledRule:
+    rule = Rule.model_validate({"match": {"type": module_type, "role": "weight"}, "init": {"scheme": "orthogonal"}})
+    return LabeledRule("lsuv:orthonormal start", rule, ("policy", "lsuv"))
 
 
 def matches(rule: Rule, name: str, module_type: str, roles: tuple[str, ...]) -> bool:

@@ -27,8 +27,9 @@ def pick_device(preference: str) -> torch.device:
     return torch.device(preference)
 
 
-def materialize(tensor: PlannedTensor, seed: int, device: torch.device) -> torch.Tensor:
-    """Draw `tensor` (or its requested slice) from its Philox stream and round it once to its dtype."""
+def materialize(tensor: PlannedTensor, seed: int, device: torch.device, scale: float = 1.0) -> torch.Tensor:
+    """Draw `tensor` (or its requested slice) from its Philox stream and round it once to its dtype;
+    `scale` (LSUV's factor) multiplies the float64 values before that one rounding."""
     box = [(start, stop) for start, stop in tensor.slice] if tensor.slice is not None else None
     if tensor.distribution is None and (tensor.parts is None or any(p.distribution is None for p in tensor.parts)):
         raise ValueError(f"no rule initializes (all of) {tensor.name}; the plan lists it under `uncovered`")
@@ -37,6 +38,8 @@ def materialize(tensor: PlannedTensor, seed: int, device: torch.device) -> torch
         values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box)
     else:
         values = _materialize_parts(tensor, seed, device, box or [(0, n) for n in tensor.shape])
+    if scale != 1.0:
+        values = values * scale
     for fixup in tensor.post:
         values = _apply_post(values, fixup, box)
     return values.to(TORCH_DTYPES[tensor.dtype])

@@ -23,6 +23,7 @@ from initium.service.plan import Limits, make_plan, planned_distribution
 from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
 from initium.service.worker.checks import fit, flags, spectral
+from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.materialize import materialize
 from initium.service.worker.probe import collect_warnings, run_probe
 from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
@@ -36,7 +37,7 @@ ProgressFn = Callable[[Progress], None]
 @dataclass
 class _Clock:
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("plan", "materialize", "summarize", "write", "propagate"), 0.0)
+        default_factory=lambda: dict.fromkeys(("plan", "lsuv", "materialize", "summarize", "write", "propagate"), 0.0)
     )
 
     def add(self, stage: str, since: float) -> float:
@@ -67,10 +68,12 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     weights_tmp = store.artifact(job_id, f".{WEIGHTS}.partial")
     stats: list[wire.TensorStats] = []
     metadata = _metadata(plan, request)
+    scales, lsuv = lsuv_scales(request, plan, device)
+    t = clock.add("lsuv", t)
     data_done = 0
     with SafetensorsStreamWriter(weights_tmp, plan.tensors, metadata) as writer:
         for i, planned in enumerate(plan.tensors):
-            values = materialize(planned, request.seed, device)
+            values = materialize(planned, request.seed, device, scales.get(planned.name, 1.0))
             t = clock.add("materialize", t)
             stats.append(_tensor_stats(planned, values))
             t = clock.add("summarize", t)
@@ -94,7 +97,11 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     timings = wire.StageTimings(**clock.seconds, total=time.perf_counter() - start)
     report = _report(plan, request, stats, wire.ArtifactInfo(sha256=sha256, size=size), device, timings)
     report = report.model_copy(
-        update={"propagation": propagation, "warnings": collect_warnings(plan, stats, propagation)}
+        update={
+            "propagation": propagation,
+            "warnings": collect_warnings(plan, stats, propagation),
+            "lsuv": lsuv or None,
+        }
     )
     atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
     weights_tmp.replace(store.artifact(job_id, WEIGHTS))

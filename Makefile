@@ -8,9 +8,21 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= .initium-data
 
-.PHONY: setup serve test lint typecheck pytest schemas clean
+BROWSER := $(VENV)/.browser
+
+.PHONY: setup serve test lint typecheck pytest schemas browser clean
 
 setup: $(STAMP)
+
+# Debian's Chromium, for the test that renders the HTML report in a real browser (needs root).
+browser: $(BROWSER)
+
+$(BROWSER): $(STAMP)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: chromium is not installed and cannot be without root; the browser test will skip"; fi
+	touch $(BROWSER)
 
 $(STAMP): requirements/dev.txt schemas/pyproject.toml client/pyproject.toml service/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +42,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy schemas/initium client/initium service/initium
 
-pytest: setup
+pytest: setup browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -80,3 +80,16 @@ def test_cli_errors_say_what_to_fix(served: str, tmp_path: Path, request_file: P
     assert invalid.returncode == 2 and "in_features" in invalid.stderr
     unreachable = _cli("plan", str(spec_only), "--policy", "xavier", "--server", "http://127.0.0.1:9")
     assert unreachable.returncode == 3 and "initium serve" in unreachable.stderr
+
+
+def test_cli_report_table_and_html(served: str, request_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w.safetensors"
+    assert _cli("init", str(request_file), "-o", str(out), "--server", served).returncode == 0
+    job_id = httpx.post(f"{served}/v1/initializations", json=json.loads(request_file.read_text())).json()["id"]
+    html = tmp_path / "report.html"
+    shown = _cli("report", job_id, "--html", str(html), "--server", served)
+    assert shown.returncode == 0, shown.stderr
+    assert "fc1.weight" in shown.stdout and "kaiming_normal" in shown.stdout and "KS p" in shown.stdout
+    assert html.read_text().startswith("<!doctype html>")
+    missing = _cli("report", "0" * 64, "--server", served)
+    assert missing.returncode == 1 and "404" in missing.stderr

@@ -124,6 +124,13 @@ class Client:
     def report(self, job_id: str) -> Report:
         return Report.model_validate(self._json("GET", f"/v1/initializations/{job_id}/report"))
 
+    def report_html(self, job_id: str, path: str | Path | None = None) -> str:
+        """The report as one self-contained HTML page; also written to `path` when given."""
+        html = self._send("GET", f"/v1/initializations/{job_id}/report.html").text
+        if path is not None:
+            Path(path).write_text(html, encoding="utf-8")
+        return html
+
     def download(self, job_id: str, path: str | Path, sha256: str) -> Path:
         """Stream the weights to `path` (via a temporary file) and verify their sha256."""
         target = Path(path)

@@ -2,6 +2,7 @@
 
     initium plan SPEC.json [--policy P] [--seed N] [--dtype D] [--json]
     initium init SPEC.json -o out.safetensors [--report R.json] [--policy P] [--server URL]
+    initium report JOB_ID [--html report.html] [--json] [--server URL]
     initium serve [--host H] [--port N] [--data-dir DIR]      (needs initium-service)
 
 SPEC.json holds a whole request ({"spec", "policy", "seed", "dtype"}) or just a spec; P is a
@@ -28,6 +29,7 @@ from initium.client._errors import (
     RequestTooLargeError,
 )
 from initium.schemas.plan import Plan
+from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 
 EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE = 1, 2, 3
@@ -92,6 +94,30 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_report(report: Report) -> str:
+    lines = [f"{'tensor':<32} {'scheme':<16} {'E[std]':>10} {'std':>10} {'KS p':>8}  flags"]
+    for t in report.tensors:
+        ks = "" if t.fit is None or t.fit.ks_pvalue is None else f"{t.fit.ks_pvalue:.3g}"
+        expected = "" if t.expected_std is None else f"{t.expected_std:.4g}"
+        measured = "" if t.std is None else f"{t.std:.4g}"
+        lines.append(f"{t.name:<32} {t.scheme:<16} {expected:>10} {measured:>10} {ks:>8}  {len(t.flags) or ''}")
+    totals = report.totals
+    lines.append(f"{totals.tensors} tensors, {totals.parameters:,} parameters, sha256 {report.artifact.sha256}")
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        report = client.report(args.job_id)
+        if args.html:
+            client.report_html(args.job_id, args.html)
+    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    if args.html:
+        print(f"wrote {args.html}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from initium.service.cli import serve
 
@@ -121,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="also write the report JSON here")
     p.add_argument("--timeout", type=float, help="seconds to wait for the job")
     p.set_defaults(func=cmd_init)
+    p = sub.add_parser("report", help="print a finished job's report as a table, or save its HTML page")
+    p.add_argument("job_id", help="the id POST /v1/initializations returned")
+    p.add_argument("--html", help="also save the self-contained HTML report here")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
     try:
         from initium.service.cli import add_serve_arguments

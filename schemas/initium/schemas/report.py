@@ -87,6 +87,7 @@ class Propagation(WireModel):
     """Signal propagation: a seeded probe batch forward, block by block, and a loss's gradient back."""
 
     probe_shape: list[int]
+    probe_batch: int = 0
     loss: float | None = None
     loss_name: str | None = None
     loss_at_chance: float | None = Field(

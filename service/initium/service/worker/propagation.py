@@ -102,7 +102,8 @@ def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options:
         grad = _backward(unit, unit_input, grad, load, device, records)
     layers = list(records.values())
     return Propagation(
-        probe_shape=shape, loss=loss, loss_name=loss_name, loss_at_chance=at_chance, layers=layers,
+        probe_shape=shape, probe_batch=int(x.shape[0]), loss=loss, loss_name=loss_name, loss_at_chance=at_chance,
+        layers=layers,
         warnings=warnings_for(layers, options.warn_factor, loss, at_chance),
     )  # fmt: skip
 

@@ -78,9 +78,11 @@ def spectral(values: torch.Tensor, dist: d.Distribution | None) -> SpectralStats
     error for orthogonal laws."""
     if values.dim() < 2 or values.numel() == 0:
         return None
-    w = values.reshape(values.shape[0], -1).to(torch.float64)
-    frobenius2 = float((w * w).sum())
-    exact = w.numel() <= EXACT_SVD_ELEMENTS
+    exact = values.numel() <= EXACT_SVD_ELEMENTS
+    # float64 for the exact SVD; the power iteration only estimates the top singular value, so it
+    # works on float32 and spares a float64 copy of the largest matrices.
+    w = values.reshape(values.shape[0], -1).to(torch.float64 if exact else torch.float32)
+    frobenius2 = float(w.double().square().sum()) if exact else float((w * w).sum(dtype=torch.float64))
     if exact:
         sv = torch.linalg.svdvals(w)
         top, bottom = float(sv[0]), float(sv[-1])
@@ -99,7 +101,7 @@ def _power_norm(w: torch.Tensor) -> float:
     # A fixed start vector keeps the report reproducible. Random matrices have clustered top
     # singular values, so this converges slowly: 40 steps land within about 1% (`exact` says so);
     # an exact SVD of every large matrix would cost more than generating the model.
-    v = torch.ones(w.shape[1], dtype=torch.float64, device=w.device) / math.sqrt(w.shape[1])
+    v = torch.ones(w.shape[1], dtype=w.dtype, device=w.device) / math.sqrt(w.shape[1])
     for _ in range(POWER_ITERATIONS):
         u = w @ v
         v = w.T @ u
@@ -110,6 +112,7 @@ def _power_norm(w: torch.Tensor) -> float:
 def _orthogonality_error(w: torch.Tensor, dist: d.Distribution | None) -> float | None:
     if not isinstance(dist, d.Orthogonal):
         return None
+    w = w.to(torch.float64)
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
     eye = torch.eye(gram.shape[0], dtype=torch.float64, device=w.device)
     return float((gram - dist.gain**2 * eye).abs().max())

@@ -97,7 +97,7 @@ def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options:
         inputs.append(x)
         with torch.no_grad():
             x = _forward(unit, x, load, device, records, track_grad=False)
-    loss_name, loss, at_chance, grad = _loss(x, seed)
+    loss_name, loss, at_chance, grad = _loss(x, seed, _ends_in_linear(spec))
     for unit, unit_input in zip(reversed(units(spec)), reversed(inputs), strict=True):
         grad = _backward(unit, unit_input, grad, load, device, records)
     layers = list(records.values())
@@ -145,15 +145,22 @@ def _backward(unit: Unit, unit_input: torch.Tensor, grad: torch.Tensor | None, l
     return x.grad if x.is_floating_point() else None
 
 
-def _loss(y: torch.Tensor, seed: int) -> tuple[str, float, float | None, torch.Tensor | None]:
-    """Cross-entropy on random labels for a class head (2-D output), else half the mean square."""
+def _ends_in_linear(spec: s.Spec) -> bool:
+    last = spec.modules[-1]
+    return isinstance(last, s.Linear) and last.out_features > 1
+
+
+def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | None, torch.Tensor | None]:
+    """Cross-entropy on random labels when the network ends in a linear head (per token for sequence
+    outputs [batch, tokens, classes]), else half the mean square."""
     y = y.detach().float().requires_grad_(True)
     with torch.enable_grad():
-        if y.dim() == 2 and y.shape[1] > 1:
+        if head:
+            logits = y.reshape(-1, y.shape[-1])
             generator = torch.Generator(device="cpu").manual_seed(seed)
-            labels = torch.randint(0, y.shape[1], (y.shape[0],), generator=generator).to(y.device)
-            loss = F.cross_entropy(y, labels)
-            name, chance = "cross_entropy", math.log(y.shape[1])
+            labels = torch.randint(0, y.shape[-1], (logits.shape[0],), generator=generator).to(y.device)
+            loss = F.cross_entropy(logits, labels)
+            name, chance = "cross_entropy", math.log(y.shape[-1])
         else:
             loss, name, chance = 0.5 * (y * y).mean(), "half_mean_square", None
         torch.autograd.backward(loss)

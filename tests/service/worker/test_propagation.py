@@ -79,6 +79,9 @@ def test_transformer_and_resnet_blocks_propagate(store: JobStore) -> None:
     report = _report(store, gpt).propagation
     assert report is not None and report.skipped is None and report.probe_shape == [16]
     assert any(layer.name == "h.2.attn.o_proj" and layer.grad_std for layer in report.layers)
+    # Between blocks the residual stream is compared, not the deliberately small scaled projections.
+    assert [layer.name for layer in report.layers if layer.type == "block"] == ["h.0", "h.1", "h.2"]
+    assert report.warnings == [] and report.loss_name == "cross_entropy"
     resnet = {"spec": {"name": "r", "modules": [
         {"type": "conv2d", "name": "stem", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1},
         {"type": "resnet_basic", "name": "b", "in_channels": 8, "channels": 8},

@@ -36,6 +36,7 @@ SPATIAL = {1: 64, 2: 32, 3: 12}  # probe size per spatial dimension for convolut
 class Unit:
     path: str
     module: s.Module
+    block: bool = False  # one copy of a repeat: its output is the depth signal between blocks
 
 
 def units(spec: s.Spec) -> list[Unit]:
@@ -43,7 +44,7 @@ def units(spec: s.Spec) -> list[Unit]:
     for index, m in enumerate(spec.modules):
         path = m.name if m.name is not None else str(index)
         if isinstance(m, s.Repeat):
-            out += [Unit(f"{path}.{i}", m.block) for i in range(m.count)]
+            out += [Unit(f"{path}.{i}", m.block, block=True) for i in range(m.count)]
         elif not isinstance(m, s.Parameter):
             out.append(Unit(path, m))
     return out
@@ -97,8 +98,12 @@ def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options:
         inputs.append(x)
         with torch.no_grad():
             x = _forward(unit, x, load, device, records, track_grad=False)
+        if unit.block and x.is_floating_point():
+            records[f"block:{unit.path}"] = _signal(unit.path, _Block(), x.detach())
     loss_name, loss, at_chance, grad = _loss(x, seed, _ends_in_linear(spec))
     for unit, unit_input in zip(reversed(units(spec)), reversed(inputs), strict=True):
+        if unit.block and grad is not None:
+            _set_grad(records, f"block:{unit.path}", grad)
         grad = _backward(unit, unit_input, grad, load, device, records)
     layers = list(records.values())
     return Propagation(
@@ -167,6 +172,10 @@ def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | N
     return name, float(loss.detach()), chance, y.grad
 
 
+class _Block(nn.Module):
+    """Marks a record as the output of a whole block (a repeat's copy), not of one layer in it."""
+
+
 _OBSERVED = (nn.Linear, nn.modules.conv._ConvNd, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SELU,
              nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding)  # fmt: skip
 
@@ -206,8 +215,9 @@ def _signal(name: str, module: nn.Module, y: torch.Tensor) -> LayerSignal:
         saturated = float((y64.abs() > 0.99).double().mean())
     if isinstance(module, nn.Sigmoid):
         saturated = float(((y64 < 0.01) | (y64 > 0.99)).double().mean())
+    kind = "block" if isinstance(module, _Block) else type(module).__name__
     return LayerSignal(
-        name=name, type=type(module).__name__, mean=float(y64.mean()), std=float(y64.std(correction=0)),
+        name=name, type=kind, mean=float(y64.mean()), std=float(y64.std(correction=0)),
         channel_sq_mean=float((flat.mean(dim=1) ** 2).mean()), channel_var=float(flat.var(dim=1, correction=0).mean()),
         dead_fraction=dead, saturated_fraction=saturated,
     )  # fmt: skip

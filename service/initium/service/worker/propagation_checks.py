@@ -38,7 +38,10 @@ def _scale_warnings(layers: list[LayerSignal], factor: float, key: str, words: t
 
 
 def warnings_for(layers: list[LayerSignal], factor: float, loss: float | None, at_chance: float | None) -> list[str]:
-    weighted = [layer for layer in layers if layer.type in _WEIGHTED]
+    # Between blocks (a repeat's copies) the residual stream is the depth signal; inside a residual
+    # branch a projection may be small on purpose (GPT-2's scaled init). Plain chains compare layers.
+    blocks = [layer for layer in layers if layer.type == "block"]
+    weighted = blocks if len(blocks) >= 2 else [layer for layer in layers if layer.type in _WEIGHTED]
     fix = _fix_for(layers)
     out = _scale_warnings(
         weighted, factor, "std", ("activations grow across depth", "activations shrink across depth"), fix

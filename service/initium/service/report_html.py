@@ -56,9 +56,9 @@ def _plots(report: Report) -> str:
     parts = [std_scatter(points)]
     p: Propagation | None = report.propagation
     if p is not None and p.layers:
-        weighted = [
-            x for x in p.layers if x.type not in ("ReLU", "Tanh", "Sigmoid", "GELU", "SiLU", "SELU", "LeakyReLU")
-        ]
+        # With repeated blocks the residual stream between them is the depth signal (as the warnings use).
+        blocks = [x for x in p.layers if x.type == "block"]
+        weighted = blocks if len(blocks) >= 2 else [x for x in p.layers if x.type not in _ACTIVATIONS]
         parts.append(depth_lines([x.name for x in weighted], {
             "activation std": [x.std for x in weighted], "gradient std": [x.grad_std for x in weighted],
         }))  # fmt: skip

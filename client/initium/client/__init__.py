@@ -6,6 +6,7 @@ from initium.client._client import Client, build_request
 from initium.client._errors import (
     APIConnectionError,
     APIStatusError,
+    AuthenticationError,
     ConflictError,
     InitiumError,
     IntegrityError,
@@ -29,6 +30,7 @@ def spec_from_module(*args: Any, **kwargs: Any) -> Any:
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
+    "AuthenticationError",
     "Client",
     "ConflictError",
     "InitResult",

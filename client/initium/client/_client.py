@@ -62,14 +62,16 @@ class Client:
     """Talks to one initium service.
 
     The base URL is, first match wins: the `base_url` argument, $INITIUM_BASE_URL, then
-    http://127.0.0.1:8000. Pass `http_client` to reuse a configured httpx.Client (tests pass the
-    app's TestClient, so the real client drives the real routes in-process).
+    http://127.0.0.1:8000; the API key: the `api_key` argument, then $INITIUM_API_KEY. Pass
+    `http_client` to reuse a configured httpx.Client (tests pass the app's TestClient, so the
+    real client drives the real routes in-process).
     """
 
     def __init__(
         self,
         base_url: str | None = None,
         *,
+        api_key: str | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         poll_interval: float = 0.2,
         http_client: httpx.Client | None = None,
@@ -77,7 +79,11 @@ class Client:
         self.base_url = (base_url or os.environ.get("INITIUM_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.poll_interval = poll_interval
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+        key = api_key or os.environ.get("INITIUM_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        if http_client is not None and key:
+            self._http.headers["Authorization"] = f"Bearer {key}"
 
     # -- calls -------------------------------------------------------------------------------
 

@@ -39,6 +39,10 @@ class APIStatusError(InitiumError):
         self.body = body
 
 
+class AuthenticationError(APIStatusError):
+    pass
+
+
 class RequestInvalidError(APIStatusError):
     pass
 
@@ -75,6 +79,7 @@ class IntegrityError(InitiumError):
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
+    401: AuthenticationError,
     413: RequestTooLargeError,
     422: RequestInvalidError,
     404: NotFoundError,

@@ -13,7 +13,9 @@ is wrong (the message says which field), 3 the server cannot be reached.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_key(args: argparse.Namespace) -> int:
+    """A new key for a client, and the digest the server is configured with (it never stores keys)."""
+    key = "ik_" + secrets.token_urlsafe(32)
+    print(f"key:    {key}\nsha256: {hashlib.sha256(key.encode()).hexdigest()}")
+    print("give the key to the client (INITIUM_API_KEY); add the sha256 to the server's INITIUM_API_KEY_HASHES")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from initium.service.cli import serve
 
@@ -153,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("api-key", help="generate an API key and the digest to configure on the server")
+    p.set_defaults(func=cmd_api_key)
     p = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
     try:
         from initium.service.cli import add_serve_arguments

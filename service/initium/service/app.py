@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 import initium.service
 from initium.service.config import Settings, get_settings
@@ -17,6 +17,7 @@ from initium.service.http import install_error_handlers
 from initium.service.metrics import Metrics
 from initium.service.presets import PresetStore
 from initium.service.routes import catalog, health, initializations, plans
+from initium.service.security import BodyLimit, require_api_key
 from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
 
@@ -34,10 +35,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.presets = PresetStore(settings.data_dir)
     app.state.metrics = Metrics()
     app.state.supervisor = WorkerSupervisor(settings) if settings.embedded_worker else None
-    for module in (initializations, plans, catalog, health):
-        app.include_router(module.router)
+    # Every /v1 route needs a key when keys are configured; health, readiness and metrics stay open
+    # for the orchestrator and the scraper.
+    for module in (initializations, plans, catalog):
+        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+    app.include_router(health.router)
     install_error_handlers(app)
     app.middleware("http")(_count_requests)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 

@@ -20,6 +20,16 @@ class Settings(BaseSettings):
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000
     max_tensors: Annotated[int, Field(gt=0)] = 1_000_000
     worker_stale_after: Annotated[float, Field(gt=0)] = 10.0
+    max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    max_depth: Annotated[int, Field(gt=0)] = 64
+    max_modules: Annotated[int, Field(gt=0)] = 200_000
+    api_key_hashes: str = Field(
+        "",
+        description="comma-separated sha256 hex digests of the accepted API keys; empty: no auth ('initium api-key')",
+    )
+
+    def key_hashes(self) -> list[str]:
+        return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]
 
 
 @lru_cache

@@ -25,7 +25,12 @@ def _settings(request: Request) -> Settings:
 
 
 def _limits(settings: Annotated[Settings, Depends(_settings)]) -> Limits:
-    return Limits(max_parameters=settings.max_parameters, max_tensors=settings.max_tensors)
+    return Limits(
+        max_parameters=settings.max_parameters,
+        max_tensors=settings.max_tensors,
+        max_depth=settings.max_depth,
+        max_modules=settings.max_modules,
+    )
 
 
 def _metrics(request: Request) -> Metrics:

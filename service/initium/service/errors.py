@@ -25,6 +25,10 @@ class InitiumError(Exception):
         self.loc = list(loc)
 
 
+class AuthenticationError(InitiumError):
+    type = "unauthorized"
+
+
 class RequestInvalidError(InitiumError):
     type = "validation_error"
 

@@ -17,6 +17,7 @@ from initium.service import errors as e
 log = logging.getLogger("initium.api")
 
 STATUS: dict[type[e.InitiumError], int] = {
+    e.AuthenticationError: 401,
     e.RequestInvalidError: 422,
     e.LimitExceededError: 413,
     e.JobNotFoundError: 404,
@@ -28,9 +29,11 @@ STATUS: dict[type[e.InitiumError], int] = {
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}
 
 
-def error_response(status: int, type_: str, message: str, loc: Sequence[str | int] = ()) -> JSONResponse:
+def error_response(
+    status: int, type_: str, message: str, loc: Sequence[str | int] = (), headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorInfo(type=type_, message=message, loc=list(loc)))
-    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | int]]:
@@ -55,7 +58,8 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | in
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.InitiumError)
     async def initium_error(request: Request, exc: e.InitiumError) -> JSONResponse:
-        return error_response(STATUS.get(type(exc), 500), exc.type, exc.message, exc.loc)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+        return error_response(STATUS.get(type(exc), 500), exc.type, exc.message, exc.loc, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,6 +70,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = _HTTP_TYPES.get(exc.status_code, "http_error")
         message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            kind = "validation_error"
+            message = (
+                "the body could not be parsed: send JSON, nested no deeper than the spec allows (INITIUM_MAX_DEPTH)"
+            )
         return error_response(exc.status_code, kind, message)
 
     @app.exception_handler(Exception)

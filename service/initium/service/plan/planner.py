@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from initium.schemas import plan as wire
+from initium.schemas import spec as s
 from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
-from initium.schemas.spec import Manifest
+from initium.schemas.spec import Manifest, Spec
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
@@ -29,6 +30,8 @@ class Limits:
 
     max_parameters: int = 20_000_000_000
     max_tensors: int = 1_000_000
+    max_depth: int = 64
+    max_modules: int = 200_000
 
 
 def make_plan(
@@ -48,6 +51,7 @@ def make_plan(
         followers = manifest_followers(request.spec)
         sites = [(followers[i], leaf, lt) for i, (leaf, lt) in enumerate(manifest_sites(request.spec))]
     else:
+        _check_shape_limits(request.spec, limits or Limits())
         leaves = walk(request.spec)
         sites = [
             (describe_activation(followed_by(leaves, i)), leaf, lt)
@@ -116,6 +120,38 @@ def _totals(tensors: list[wire.PlannedTensor]) -> wire.PlanTotals:
     nbytes = sum(n * _ITEMSIZE[t.dtype] for n, t in zip(counts, tensors, strict=True))
     params = sum(n for n, t in zip(counts, tensors, strict=True) if t.role in ("weight", "bias"))
     return wire.PlanTotals(tensors=len(tensors), parameters=params, bytes=nbytes)
+
+
+def _check_shape_limits(spec: Spec, limits: Limits) -> None:
+    """Nesting depth and module count, counted iteratively before the (recursive) walk."""
+    stack: list[tuple[s.Module, int]] = [(m, 1) for m in spec.modules]
+    count = 0
+    while stack:
+        module, depth = stack.pop()
+        if depth > limits.max_depth:
+            raise LimitExceededError(
+                f"the spec nests modules {depth} deep; this server allows {limits.max_depth} (INITIUM_MAX_DEPTH)",
+                ("spec",),
+            )
+        copies = module.count if isinstance(module, s.Repeat) else 1
+        count += copies
+        if count > limits.max_modules:
+            raise LimitExceededError(
+                f"the spec has more than {limits.max_modules:,} modules (repeats counted per copy); this server "
+                "allows that many (INITIUM_MAX_MODULES)",
+                ("spec",),
+            )
+        stack += [(child, depth + 1) for child in _children(module)]
+
+
+def _children(module: s.Module) -> list[s.Module]:
+    if isinstance(module, s.Sequential):
+        return list(module.modules)
+    if isinstance(module, s.Repeat):
+        return [module.block]
+    if isinstance(module, s.Residual):
+        return [*module.body, *(module.shortcut or [])]
+    return []
 
 
 def _check_limits(tensors: list[wire.PlannedTensor], limits: Limits) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -14,12 +16,15 @@ from fastapi import Depends, FastAPI, Request, Response
 import initium.service
 from initium.service.config import Settings, get_settings
 from initium.service.http import install_error_handlers
+from initium.service.jobs import VerifiedFiles
 from initium.service.metrics import Metrics
 from initium.service.presets import PresetStore
 from initium.service.routes import catalog, health, initializations, plans
 from initium.service.security import BodyLimit, require_api_key
 from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
+
+log = logging.getLogger("initium.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = JobStore(settings.data_dir)
     app.state.presets = PresetStore(settings.data_dir)
+    app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()
     app.state.supervisor = WorkerSupervisor(settings) if settings.embedded_worker else None
     # Every /v1 route needs a key when keys are configured; health, readiness and metrics stay open
@@ -49,17 +55,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     supervisor: WorkerSupervisor | None = app.state.supervisor
-    watcher = None
+    tasks = [asyncio.create_task(_evict(app.state.store, app.state.settings))]
     if supervisor is not None:
         supervisor.start()
-        watcher = asyncio.create_task(_watch(supervisor))
+        tasks.append(asyncio.create_task(_watch(supervisor)))
     try:
         yield
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in tasks:
+            task.cancel()
         if supervisor is not None:
             await asyncio.to_thread(supervisor.stop)
+
+
+async def _evict(store: JobStore, settings: Settings) -> None:
+    """Keep the store within its configured size and age (nothing to do when neither is set)."""
+    if settings.store_max_bytes is None and settings.store_max_age_s is None:
+        return
+    while True:
+        removed = await asyncio.to_thread(store.evict, settings.store_max_bytes, settings.store_max_age_s, time.time())
+        if removed:
+            log.info("evicted %d finished jobs: %s", len(removed), ", ".join(r[:12] for r in removed))
+        await asyncio.sleep(settings.evict_interval_s)
 
 
 async def _watch(supervisor: WorkerSupervisor) -> None:

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     max_tensors: Annotated[int, Field(gt=0)] = 1_000_000
     worker_stale_after: Annotated[float, Field(gt=0)] = 10.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    store_max_bytes: Annotated[int, Field(gt=0)] | None = Field(None, description="evict finished jobs beyond this")
+    store_max_age_s: Annotated[float, Field(gt=0)] | None = Field(None, description="evict jobs unused this long")
+    evict_interval_s: Annotated[float, Field(gt=0)] = 60.0
     max_depth: Annotated[int, Field(gt=0)] = 64
     max_modules: Annotated[int, Field(gt=0)] = 200_000
     api_key_hashes: str = Field(

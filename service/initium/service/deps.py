@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from initium.service.config import Settings
+from initium.service.jobs import VerifiedFiles
 from initium.service.metrics import Metrics
 from initium.service.plan import Limits
 from initium.service.presets import PresetStore
@@ -48,7 +49,13 @@ def _presets(request: Request) -> PresetStore:
     return presets
 
 
+def _verified(request: Request) -> VerifiedFiles:
+    verified: VerifiedFiles = request.app.state.verified
+    return verified
+
+
 StoreDep = Annotated[JobStore, Depends(_store)]
+VerifiedDep = Annotated[VerifiedFiles, Depends(_verified)]
 PresetsDep = Annotated[PresetStore, Depends(_presets)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 LimitsDep = Annotated[Limits, Depends(_limits)]

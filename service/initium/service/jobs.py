@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+from pathlib import Path
 
+from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
@@ -69,8 +73,35 @@ def load_report(store: JobStore, job_id: str) -> Report:
     return Report.model_validate_json(store.artifact(job_id, REPORT).read_bytes())
 
 
-def weights_path_and_sha(store: JobStore, job_id: str) -> tuple[str, str]:
+def weights_path_and_sha(store: JobStore, job_id: str, verified: VerifiedFiles) -> tuple[str, str]:
+    """The weights to serve, checked against their sha256 first (once per file version)."""
     record = require_succeeded(store, job_id)
-    if record.sha256 is None:
-        raise ArtifactCorruptError(f"job {job_id} succeeded without a recorded sha256; resubmit it")
-    return str(store.artifact(job_id, WEIGHTS)), record.sha256
+    path = store.artifact(job_id, WEIGHTS)
+    if record.sha256 is None or not verified.matches(path, record.sha256):
+        # Never serve a file that is not what the job wrote: fail the job, so resubmitting regenerates it.
+        error = ErrorInfo(type="artifact_corrupt", message="the stored weights no longer match their sha256")
+        store.save(record.model_copy(update={"state": "failed", "error": error}))
+        raise ArtifactCorruptError(f"job {job_id}'s stored weights no longer match their sha256; resubmit the request")
+    store.touch(job_id)
+    return str(path), record.sha256
+
+
+class VerifiedFiles:
+    """Files already hashed, by (path, size, mtime, inode): a large artifact is hashed once, not per GET."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int, int, int], str] = {}
+
+    def matches(self, path: Path, sha256: str) -> bool:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in self._seen:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            self._seen[key] = digest.hexdigest()
+        return hmac.compare_digest(self._seen[key], sha256)

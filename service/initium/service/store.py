@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,20 @@ _ID = re.compile(r"^[0-9a-f]{64}$")
 WEIGHTS = "weights.safetensors"
 REPORT = "report.json"
 HEARTBEAT = "worker.heartbeat"
+ACCESSED = "accessed"
+
+
+def _last_use(job_dir: Path) -> float:
+    for name in (ACCESSED, "job.json"):
+        try:
+            return (job_dir / name).stat().st_mtime
+        except FileNotFoundError:
+            continue
+    return 0.0
+
+
+def _size(job_dir: Path) -> int:
+    return sum(f.stat().st_size for f in job_dir.iterdir() if f.is_file())
 
 
 def now() -> str:
@@ -108,3 +123,33 @@ class JobStore:
 
     def artifact(self, job_id: str, name: str) -> Path:
         return self.job_dir(job_id) / name
+
+    def touch(self, job_id: str) -> None:
+        """Record that the job's artifacts were served (eviction removes the least recently used)."""
+        (self.job_dir(job_id) / ACCESSED).touch()
+
+    def evict(self, max_bytes: int | None, max_age_s: float | None, now_s: float) -> list[str]:
+        """Remove finished jobs whose last use is older than max_age_s, then the least recently used
+        until the store holds at most max_bytes; queued and running jobs are never touched."""
+        finished = []
+        for entry in os.scandir(self.jobs):
+            if not _ID.match(entry.name):
+                continue
+            try:
+                record = self.load(entry.name)
+            except (JobNotFoundError, ValueError):
+                continue
+            if record.state in ("succeeded", "failed"):
+                finished.append((_last_use(Path(entry.path)), _size(Path(entry.path)), entry.name))
+        finished.sort()
+        removed = [job for used, _, job in finished if max_age_s is not None and now_s - used > max_age_s]
+        total = sum(size for _, size, job in finished if job not in removed)
+        for _, size, job in finished:
+            if max_bytes is None or total <= max_bytes:
+                break
+            if job not in removed:
+                removed.append(job)
+                total -= size
+        for job in removed:
+            shutil.rmtree(self.jobs / job, ignore_errors=True)
+        return removed

@@ -12,7 +12,7 @@ from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service import jobs
-from initium.service.deps import LimitsDep, MetricsDep, PresetsDep, StoreDep
+from initium.service.deps import LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
 from initium.service.report_html import render_report
 
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
@@ -46,9 +46,9 @@ def status(job_id: JobId, store: StoreDep) -> JobStatus:
 
 
 @router.get("/{job_id}/weights", response_class=FileResponse, responses=_ERRORS)
-def weights(job_id: JobId, store: StoreDep) -> FileResponse:
-    """The safetensors file; supports Range and If-Range; the ETag is the file's sha256."""
-    path, sha256 = jobs.weights_path_and_sha(store, job_id)
+def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> FileResponse:
+    """The safetensors file, checked against its sha256; supports Range and If-Range; the ETag is the sha256."""
+    path, sha256 = jobs.weights_path_and_sha(store, job_id, verified)
     headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{job_id[:16]}.safetensors", headers=headers

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
+from initium.client import Client
 from initium.schemas.catalog import SchemeList
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
@@ -222,3 +225,22 @@ def test_bad_presets_are_422(app_client: TestClient) -> None:
     for bad, loc in (({**PLATFORM, "name": "Bad Name"}, ["name"]), ({**PLATFORM, "rules": []}, ["rules"])):
         error = _assert_error(app_client.post("/v1/presets", json=bad), 422, "validation_error")
         assert error["loc"][: len(loc)] == loc
+
+
+def test_sharded_output_in_hugging_face_layout(app_client: TestClient, tmp_path: Path) -> None:
+    modules = [{"type": "linear", "name": f"l{i}", "in_features": 64, "out_features": 64} for i in range(5)]
+    body = {"spec": {"name": "m", "modules": modules}, "policy": {"preset": "xavier"},
+            "output": {"format": "sharded", "max_shard_bytes": 40_000}}  # fmt: skip
+    done = _submit_and_wait(app_client, body)
+    names = [f["name"] for f in done["files"]]
+    assert names == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)] + ["model.safetensors.index.json"]
+    index = app_client.get(f"{done['links']['self']}/files/model.safetensors.index.json").json()
+    assert index["weight_map"]["l4.bias"] == "model-00003-of-00003.safetensors"
+    assert index["metadata"]["total_size"] == 5 * (64 * 64 + 64) * 4
+    _assert_error(app_client.get(done["links"]["weights"]), 409, "not_ready")
+    _assert_error(app_client.get(f"{done['links']['self']}/files/..%2Fjob.json"), 404, "not_found")
+    result = Client(http_client=app_client).initialize(body, path=tmp_path / "ckpt")
+    assert result.path == tmp_path / "ckpt" / "model.safetensors.index.json"
+    single = Client(http_client=app_client).initialize({**body, "output": {"format": "single"}})
+    assert result.tensors.keys() == single.tensors.keys()
+    assert all(torch.equal(result.tensors[k], single.tensors[k]) for k in single.tensors)

@@ -138,13 +138,20 @@ class Client:
         return html
 
     def download(self, job_id: str, path: str | Path, sha256: str) -> Path:
-        """Stream the weights to `path` (via a temporary file) and verify their sha256."""
+        """Stream the (single-file) weights to `path` via a temporary file and verify their sha256."""
+        return self._download(f"/v1/initializations/{job_id}/weights", path, sha256)
+
+    def download_file(self, job_id: str, name: str, path: str | Path, sha256: str) -> Path:
+        """Stream one of the job's files (a shard, or the shard index) and verify its sha256."""
+        return self._download(f"/v1/initializations/{job_id}/files/{name}", path, sha256)
+
+    def _download(self, url: str, path: str | Path, sha256: str) -> Path:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
-            digest = self._stream_to(fd, f"/v1/initializations/{job_id}/weights")
+            digest = self._stream_to(fd, url)
             if digest != sha256:
                 raise IntegrityError(f"downloaded weights have sha256 {digest}, the server recorded {sha256}")
             tmp.replace(target)
@@ -170,6 +177,12 @@ class Client:
             status = self.wait(status.id, timeout)
         if status.sha256 is None:
             raise IntegrityError(f"job {status.id} succeeded without a sha256")
+        if status.files and status.files[-1].name.endswith(".index.json"):
+            # Sharded: every file into one directory, as Hugging Face lays a checkpoint out.
+            folder = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-"))
+            for f in status.files:
+                self.download_file(status.id, f.name, folder / f.name, f.sha256)
+            return InitResult(status, folder / status.files[-1].name, self.report(status.id))
         target = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-")) / f"{status.id[:16]}.safetensors"
         self.download(status.id, target, status.sha256)
         return InitResult(status, target, self.report(status.id))

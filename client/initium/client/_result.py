@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,11 @@ def _torch_extra_missing(exc: ImportError) -> ImportError:
 
 
 class InitResult:
-    """A finished initialization whose safetensors file is on local disk and matches its sha256."""
+    """A finished initialization whose files are on local disk and match their sha256.
+
+    `path` is the safetensors file, or for sharded output the model.safetensors.index.json beside
+    its shards (the layout transformers' from_pretrained reads).
+    """
 
     def __init__(self, status: JobStatus, path: Path, report: Report) -> None:
         self.status = status
@@ -44,11 +49,23 @@ class InitResult:
             from safetensors.torch import load_file
         except ImportError as exc:
             raise _torch_extra_missing(exc) from None
+        if self.path.name.endswith(".index.json"):
+            shards = sorted(set(json.loads(self.path.read_text())["weight_map"].values()))
+            merged: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                merged.update(load_file(str(self.path.parent / shard)))
+            return merged
         return load_file(str(self.path))
 
     def save(self, path: str | Path) -> Path:
-        """Copy the safetensors file to `path` and return it."""
+        """Copy the safetensors file to `path` (for sharded output: every file into the directory `path`)."""
         target = Path(path)
+        if self.path.name.endswith(".index.json"):
+            target.mkdir(parents=True, exist_ok=True)
+            for f in self.status.files:
+                if (self.path.parent / f.name).resolve() != (target / f.name).resolve():
+                    shutil.copyfile(self.path.parent / f.name, target / f.name)
+            return target / self.path.name
         if target.resolve() != self.path.resolve():
             shutil.copyfile(self.path, target)
         return target

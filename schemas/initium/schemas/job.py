@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from initium.schemas._base import WireModel
 from initium.schemas.errors import ErrorInfo
 
@@ -16,6 +18,14 @@ class Progress(WireModel):
     tensors_total: int
     bytes_done: int
     bytes_total: int
+
+
+class FileInfo(WireModel):
+    """One written file of a job: GET /v1/initializations/{id}/files/{name} serves it."""
+
+    name: str
+    sha256: str
+    size: int
 
 
 class Links(WireModel):
@@ -32,8 +42,9 @@ class JobRecord(WireModel):
     state: JobState
     progress: Progress
     error: ErrorInfo | None = None
-    sha256: str | None = None
+    sha256: str | None = Field(None, description="of the single file, or of the shard index when sharded")
     size: int | None = None
+    files: list[FileInfo] = Field(default_factory=list)
     attempts: int = 0
     created_at: str
     updated_at: str

@@ -85,6 +85,14 @@ class PlannedTensor(WireModel):
         return self.shape if self.slice is None else [stop - start for start, stop in self.slice]
 
 
+class Shard(WireModel):
+    """One output file and the tensors it holds, in order."""
+
+    file: str
+    tensors: list[str]
+    bytes: int
+
+
 class PlanTotals(WireModel):
     tensors: int
     parameters: int
@@ -99,6 +107,7 @@ class Plan(WireModel):
     tensors: list[PlannedTensor]
     totals: PlanTotals
     preset: str | None = Field(description="the preset the policy named, pinned to its version")
+    shards: list[Shard] = Field(default_factory=list, description="the output files and what each holds")
     unused_rules: list[str] = Field(description="rules that matched no tensor")
     uncovered: list[str] = Field(description="parameters no rule matched")
     warnings: list[str]

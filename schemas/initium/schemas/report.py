@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from initium.schemas._base import WireModel
+from initium.schemas.job import FileInfo
 from initium.schemas.plan import Algorithm, Role, TensorDType
 from initium.schemas.schemes import SchemeParams
 
@@ -118,9 +119,12 @@ class ReportTotals(WireModel):
 
 
 class ArtifactInfo(WireModel):
+    """The main file (the weights, or the shard index when sharded) and every file written."""
+
     sha256: str
     size: int
     format: str = "safetensors"
+    files: list[FileInfo] = Field(default_factory=list)
 
 
 class StageTimings(WireModel):

@@ -41,6 +41,15 @@ class ReportOptions(WireModel):
     )
 
 
+class OutputOptions(WireModel):
+    """The file layout: one safetensors file, or Hugging Face-convention shards with an index."""
+
+    format: Literal["single", "sharded"] = "single"
+    max_shard_bytes: Annotated[int, Field(ge=1)] = Field(
+        5_000_000_000, description="per shard, decimal bytes as huggingface_hub counts them (default 5 GB)"
+    )
+
+
 class InitRequest(WireModel):
     """Everything that determines the bytes of an initialization."""
 
@@ -49,6 +58,7 @@ class InitRequest(WireModel):
     seed: Seed = 0
     dtype: DType = "float32"
     report: ReportOptions = Field(default_factory=ReportOptions)
+    output: OutputOptions = Field(default_factory=OutputOptions)
     slices: dict[str, list[Range]] = Field(
         default_factory=dict,
         max_length=100_000,

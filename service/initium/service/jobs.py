@@ -12,7 +12,13 @@ from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
-from initium.service.errors import ArtifactCorruptError, JobFailedError, JobNotReadyError, RequestInvalidError
+from initium.service.errors import (
+    ArtifactCorruptError,
+    JobFailedError,
+    JobNotFoundError,
+    JobNotReadyError,
+    RequestInvalidError,
+)
 from initium.service.plan import Limits, make_plan
 from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore
@@ -74,16 +80,33 @@ def load_report(store: JobStore, job_id: str) -> Report:
 
 
 def weights_path_and_sha(store: JobStore, job_id: str, verified: VerifiedFiles) -> tuple[str, str]:
-    """The weights to serve, checked against their sha256 first (once per file version)."""
+    """The single weights file to serve (sharded jobs name their files instead)."""
     record = require_succeeded(store, job_id)
-    path = store.artifact(job_id, WEIGHTS)
-    if record.sha256 is None or not verified.matches(path, record.sha256):
+    if record.files and record.files[-1].name != WEIGHTS:
+        names = ", ".join(f.name for f in record.files)
+        raise JobNotReadyError(
+            f"job {job_id} wrote sharded files ({names}); GET /v1/initializations/{job_id}/files/<name> for each",
+            ("id",),
+        )
+    return file_path_and_sha(store, job_id, WEIGHTS, verified)
+
+
+def file_path_and_sha(store: JobStore, job_id: str, name: str, verified: VerifiedFiles) -> tuple[str, str]:
+    """One of the job's files, checked against its sha256 first (once per file version). Only names
+    the job recorded are served, so nothing a user sends becomes a path."""
+    record = require_succeeded(store, job_id)
+    known = {f.name: f.sha256 for f in record.files} or ({WEIGHTS: record.sha256} if record.sha256 else {})
+    if name not in known:
+        raise JobNotFoundError(f"job {job_id} has no file {name!r}; its files: {', '.join(known)}", ("name",))
+    path = store.artifact(job_id, name)
+    sha256 = known[name]
+    if sha256 is None or not verified.matches(path, sha256):
         # Never serve a file that is not what the job wrote: fail the job, so resubmitting regenerates it.
         error = ErrorInfo(type="artifact_corrupt", message="the stored weights no longer match their sha256")
         store.save(record.model_copy(update={"state": "failed", "error": error}))
         raise ArtifactCorruptError(f"job {job_id}'s stored weights no longer match their sha256; resubmit the request")
     store.touch(job_id)
-    return str(path), record.sha256
+    return str(path), sha256
 
 
 class VerifiedFiles:

@@ -70,6 +70,7 @@ def make_plan(
         algorithm=ALGORITHM,
         tensors=tensors,
         totals=_totals(tensors),
+        shards=shard_files(tensors, request.output.format, request.output.max_shard_bytes),
         preset=pinned,
         unused_rules=unused,
         uncovered=missing,
@@ -108,6 +109,35 @@ def _apply_slices(
                 )
         by_name[name] = tensor.model_copy(update={"slice": [(start, stop) for start, stop in ranges]})
     return list(by_name.values())
+
+
+SINGLE_FILE = "weights.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def shard_files(tensors: list[wire.PlannedTensor], output: str, max_bytes: int) -> list[wire.Shard]:
+    """huggingface_hub's rule: greedy in state_dict order, a tensor bigger than the limit alone in
+    its own shard; files model-0000k-of-0000N.safetensors (or model.safetensors when one)."""
+    groups: list[list[wire.PlannedTensor]] = [] if tensors else [[]]
+    size = 0
+    for t in tensors:
+        nbytes = math.prod(t.output_shape()) * _ITEMSIZE[t.dtype]
+        if not groups or (output == "sharded" and size + nbytes > max_bytes and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += nbytes
+    if output == "single":
+        names = [SINGLE_FILE]
+    elif len(groups) == 1:
+        names = ["model.safetensors"]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+    return [
+        wire.Shard(file=name, tensors=[t.name for t in group],
+                   bytes=sum(math.prod(t.output_shape()) * _ITEMSIZE[t.dtype] for t in group))
+        for name, group in zip(names, groups, strict=True)
+    ]  # fmt: skip
 
 
 def _generated_elements(t: wire.PlannedTensor) -> int:

@@ -55,6 +55,15 @@ def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> FileRespon
     )
 
 
+@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses=_ERRORS)
+def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> FileResponse:
+    """One written file (a shard or the shard index) by the name the job status lists; Range and ETag."""
+    path, sha256 = jobs.file_path_and_sha(store, job_id, name, verified)
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
+    media = "application/json" if name.endswith(".json") else "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=name, headers=headers)
+
+
 @router.get("/{job_id}/report", response_model=Report, responses=_ERRORS)
 def report(job_id: JobId, store: StoreDep) -> Report:
     """Per-tensor expected vs measured statistics, totals and provenance."""

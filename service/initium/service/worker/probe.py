@@ -3,6 +3,7 @@ the warnings a reader should see first."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from initium.service.worker.propagation import propagate
 AUTO_MAX_PARAMETERS = 200_000_000
 
 
-def run_probe(request: InitRequest, plan: Plan, weights: Path, device: torch.device) -> Propagation | None:
+def run_probe(request: InitRequest, plan: Plan, files: dict[str, Path], device: torch.device) -> Propagation | None:
+    """`files`: tensor name -> the (temporary) file that holds it."""
     options = request.report
     if not isinstance(request.spec, Spec) or options.propagation == "off":
         return None
@@ -28,12 +30,19 @@ def run_probe(request: InitRequest, plan: Plan, weights: Path, device: torch.dev
         return Propagation(
             probe_shape=[], skipped=f"{plan.totals.parameters:,} parameters; set report.propagation to 'on' to probe"
         )
-    with safe_open(str(weights), framework="pt", device=str(device)) as file:
-        names = list(file.keys())
+    with contextlib.ExitStack() as stack:
+        opened = {
+            path: stack.enter_context(safe_open(str(path), framework="pt", device=str(device)))
+            for path in set(files.values())
+        }
 
         def load(prefix: str, module: nn.Module) -> None:
             # A unit's tensors, by prefix; the probe runs in float32 whatever the file's dtype.
-            state = {n[len(prefix) + 1 :]: file.get_tensor(n).float() for n in names if n.startswith(prefix + ".")}
+            state = {
+                n[len(prefix) + 1 :]: opened[path].get_tensor(n).float()
+                for n, path in files.items()
+                if n.startswith(prefix + ".")
+            }
             module.load_state_dict(state, strict=True)
             module.float()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import safetensors
 import torch
@@ -14,14 +17,15 @@ import torch
 import initium.service
 from initium.schemas import report as wire
 from initium.schemas.errors import ErrorInfo
-from initium.schemas.job import Progress
+from initium.schemas.job import FileInfo, Progress
 from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
 from initium.service.identity import ALGORITHM
 from initium.service.init.distributions import Distribution
 from initium.service.plan import Limits, make_plan, planned_distribution
+from initium.service.plan.planner import INDEX_FILE
 from initium.service.presets import PresetStore
-from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
+from initium.service.store import REPORT, JobStore, atomic_write, now
 from initium.service.worker.checks import fit, flags, spectral
 from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.materialize import materialize
@@ -50,53 +54,40 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     """Run one job to a terminal state; any failure becomes a failed job with the reason."""
     record = store.load(job_id)
     try:
-        sha256, size = _generate(store, job_id, device, _ProgressSaver(store, job_id))
+        files = _generate(store, job_id, device, _ProgressSaver(store, job_id))
     except Exception as exc:  # the job fails; the worker lives on to run the next one
         error = ErrorInfo(type="job_failed", message=f"{type(exc).__name__}: {exc}")
         store.save(store.load(job_id).model_copy(update={"state": "failed", "error": error}))
         return
-    final = store.load(job_id).model_copy(update={"state": "succeeded", "sha256": sha256, "size": size})
+    main = files[-1]
+    final = store.load(job_id).model_copy(
+        update={"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files}
+    )
     store.save(final.model_copy(update={"progress": _done(record.progress)}))
 
 
-def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> tuple[str, int]:
+def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> list[FileInfo]:
+    """Write every output file (temporary names), then the report, then rename them into place."""
     clock = _Clock()
     t = start = time.perf_counter()
     request = store.load_request(job_id)
     plan = make_plan(request, _NO_LIMITS, PresetStore(store.root).all())
     t = clock.add("plan", t)
-    weights_tmp = store.artifact(job_id, f".{WEIGHTS}.partial")
-    stats: list[wire.TensorStats] = []
-    metadata = _metadata(plan, request)
     scales, lsuv = lsuv_scales(request, plan, device)
-    t = clock.add("lsuv", t)
-    data_done = 0
-    with SafetensorsStreamWriter(weights_tmp, plan.tensors, metadata) as writer:
-        for i, planned in enumerate(plan.tensors):
-            values = materialize(planned, request.seed, device, scales.get(planned.name, 1.0))
-            t = clock.add("materialize", t)
-            stats.append(_tensor_stats(planned, values))
-            t = clock.add("summarize", t)
-            writer.write(planned.name, values)
-            del values
-            t = clock.add("write", t)
-            data_done += tensor_nbytes(planned)
-            on_progress(
-                Progress(
-                    tensors_done=i + 1,
-                    tensors_total=len(plan.tensors),
-                    bytes_done=data_done,
-                    bytes_total=plan.totals.bytes,
-                )
-            )
-        sha256 = writer.close()
-        size = writer.bytes_written
+    clock.add("lsuv", t)
+    partials = {shard.file: store.artifact(job_id, f".{shard.file}.partial") for shard in plan.shards}
+    stats: list[wire.TensorStats] = []
+    files = _write_shards(plan, request, device, scales, partials, stats, clock, on_progress)
+    if request.output.format == "sharded":
+        files.append(_write_index(plan, store.artifact(job_id, f".{INDEX_FILE}.partial"), partials))
     t = time.perf_counter()
-    propagation = run_probe(request, plan, weights_tmp, device)
+    by_tensor = {name: partials[shard.file] for shard in plan.shards for name in shard.tensors}
+    propagation = run_probe(request, plan, by_tensor, device)
     clock.add("propagate", t)
     timings = wire.StageTimings(**clock.seconds, total=time.perf_counter() - start)
-    report = _report(plan, request, stats, wire.ArtifactInfo(sha256=sha256, size=size), device, timings)
-    report = report.model_copy(
+    main = files[-1]
+    artifact = wire.ArtifactInfo(sha256=main.sha256, size=main.size, files=files)
+    report = _report(plan, request, stats, artifact, device, timings).model_copy(
         update={
             "propagation": propagation,
             "warnings": collect_warnings(plan, stats, propagation),
@@ -104,8 +95,46 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
         }
     )
     atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
-    weights_tmp.replace(store.artifact(job_id, WEIGHTS))
-    return sha256, size
+    for f in files:  # the index (when sharded) last, so a reader never finds it before its shards
+        store.artifact(job_id, f".{f.name}.partial").replace(store.artifact(job_id, f.name))
+    return files
+
+
+def _write_shards(
+    plan: Plan, request: InitRequest, device: torch.device, scales: dict[str, float], partials: dict[str, Path],
+    stats: list[wire.TensorStats], clock: _Clock, on_progress: ProgressFn,
+) -> list[FileInfo]:  # fmt: skip
+    by_name = {t.name: t for t in plan.tensors}
+    metadata = _metadata(plan, request)
+    files, done, data_done = [], 0, 0
+    t = time.perf_counter()
+    for shard in plan.shards:
+        tensors = [by_name[name] for name in shard.tensors]
+        with SafetensorsStreamWriter(partials[shard.file], tensors, metadata) as writer:
+            for planned in tensors:
+                values = materialize(planned, request.seed, device, scales.get(planned.name, 1.0))
+                t = clock.add("materialize", t)
+                stats.append(_tensor_stats(planned, values))
+                t = clock.add("summarize", t)
+                writer.write(planned.name, values)
+                del values
+                t = clock.add("write", t)
+                done, data_done = done + 1, data_done + tensor_nbytes(planned)
+                on_progress(Progress(tensors_done=done, tensors_total=len(plan.tensors), bytes_done=data_done,
+                                     bytes_total=plan.totals.bytes))  # fmt: skip
+            files.append(FileInfo(name=shard.file, sha256=writer.close(), size=writer.bytes_written))
+    return files
+
+
+def _write_index(plan: Plan, path: Path, partials: dict[str, Path]) -> FileInfo:
+    """model.safetensors.index.json as huggingface_hub writes it: total_size and the weight map."""
+    index = {
+        "metadata": {"total_size": sum(shard.bytes for shard in plan.shards)},
+        "weight_map": {name: shard.file for shard in plan.shards for name in shard.tensors},
+    }
+    data = (json.dumps(index, indent=2) + "\n").encode()
+    atomic_write(path, data)
+    return FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
 def _metadata(plan: Plan, request: InitRequest) -> dict[str, str]:

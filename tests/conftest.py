@@ -86,12 +86,16 @@ def free_port() -> int:
         return port
 
 
+SERVE_LOGS: list[Path] = []  # where the served process writes its log (for the log test)
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`initium serve` as a user runs it, in a subprocess on a free loopback port; yields its URL."""
     port = free_port()
     data_dir = tmp_path_factory.mktemp("served")
     log = open(data_dir / "serve.log", "wb")  # noqa: SIM115
+    SERVE_LOGS.append(data_dir / "serve.log")
     env = {**os.environ, "INITIUM_DEVICE": "cpu"}
     initium = Path(sys.executable).parent / "initium"
     cmd = [str(initium), "serve", "--port", str(port), "--data-dir", str(data_dir / "store")]

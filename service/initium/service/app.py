@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
 
 import initium.service
+from initium.service import logs
 from initium.service.config import Settings, get_settings
 from initium.service.http import install_error_handlers
 from initium.service.jobs import VerifiedFiles
@@ -86,7 +88,17 @@ async def _watch(supervisor: WorkerSupervisor) -> None:
 
 
 async def _count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
+    # Every request carries an id (the caller's X-Request-ID, or a new one) into the logs and back.
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    token = logs.request_id.set(rid)
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+        ms = 1000 * (time.perf_counter() - started)
+        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code, ms)
+    finally:
+        logs.request_id.reset(token)
+    response.headers["X-Request-ID"] = rid
     metrics: Metrics = request.app.state.metrics
     metrics.requests.labels(request.method, _route_template(request), str(response.status_code)).inc()
     return response

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import uvicorn
 
+from initium.service import logs
 from initium.service.app import create_app
 from initium.service.config import Settings
 
@@ -39,5 +40,5 @@ def serve(args: argparse.Namespace) -> int:
     # directory came from the command line.
     os.environ["INITIUM_DATA_DIR"] = str(settings.data_dir.resolve())
     print(f"initium: serving on http://{args.host}:{args.port}, data in {settings.data_dir.resolve()}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=logs.configure())
     return 0

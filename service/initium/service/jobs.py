@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from initium.service.errors import (
 from initium.service.plan import Limits, make_plan
 from initium.service.presets import PresetStore
 from initium.service.store import REPORT, WEIGHTS, JobStore
+
+log = logging.getLogger("initium.api")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ def plan_request(request: InitRequest, limits: Limits, presets: PresetStore) -> 
 def submit(store: JobStore, request: InitRequest, limits: Limits, presets: PresetStore) -> Submission:
     """Create the job, or return the existing one for an identical request (same id, same bytes)."""
     plan = plan_request(request, limits, presets)
+    log.info("submitted job %s (%d tensors, %d bytes)", plan.request_id, plan.totals.tensors, plan.totals.bytes)
     progress = Progress(tensors_done=0, tensors_total=plan.totals.tensors, bytes_done=0, bytes_total=plan.totals.bytes)
     if not store.exists(plan.request_id):
         return Submission(to_status(store.create(plan.request_id, request, progress)), created=True)

@@ -10,12 +10,14 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 import torch
 
 from initium.schemas.errors import ErrorInfo
+from initium.service import logs
 from initium.service.store import HEARTBEAT, JobStore
 from initium.service.worker.materialize import pick_device
 from initium.service.worker.run import execute_job
@@ -66,10 +68,15 @@ class Worker:
             self.store.dequeue(job_id)
             return
         self.store.save(record.model_copy(update={"state": "running", "attempts": record.attempts + 1}))
-        log.info("job %s started (attempt %d)", job_id, record.attempts + 1)
-        execute_job(self.store, job_id, self.device)
-        self.store.dequeue(job_id)
-        log.info("job %s %s", job_id, self.store.load(job_id).state)
+        token = logs.job_id.set(job_id)
+        try:
+            started = time.perf_counter()
+            log.info("job started (attempt %d)", record.attempts + 1)
+            execute_job(self.store, job_id, self.device)
+            self.store.dequeue(job_id)
+            log.info("job %s in %.3f s", self.store.load(job_id).state, time.perf_counter() - started)
+        finally:
+            logs.job_id.reset(token)
 
     def _heartbeat(self) -> None:
         path = self.store.root / HEARTBEAT
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     parser.add_argument("--poll-interval", type=float, default=0.05)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     worker = Worker(JobStore(args.data_dir), pick_device(args.device), args.poll_interval)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -15,17 +16,17 @@ from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
 
 
-def _store(request: Request) -> JobStore:
-    store: JobStore = request.app.state.store
-    return store
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency that returns what create_app put on app.state under `name`."""
+
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"app_state_{name}"
+    return get
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _limits(settings: Annotated[Settings, Depends(_settings)]) -> Limits:
+def _limits(settings: Annotated[Settings, Depends(_state("settings"))]) -> Limits:
     return Limits(
         max_parameters=settings.max_parameters,
         max_tensors=settings.max_tensors,
@@ -34,30 +35,10 @@ def _limits(settings: Annotated[Settings, Depends(_settings)]) -> Limits:
     )
 
 
-def _metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
-
-
-def _supervisor(request: Request) -> WorkerSupervisor | None:
-    supervisor: WorkerSupervisor | None = request.app.state.supervisor
-    return supervisor
-
-
-def _presets(request: Request) -> PresetStore:
-    presets: PresetStore = request.app.state.presets
-    return presets
-
-
-def _verified(request: Request) -> VerifiedFiles:
-    verified: VerifiedFiles = request.app.state.verified
-    return verified
-
-
-StoreDep = Annotated[JobStore, Depends(_store)]
-VerifiedDep = Annotated[VerifiedFiles, Depends(_verified)]
-PresetsDep = Annotated[PresetStore, Depends(_presets)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[JobStore, Depends(_state("store"))]
+VerifiedDep = Annotated[VerifiedFiles, Depends(_state("verified"))]
+PresetsDep = Annotated[PresetStore, Depends(_state("presets"))]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 LimitsDep = Annotated[Limits, Depends(_limits)]
-MetricsDep = Annotated[Metrics, Depends(_metrics)]
-SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_supervisor)]
+MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
+SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_state("supervisor"))]

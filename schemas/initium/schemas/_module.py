@@ -101,6 +101,17 @@ class _Module(WireModel):
         return self
 
 
+# Module types by what their weights do, for presets, schemes and the planner (one list each).
+WEIGHTED_SUM_TYPES = (
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+)  # fmt: skip
+# MATRIX_TYPES: the weights a residual branch is made of (Fixup's m layers).
+MATRIX_TYPES = (*WEIGHTED_SUM_TYPES, "multihead_attention")
+NORM_TYPES = (
+    "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
+    "instance_norm1d", "instance_norm2d", "instance_norm3d",
+)  # fmt: skip
+
 # The module types that own parameters: what a rule's match.type and a manifest's module_type name.
 ParameterizedType = Literal[
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from initium.schemas._base import WireModel
+from initium.schemas._module import MATRIX_TYPES, NORM_TYPES
 from initium.schemas.policy import Rule
 
 
@@ -70,15 +71,6 @@ def builtin_presets() -> dict[tuple[str, int], Preset]:
 
 
 # -- the built-in catalog -----------------------------------------------------------------------
-
-NORM_TYPES = (
-    "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
-    "instance_norm1d", "instance_norm2d", "instance_norm3d",
-)  # fmt: skip
-MATRIX_TYPES = (
-    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "multihead_attention",
-)  # fmt: skip
 
 
 def _rule(init: dict[str, Any], **match: Any) -> Rule:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from initium.schemas import schemes as wire
+from initium.schemas._module import NORM_TYPES, WEIGHTED_SUM_TYPES
 from initium.service.init.distributions import (
     Constant,
     DeltaOrthogonal,
@@ -230,7 +231,7 @@ def torch_default(p: wire.TorchDefault, g: Geometry) -> Distribution:
     bias_v xavier_normal_; norm layers weight 1 and bias 0.
     """
     fan_in, fan_out = g.torch_fans or (g.fan_in, g.fan_out)
-    if g.module_type in _TORCH_LINEAR_LIKE:
+    if g.module_type in WEIGHTED_SUM_TYPES:
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         return Uniform(-bound, bound) if bound else Constant(0.0)
     if g.module_type == "embedding":
@@ -240,20 +241,9 @@ def torch_default(p: wire.TorchDefault, g: Geometry) -> Distribution:
         return Uniform(-bound, bound)
     if g.module_type == "multihead_attention":
         return _torch_attention_default(g, fan_in, fan_out)
-    if g.module_type in _TORCH_NORMS:
+    if g.module_type in NORM_TYPES:
         return Constant(1.0 if "weight" in g.roles else 0.0)
     raise SchemeNotApplicableError(f"torch_default does not know module type {g.module_type!r}")
-
-
-_TORCH_LINEAR_LIKE = frozenset(
-    {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
-)
-_TORCH_NORMS = frozenset(
-    {
-        "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
-        "instance_norm1d", "instance_norm2d", "instance_norm3d",
-    }
-)  # fmt: skip
 
 
 def _torch_attention_default(g: Geometry, fan_in: int, fan_out: int) -> Distribution:

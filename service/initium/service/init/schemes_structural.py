@@ -10,16 +10,10 @@ import math
 import re
 
 from initium.schemas import schemes as wire
+from initium.schemas._module import NORM_TYPES
 from initium.service.init.distributions import Constant, Distribution, Normal, Uniform
 from initium.service.init.gain import calculate_gain
 from initium.service.init.schemes import Geometry, SchemeNotApplicableError, register_scheme, resolve
-
-NORMS = frozenset(
-    {
-        "layer_norm", "rms_norm", "group_norm", "batch_norm1d", "batch_norm2d", "batch_norm3d",
-        "instance_norm1d", "instance_norm2d", "instance_norm3d",
-    }
-)  # fmt: skip
 
 
 def _blocks(g: Geometry, given: int | None, scheme: str) -> int:
@@ -135,7 +129,7 @@ _SMALL_NORMAL = wire.Normal(scheme="normal", std=0.02)
 def choose(g: Geometry) -> tuple[wire.SchemeParams, str]:
     """The concrete scheme `auto` uses for this tensor, and the reason in words."""
     roles = set(g.roles)
-    if g.module_type in NORMS:
+    if g.module_type in NORM_TYPES:
         if "weight" in roles:
             return wire.Ones(scheme="ones"), "norm scale starts at 1: the layer starts as plain normalization"
         return wire.Zeros(scheme="zeros"), "norm shift starts at 0"

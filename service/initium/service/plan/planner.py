@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from initium.schemas import plan as wire
 from initium.schemas import spec as s
+from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
 from initium.schemas.spec import Manifest, Spec
@@ -17,7 +18,7 @@ from initium.service.init import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
 from initium.service.plan.manifest import manifest_followers, manifest_sites
-from initium.service.plan.resolve import MATRIX_TYPES, Context, plan_tensor, structure, uncovered
+from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.tree import describe_activation, followed_by, walk
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from initium.schemas import plan as wire
+from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.request import InitRequest
 from initium.schemas.schemes import SchemeParams
 from initium.service.errors import RequestInvalidError
@@ -17,14 +18,6 @@ from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
 from initium.service.plan.tree import Leaf
-
-# Module types whose weights are the matrices a residual branch is made of (Fixup's m layers).
-MATRIX_TYPES = frozenset(
-    {
-        "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-        "multihead_attention",
-    }
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from initium.schemas._module import WEIGHTED_SUM_TYPES
 from initium.schemas.policy import Policy, Rule
 from initium.schemas.presets import Preset, UnknownPresetError, builtin_presets, resolve_ref
 from initium.service.errors import RequestInvalidError
@@ -39,12 +40,8 @@ def effective_rules(
     rules += [LabeledRule(f"policy.rules[{i}]", rule, ("policy", "rules", i)) for i, rule in enumerate(policy.rules)]
     if policy.lsuv is not None and policy.lsuv.start == "orthogonal":
         # LSUV's first step (Mishkin and Matas 2016): orthonormal weights for every layer it rescales.
-        rules += [_lsuv_start(t) for t in LSUV_TYPES]
+        rules += [_lsuv_start(t) for t in WEIGHTED_SUM_TYPES]
     return pinned, rules
-
-
-# The layers LSUV rescales: those whose output is a weighted sum.
-LSUV_TYPES = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
 
 def _lsuv_start(module_type: str) -> LabeledRule:

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from initium.schemas import spec as s
+from initium.schemas._module import NORM_TYPES
 from initium.service.plan.composite import expand, is_composite
 
 
@@ -72,12 +73,7 @@ def _visit(module: s.Module, path: str, here: tuple[str | int, ...], ctx: _Conte
         yield Leaf(path, module, here, ctx.residual, ctx.depth, ctx.repeats)
 
 
-_PASS_THROUGH = frozenset(
-    {
-        "dropout", "flatten", "identity", "layer_norm", "rms_norm", "group_norm",
-        "batch_norm1d", "batch_norm2d", "batch_norm3d", "instance_norm1d", "instance_norm2d", "instance_norm3d",
-    }
-)  # fmt: skip
+_PASS_THROUGH = frozenset({"dropout", "flatten", "identity", *NORM_TYPES})
 
 
 def followed_by(leaves: Sequence[Leaf], index: int) -> s.Module | None:

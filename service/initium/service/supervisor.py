@@ -21,7 +21,6 @@ class WorkerSupervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
 
     def start(self) -> None:
         cmd = [
@@ -40,7 +39,6 @@ class WorkerSupervisor:
         """Restart a worker that exited; its unfinished job is still queued and resumes."""
         if self.process is not None and not self.alive():
             log.warning("worker process exited with %s; restarting", self.process.returncode)
-            self.restarts += 1
             self.start()
 
     def heartbeat_age(self) -> float | None:

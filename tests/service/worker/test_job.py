@@ -19,7 +19,7 @@ from initium.schemas.report import Report
 from initium.service.plan import make_plan
 from initium.service.store import REPORT, WEIGHTS, JobStore
 from initium.service.worker.loop import MAX_ATTEMPTS, Worker
-from tests.torch_modules import build
+from initium.service.worker.modules import build
 
 # sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. The file
 # holds the request id in its metadata, so a new wire default changes it too; if the values changed,

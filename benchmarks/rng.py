@@ -4,8 +4,9 @@
 
 Both sides produce a fresh tensor of the same size, dtype and device per call (allocation
 included, as a job pays it); the best of --repeats is reported, as GB/s of output and as the ratio
-initium / native. The same run checks that the fast path's bytes equal the torch reference path's
-on index windows across the tensor (the reference is slow, so it is not run over everything).
+initium / native. The same run checks that the fast path's bytes (numba on CPU, Triton on CUDA)
+equal the torch reference path's on index windows across the tensor (the reference is slow, so it
+is not run over everything).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from initium.service.init import distributions as d
-from initium.service.init import fastpath
+from initium.service.init import fastpath, tritonpath
 from initium.service.init.sampling import Stream, reference, sample
 
 KEY = (0x9E3779B9, 0x7F4A7C15)
@@ -43,15 +44,24 @@ def best_of(repeats: int, fn: Callable[[], torch.Tensor], device: torch.device) 
     return min(times)
 
 
-def check_fast_equals_reference(n: int, windows: int = 8, width: int = 65_536) -> bool:
-    if not fastpath.AVAILABLE:
+def fast_path(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "Triton" if tritonpath.verified(device) else "off"
+    return "numba" if fastpath.AVAILABLE and fastpath.verified() else "off"
+
+
+def check_fast_equals_reference(n: int, device: torch.device, windows: int = 8, width: int = 65_536) -> bool:
+    if fast_path(device) == "off":
         return True
     for dist, _ in LAWS.values():
         for start in np.linspace(0, n - width, windows).astype(np.int64).tolist():
-            fast = np.empty(width)
-            fastpath.fill_run(dist, start, KEY, fast)
-            ref = reference(dist, torch.arange(start, start + width), KEY).numpy()
-            if not np.array_equal(fast.view(np.int64), ref.view(np.int64)):
+            fast = torch.empty(width, dtype=torch.float64, device=device)
+            if device.type == "cuda":
+                tritonpath.fill_run(dist, start, KEY, fast)
+            else:
+                fastpath.fill_run(dist, start, KEY, fast.numpy())
+            ref = reference(dist, torch.arange(start, start + width, device=device), KEY)
+            if not torch.equal(fast.view(torch.int64), ref.view(torch.int64)):
                 return False
     return True
 
@@ -70,15 +80,15 @@ def main() -> int:
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
     )
     print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"numba fast path {'on' if fastpath.AVAILABLE and device.type == 'cpu' else 'off'}")  # fmt: skip
+          f"fast path {fast_path(device)}")  # fmt: skip
     print(f"{n:,} elements of {args.dtype} ({gb:.2f} GB), best of {args.repeats}\n")
     print(f"{'law':<8} {'initium s':>10} {'GB/s':>7} {'native s':>10} {'GB/s':>7} {'ratio':>7}")
     for law, (dist, native) in LAWS.items():
         sample(dist, (1024,), stream)  # compile and verify the kernels outside the timing
-        ours = best_of(args.repeats, lambda dist=dist: sample(dist, (n,), stream).to(dtype), device)
+        ours = best_of(args.repeats, lambda dist=dist: sample(dist, (n,), stream, dtype=dtype), device)
         theirs = best_of(args.repeats, lambda native=native: native(torch.empty(n, dtype=dtype, device=device)), device)
-        print(f"{law:<8} {ours:>10.3f} {gb / ours:>7.2f} {theirs:>10.3f} {gb / theirs:>7.2f} {theirs / ours:>7.2f}")
-    same = check_fast_equals_reference(n)
+        print(f"{law:<8} {ours:>10.4f} {gb / ours:>7.2f} {theirs:>10.4f} {gb / theirs:>7.2f} {theirs / ours:>7.2f}")
+    same = check_fast_equals_reference(n, device)
     print(f"\nfast path bytes equal the reference path's on 8 windows of 65,536 per law: {same}")
     return 0 if same else 1
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initium.service.init import distributions as d
-from initium.service.init import fastpath, philox
+from initium.service.init import fastpath, philox, sampling
 from initium.service.init.sampling import Stream, index_chunks, reference, runs, sample
 
 # Random123 1.14 kat_vectors, philox4x32_10: (counter, key) -> output.
@@ -153,3 +153,21 @@ def test_different_keys_and_indices_are_independent() -> None:
 @pytest.mark.skipif(not fastpath.AVAILABLE, reason="numba is not installed")
 def test_fast_path_verifies_itself() -> None:
     assert fastpath.verified()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_sampling_into_a_dtype_is_one_cast_of_the_float64_draws(
+    dtype: torch.dtype, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounding straight into the dtype (no float64 copy of the tensor) gives torch's .to(dtype) of
+    the float64 draws, across the fast path's scratch-chunk boundary and in a slice."""
+    if path == "reference":
+        monkeypatch.setattr(sampling, "_fast_filler", lambda device: None)
+    stream = Stream(KEY, torch.device("cpu"))
+    shape, box = (300, 1000), [(90, 299), (3, 1000)]  # 300,000 elements: more than one CHUNK
+    for law in [*LAWS.values(), d.Constant(0.1)]:
+        whole = sample(law, shape, stream)
+        assert torch.equal(sample(law, shape, stream, dtype=dtype).view(torch.int16), whole.to(dtype).view(torch.int16))
+        part = sample(law, shape, stream, box, dtype=dtype)
+        assert torch.equal(part.view(torch.int16), whole[90:299, 3:].to(dtype).view(torch.int16))

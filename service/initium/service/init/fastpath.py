@@ -162,12 +162,6 @@ if AVAILABLE:
 
 
 log = logging.getLogger("initium.fastpath")
-_CHECK_LAWS = (
-    d.Uniform(-1.0, 3.0),
-    d.Normal(0.5, 2.0),
-    d.TruncatedNormal(0.0, 1.0, -2.0, 2.0),
-    d.TruncatedNormal(0.0, 1.0, 2.5, 4.0),
-)
 
 
 @functools.cache
@@ -176,22 +170,17 @@ def verified() -> bool:
 
     numba's on-disk cache is not invalidated when detmath (inlined into the kernels) changes, and a
     new numba or LLVM could compile the arithmetic differently; either would silently change
-    values. So before first use every law is compared on indices across the counter words, and
-    any difference turns the fast path off (slower, never different).
+    values. So before first use every law is compared with the reference (sampling.first_mismatch),
+    and any difference turns the fast path off (slower, never different).
     """
     if not AVAILABLE:
         return False
-    from initium.service.init.sampling import reference
+    from initium.service.init.sampling import first_mismatch
 
-    for law in _CHECK_LAWS:
-        for start in (0, 2**32 - 100, 2**45 + 3):
-            fast = np.empty(200)
-            fill_run(law, start, (0x2545F491, 0x4F6CDD1D), fast)
-            ref = reference(law, torch.arange(start, start + 200), (0x2545F491, 0x4F6CDD1D)).numpy()
-            if not np.array_equal(fast.view(np.int64), ref.view(np.int64)):
-                log.warning("numba fast path differs from the torch reference for %s; using the reference", law)
-                return False
-    return True
+    mismatch = first_mismatch(lambda law, start, key, out: fill_run(law, start, key, out.numpy()), torch.device("cpu"))
+    if mismatch is not None:
+        log.warning("numba fast path differs from the torch reference for %s; using the reference", mismatch[0])
+    return mismatch is None
 
 
 def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: np.ndarray) -> None:

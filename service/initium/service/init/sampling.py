@@ -4,14 +4,15 @@ Every law is computed in float64 from element-indexed Philox blocks (see [Note: 
 initium.service.init.philox) and rounded once to the target dtype by the caller, so float32,
 float16 and bfloat16 outputs of one request are roundings of the same draws, and a slice is the
 same bytes as that part of the whole tensor. On the CPU the numba fast path (initium.service.init.
-fastpath) computes the same bits, run by run, straight into the output.
+fastpath) and on CUDA the Triton one (initium.service.init.tritonpath) compute the same bits, run
+by run, straight into the output; each is used only after `first_mismatch` finds no difference.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,25 @@ CHUNK = 1 << 18  # elements per pass: bounds the int64 temporaries and keeps the
 NORMAL_PROPOSAL_MIN_MASS = 0.3
 MAX_ATTEMPTS = 100_000
 Box = Sequence[tuple[int, int]]
+Key = tuple[int, int]
+# What a fast path writes: the values of indices [start, start + out.numel()), rounded to out.dtype.
+RunFiller = Callable[[d.Distribution, int, Key, torch.Tensor], None]
+# The laws and counters a fast path must reproduce before it is used: every elementwise law, both
+# proposal kinds of the truncated normal, and indices across the 32-bit counter-word boundary.
+# Parameters that float32 cannot hold exactly are among them (a kernel argument passed as float32
+# once slipped through checks whose parameters were all powers of two).
+CHECK_LAWS = (
+    d.Uniform(-1.0, 3.0),
+    d.Uniform(-0.1, 0.3),
+    d.Normal(0.5, 2.0),
+    d.Normal(0.1, 0.02),
+    d.TruncatedNormal(0.0, 1.0, -2.0, 2.0),
+    d.TruncatedNormal(0.0, 0.02, -0.04, 0.04),
+    d.TruncatedNormal(0.0, 1.0, 2.5, 4.0),
+    d.TruncatedNormal(0.3, 0.7, 2.1, 3.3),
+)
+CHECK_STARTS = (0, 2**32 - 100, 2**45 + 3)
+CHECK_KEY = (0x2545F491, 0x4F6CDD1D)
 
 
 @dataclass(frozen=True)
@@ -39,45 +59,95 @@ def full_box(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(0, n) for n in shape]
 
 
-def sample(dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: Box | None = None) -> torch.Tensor:
-    """float64 values of `box` (per-dimension [start, stop) ranges; None = whole) of a `shape` tensor."""
+def sample(
+    dist: d.Distribution,
+    shape: tuple[int, ...],
+    stream: Stream,
+    box: Box | None = None,
+    dtype: torch.dtype = F64,
+) -> torch.Tensor:
+    """Values of `box` (per-dimension [start, stop) ranges; None = whole) of a `shape` tensor: the
+    float64 draws, rounded once to `dtype` exactly as torch's `.to(dtype)` rounds them."""
     box = list(box) if box is not None else full_box(shape)
     if not dist.elementwise or isinstance(dist, d.Eye):
         from initium.service.init import structured
 
         if isinstance(dist, d.Eye):
-            return structured.eye(dist, shape, stream, box)
-        return _cut(structured.whole(dist, shape, stream), box)
-    out = torch.empty([stop - start for start, stop in box], dtype=F64, device=stream.device)
+            return structured.eye(dist, shape, stream, box).to(dtype)
+        return _cut(structured.whole(dist, shape, stream), box).to(dtype)
+    out = torch.empty([stop - start for start, stop in box], dtype=dtype, device=stream.device)
     if isinstance(dist, d.Constant):
-        return out.fill_(dist.value)
-    if _use_fastpath(stream.device):
-        _fill_fast(dist, shape, box, stream.key, out)
+        return out.fill_(rounded(dist.value, dtype))
+    filler = _fast_filler(stream.device)
+    if filler is not None:
+        _fill_runs(filler, dist, shape, box, stream.key, out)
         return out
     flat = out.view(-1)
     position = 0
     for index in index_chunks(shape, box, stream.device):
-        flat[position : position + index.numel()] = reference(dist, index, stream.key)
+        flat[position : position + index.numel()] = reference(dist, index, stream.key)  # copy_ rounds as .to
         position += index.numel()
     return out
 
 
-def _use_fastpath(device: torch.device) -> bool:
-    if device.type != "cpu":
-        return False
+def rounded(value: float, dtype: torch.dtype) -> float:
+    """`value` as torch's float64 -> dtype conversion rounds it (so that a fill equals a cast)."""
+    return float(torch.tensor(value, dtype=F64).to(dtype).item())
+
+
+def _fast_filler(device: torch.device) -> RunFiller | None:
+    """The compiled path for `device` once it has shown it matches the reference, else None."""
+    if device.type == "cpu":
+        from initium.service.init import fastpath
+
+        if fastpath.AVAILABLE and fastpath.verified():
+            return _numba_filler
+    elif device.type == "cuda":
+        from initium.service.init import tritonpath
+
+        if tritonpath.AVAILABLE and tritonpath.verified(device):
+            return tritonpath.fill_run
+    return None
+
+
+def _numba_filler(dist: d.Distribution, start: int, key: Key, out: torch.Tensor) -> None:
+    """The numba kernels write float64; other dtypes go through a cache-sized float64 scratch and
+    torch's own cast, so no float64 copy of the whole tensor is ever held."""
     from initium.service.init import fastpath
 
-    return fastpath.AVAILABLE and fastpath.verified()
+    if out.dtype == F64:
+        fastpath.fill_run(dist, start, key, out.numpy())
+        return
+    scratch = torch.empty(min(CHUNK, out.numel()), dtype=F64)
+    for offset in range(0, out.numel(), CHUNK):
+        part = out[offset : offset + CHUNK]
+        fastpath.fill_run(dist, start + offset, key, scratch[: part.numel()].numpy())
+        part.copy_(scratch[: part.numel()])
 
 
-def _fill_fast(dist: d.Distribution, shape: Sequence[int], box: Box, key: tuple[int, int], out: torch.Tensor) -> None:
-    from initium.service.init import fastpath
-
-    buffer = out.view(-1).numpy()
+def _fill_runs(
+    filler: RunFiller, dist: d.Distribution, shape: Sequence[int], box: Box, key: Key, out: torch.Tensor
+) -> None:
+    flat = out.view(-1)
     position = 0
     for start, length in runs(shape, box):
-        fastpath.fill_run(dist, start, key, buffer[position : position + length])
+        filler(dist, start, key, flat[position : position + length])
         position += length
+
+
+def first_mismatch(
+    filler: RunFiller, device: torch.device, dtypes: Sequence[torch.dtype] = (F64,)
+) -> tuple[d.Distribution, torch.dtype] | None:
+    """The first check law and dtype where `filler` differs from the reference on `device`, or None."""
+    for law in CHECK_LAWS:
+        for start in CHECK_STARTS:
+            ref = reference(law, torch.arange(start, start + 200, device=device), CHECK_KEY)
+            for dtype in dtypes:
+                fast = torch.empty(200, dtype=dtype, device=device)
+                filler(law, start, CHECK_KEY, fast)
+                if not torch.equal(fast.view(-1).view(torch.uint8), ref.to(dtype).view(-1).view(torch.uint8)):
+                    return law, dtype
+    return None
 
 
 def runs(shape: Sequence[int], box: Box) -> Iterator[tuple[int, int]]:

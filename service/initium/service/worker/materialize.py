@@ -33,24 +33,27 @@ def materialize(tensor: PlannedTensor, seed: int, device: torch.device, scale: f
     box = [(start, stop) for start, stop in tensor.slice] if tensor.slice is not None else None
     if tensor.distribution is None and (tensor.parts is None or any(p.distribution is None for p in tensor.parts)):
         raise ValueError(f"no rule initializes (all of) {tensor.name}; the plan lists it under `uncovered`")
+    dtype = TORCH_DTYPES[tensor.dtype]
+    # Without a factor the samplers round straight into the dtype (no float64 copy of the tensor).
+    draw_dtype = dtype if scale == 1.0 else torch.float64
     if tensor.parts is None:
         stream = Stream(tensor_key(seed, tensor.name), device)
-        values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box)
+        values = sample(planned_distribution(tensor), tuple(tensor.shape), stream, box, draw_dtype)
     else:
-        values = _materialize_parts(tensor, seed, device, box or [(0, n) for n in tensor.shape])
+        values = _materialize_parts(tensor, seed, device, box or [(0, n) for n in tensor.shape], draw_dtype)
     if scale != 1.0:
         values = values * scale
     for fixup in tensor.post:
         values = _apply_post(values, fixup, box)
-    return values.to(TORCH_DTYPES[tensor.dtype])
+    return values.to(dtype)
 
 
 def _materialize_parts(
-    tensor: PlannedTensor, seed: int, device: torch.device, box: list[tuple[int, int]]
+    tensor: PlannedTensor, seed: int, device: torch.device, box: list[tuple[int, int]], dtype: torch.dtype
 ) -> torch.Tensor:
     """Each part (a gate, or q, k or v) is its own tensor: its own law and its own Philox key,
     named by the tensor and its rows, so a part's values do not depend on the other parts."""
-    out = torch.empty([stop - start for start, stop in box], dtype=torch.float64, device=device)
+    out = torch.empty([stop - start for start, stop in box], dtype=dtype, device=device)
     (row_start, row_stop), rest = box[0], box[1:]
     for part in tensor.parts or []:
         lo, hi = max(row_start, part.rows[0]), min(row_stop, part.rows[1])
@@ -59,7 +62,7 @@ def _materialize_parts(
         shape = (part.rows[1] - part.rows[0], *tensor.shape[1:])
         stream = Stream(tensor_key(seed, f"{tensor.name}[{part.rows[0]}:{part.rows[1]}]"), device)
         sub_box = [(lo - part.rows[0], hi - part.rows[0]), *rest]
-        out[lo - row_start : hi - row_start] = sample(planned_distribution(part), shape, stream, sub_box)
+        out[lo - row_start : hi - row_start] = sample(planned_distribution(part), shape, stream, sub_box, dtype)
     return out
 
 

@@ -134,6 +134,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from initium.service.cli import worker
+
+    return worker(args)
+
+
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="JSON file: a whole request, or only the spec")
     p.add_argument("--policy", help="policy JSON file, or a preset name (see GET /v1/presets)")
@@ -165,14 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("api-key", help="generate an API key and the digest to configure on the server")
     p.set_defaults(func=cmd_api_key)
-    p = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
+    serve = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
+    worker = sub.add_parser("worker", help="run a Celery worker for a scaled-out service (needs initium-service)")
     try:
-        from initium.service.cli import add_serve_arguments
+        from initium.service.cli import add_serve_arguments, add_worker_arguments
     except ImportError:
-        p.set_defaults(func=lambda _: _fail(EXIT_INPUT, "initium serve needs the service: pip install initium-service"))
+        for p, name in ((serve, "serve"), (worker, "worker")):
+            message = f"initium {name} needs the service: pip install initium-service"
+            p.set_defaults(func=lambda _, message=message: _fail(EXIT_INPUT, message))
     else:
-        add_serve_arguments(p)
-        p.set_defaults(func=cmd_serve)
+        add_serve_arguments(serve)
+        serve.set_defaults(func=cmd_serve)
+        add_worker_arguments(worker)
+        worker.set_defaults(func=cmd_worker)
     return parser
 
 

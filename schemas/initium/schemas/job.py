@@ -46,6 +46,7 @@ class JobRecord(WireModel):
     size: int | None = None
     files: list[FileInfo] = Field(default_factory=list)
     attempts: int = 0
+    worker: str | None = Field(None, description="host:pid of the worker process of the latest attempt")
     created_at: str
     updated_at: str
 

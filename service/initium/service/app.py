@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request, Response
 import initium.service
 from initium.service import logs
 from initium.service.config import Settings, get_settings
+from initium.service.engine import CeleryQueue, Dispatcher, StoreQueue, make_celery
 from initium.service.http import install_error_handlers
 from initium.service.jobs import VerifiedFiles
 from initium.service.metrics import Metrics
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.presets = PresetStore(settings.data_dir)
     app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()
-    app.state.supervisor = WorkerSupervisor(settings) if settings.embedded_worker else None
+    app.state.dispatcher = _dispatcher(settings, app.state.store)
+    embedded = settings.embedded_worker and settings.broker_url is None
+    app.state.supervisor = WorkerSupervisor(settings) if embedded else None
     # Every /v1 route needs a key when keys are configured; health, readiness and metrics stay open
     # for the orchestrator and the scraper.
     for module in (initializations, plans, catalog):
@@ -54,10 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _dispatcher(settings: Settings, store: JobStore) -> Dispatcher:
+    if settings.broker_url is None:
+        return StoreQueue()
+    return CeleryQueue(store, make_celery(settings.broker_url, settings.visibility_timeout_s))
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     supervisor: WorkerSupervisor | None = app.state.supervisor
     tasks = [asyncio.create_task(_evict(app.state.store, app.state.settings))]
+    if isinstance(app.state.dispatcher, CeleryQueue):
+        tasks.append(asyncio.create_task(_drain_outbox(app.state.dispatcher)))
     if supervisor is not None:
         supervisor.start()
         tasks.append(asyncio.create_task(_watch(supervisor)))
@@ -79,6 +90,17 @@ async def _evict(store: JobStore, settings: Settings) -> None:
         if removed:
             log.info("evicted %d finished jobs: %s", len(removed), ", ".join(r[:12] for r in removed))
         await asyncio.sleep(settings.evict_interval_s)
+
+
+async def _drain_outbox(queue: CeleryQueue, interval_s: float = 2.0) -> None:
+    """Publish jobs persisted but not yet on the broker: at start (a crash between the two) and
+    while the broker is unreachable (see [Note: outbox] in initium.service.engine)."""
+    while True:
+        try:
+            await asyncio.to_thread(queue.publish_outbox)
+        except Exception as exc:  # the broker is down: the jobs stay in the outbox for the next round
+            log.warning("could not publish to the broker (%s: %s); retrying", type(exc).__name__, exc)
+        await asyncio.sleep(interval_s)
 
 
 async def _watch(supervisor: WorkerSupervisor) -> None:

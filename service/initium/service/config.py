@@ -15,6 +15,13 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".initium-data"), description="job store and artifacts")
     embedded_worker: bool = Field(True, description="start and supervise a worker process with the API")
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://host:6379/0): jobs go to `initium worker` processes; "
+        "the embedded worker is off",
+    )  # fmt: skip
+    # Redis redelivers a message not acknowledged within this time, even while its job still runs,
+    # so it must exceed the longest job.
+    visibility_timeout_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="worker device")
     poll_interval: Annotated[float, Field(gt=0, le=5)] = 0.05
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000

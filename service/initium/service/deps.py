@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from initium.service.config import Settings
+from initium.service.engine import Dispatcher
 from initium.service.jobs import VerifiedFiles
 from initium.service.metrics import Metrics
 from initium.service.plan import Limits
@@ -42,3 +43,4 @@ SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 LimitsDep = Annotated[Limits, Depends(_limits)]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
 SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_state("supervisor"))]
+DispatcherDep = Annotated[Dispatcher, Depends(_state("dispatcher"))]

@@ -13,6 +13,7 @@ from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
+from initium.service.engine import Dispatcher
 from initium.service.errors import (
     ArtifactCorruptError,
     JobFailedError,
@@ -58,6 +59,15 @@ def submit(store: JobStore, request: InitRequest, limits: Limits, presets: Prese
     if record.state == "failed":
         return Submission(to_status(store.requeue(record, progress)), created=True)
     return Submission(to_status(record), created=False)
+
+
+def dispatch(dispatcher: Dispatcher, job_id: str) -> None:
+    """Hand a persisted job to the engine; if the broker is unreachable it stays in the outbox and
+    is published later (the caller already has its 202: the job is accepted and durable)."""
+    try:
+        dispatcher.publish(job_id)
+    except Exception as exc:
+        log.warning("job %s stays in the outbox: %s: %s", job_id, type(exc).__name__, exc)
 
 
 def to_status(record: JobRecord) -> JobStatus:

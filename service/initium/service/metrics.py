@@ -1,8 +1,19 @@
-"""Prometheus metrics of the API process (prometheus_client, one registry per app)."""
+"""Prometheus metrics of the API process (prometheus_client, one registry per app).
+
+Job durations and bytes come from the job records, not from the workers' memory: workers may be
+other processes or other hosts, and the records are what every one of them writes.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from initium.service.store import JobStore
+
+# Seconds from submission to a finished job: small MLPs take milliseconds, 7B models minutes.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class Metrics:
@@ -13,7 +24,44 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.submissions = Counter(
-            "initium_submissions", "POST /v1/initializations by outcome", ["outcome"], registry=self.registry
+            "initium_submissions",
+            "POST /v1/initializations by outcome (existing_succeeded: a cache hit)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "initium_cache_hits", "requests answered by an existing job's files", registry=self.registry
         )
         self.queue_depth = Gauge("initium_queue_depth", "jobs queued or running", registry=self.registry)
-        self.worker_up = Gauge("initium_worker_up", "1 when the worker answers", registry=self.registry)
+        self.worker_up = Gauge("initium_worker_up", "1 when a worker can take jobs", registry=self.registry)
+        self.job_duration = Histogram(
+            "initium_job_duration_seconds", "submission to finish, by final state", ["state"],
+            buckets=DURATION_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.bytes_generated = Counter("initium_bytes_generated", "bytes of finished artifacts", registry=self.registry)
+        self._counted: set[tuple[str, str]] | None = None
+
+    def observe_store(self, store: JobStore) -> None:
+        """Queue depth now, and each job that finished since the last scrape, once. Jobs already
+        finished when the API started are not counted (they belong to an earlier process's series)."""
+        unfinished, finished = 0, set()
+        records = {}
+        for record in store.records():
+            if record.state in ("queued", "running"):
+                unfinished += 1
+            else:
+                finished.add((record.id, record.updated_at))
+                records[(record.id, record.updated_at)] = record
+        self.queue_depth.set(unfinished)
+        if self._counted is None:
+            self._counted = finished
+            return
+        for key in finished - self._counted:
+            record = records[key]
+            seconds = (
+                datetime.fromisoformat(record.updated_at) - datetime.fromisoformat(record.created_at)
+            ).total_seconds()
+            self.job_duration.labels(record.state).observe(max(0.0, seconds))
+            if record.state == "succeeded":
+                self.bytes_generated.inc(sum(f.size for f in record.files))
+        self._counted |= finished

@@ -3,11 +3,12 @@
     <data_dir>/jobs/<id>/request.json   the normalized request (written once)
     <data_dir>/jobs/<id>/job.json       state, progress, attempts, error, sha256
     <data_dir>/jobs/<id>/weights.safetensors, report.json   (appear atomically on success)
-    <data_dir>/queue/<id>               one empty marker per job the worker still owes
+    <data_dir>/queue/<id>               one empty marker per job the embedded worker still owes,
+                                        or (Celery) not yet published: the outbox
 
 Every file is written to a temporary name and renamed, so a reader never sees a partial file,
-and a job whose process died stays in queue/ and is resumed when a worker starts (issue 6 puts
-Celery on top of the same directory; the markers stay the source of durability).
+and a job whose process died stays in queue/ and is resumed when a worker starts. With Celery
+the broker holds the queue and the markers are an outbox (initium.service.engine).
 Ids are validated hex digests before they touch a path, so nothing a user sends names a file.
 """
 
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,19 +130,23 @@ class JobStore:
         """Record that the job's artifacts were served (eviction removes the least recently used)."""
         (self.job_dir(job_id) / ACCESSED).touch()
 
+    def records(self) -> Iterator[JobRecord]:
+        """Every readable job record (a job being created or evicted right now is skipped)."""
+        for entry in os.scandir(self.jobs):
+            if _ID.match(entry.name):
+                try:
+                    yield self.load(entry.name)
+                except (JobNotFoundError, ValueError):
+                    continue
+
     def evict(self, max_bytes: int | None, max_age_s: float | None, now_s: float) -> list[str]:
         """Remove finished jobs whose last use is older than max_age_s, then the least recently used
         until the store holds at most max_bytes; queued and running jobs are never touched."""
         finished = []
-        for entry in os.scandir(self.jobs):
-            if not _ID.match(entry.name):
-                continue
-            try:
-                record = self.load(entry.name)
-            except (JobNotFoundError, ValueError):
-                continue
+        for record in self.records():
             if record.state in ("succeeded", "failed"):
-                finished.append((_last_use(Path(entry.path)), _size(Path(entry.path)), entry.name))
+                path = self.jobs / record.id
+                finished.append((_last_use(path), _size(path), record.id))
         finished.sort()
         removed = [job for used, _, job in finished if max_age_s is not None and now_s - used > max_age_s]
         total = sum(size for _, size, job in finished if job not in removed)

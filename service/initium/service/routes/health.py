@@ -6,7 +6,10 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from initium.service.deps import MetricsDep, StoreDep, SupervisorDep
+from initium.service.deps import DispatcherDep, MetricsDep, StoreDep, SupervisorDep
+from initium.service.engine import Dispatcher
+from initium.service.store import JobStore
+from initium.service.supervisor import WorkerSupervisor
 
 router = APIRouter(tags=["health"])
 
@@ -18,23 +21,35 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(supervisor: SupervisorDep, store: StoreDep) -> JSONResponse:
-    """Ready when the store is writable and the worker's heartbeat is fresh."""
-    writable = store.jobs.is_dir() and store.queue.is_dir()
-    worker = supervisor is None or supervisor.ready()
-    age = None if supervisor is None else supervisor.heartbeat_age()
-    body = {
-        "status": "ready" if writable and worker else "not_ready",
-        "store": "ok" if writable else "missing",
-        "worker": "external" if supervisor is None else ("ok" if worker else "down"),
-        "worker_heartbeat_age_s": None if age is None else round(age, 3),
-    }
+def readyz(supervisor: SupervisorDep, store: StoreDep, dispatcher: DispatcherDep) -> JSONResponse:
+    """Ready when the store is writable and a worker can take jobs: the embedded worker's heartbeat
+    is fresh, or (Celery) the broker answers and at least one worker replies to a ping."""
+    body = _readiness(supervisor, store, dispatcher)
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
+def _readiness(supervisor: WorkerSupervisor | None, store: JobStore, dispatcher: Dispatcher) -> dict[str, object]:
+    writable = store.jobs.is_dir() and store.queue.is_dir()
+    body: dict[str, object] = {"store": "ok" if writable else "missing"}
+    engine = dispatcher.readiness()
+    if engine:  # Celery
+        body |= engine
+        workers = engine["broker"] == "ok" and int(str(engine["workers"])) > 0
+    elif supervisor is not None:
+        workers = supervisor.ready()
+        age = supervisor.heartbeat_age()
+        body |= {
+            "worker": "ok" if workers else "down",
+            "worker_heartbeat_age_s": None if age is None else round(age, 3),
+        }
+    else:
+        workers, body["worker"] = True, "external"
+    return {"status": "ready" if writable and workers else "not_ready", **body}
+
+
 @router.get("/metrics", response_class=Response)
-def metrics(metrics: MetricsDep, store: StoreDep, supervisor: SupervisorDep) -> Response:
+def metrics(metrics: MetricsDep, store: StoreDep, supervisor: SupervisorDep, dispatcher: DispatcherDep) -> Response:
     """Prometheus text format."""
-    metrics.queue_depth.set(len(store.queued_ids()))
-    metrics.worker_up.set(1 if supervisor is None or supervisor.ready() else 0)
+    metrics.observe_store(store)
+    metrics.worker_up.set(1 if _readiness(supervisor, store, dispatcher)["status"] == "ready" else 0)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

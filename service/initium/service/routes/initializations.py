@@ -12,7 +12,7 @@ from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service import jobs
-from initium.service.deps import LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
+from initium.service.deps import DispatcherDep, LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
 from initium.service.report_html import render_report
 
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
@@ -29,11 +29,16 @@ def submit(
     limits: LimitsDep,
     metrics: MetricsDep,
     presets: PresetsDep,
+    dispatcher: DispatcherDep,
 ) -> JobStatus:
     """Validate, plan and enqueue; 202 while the job is pending, 200 when this request is already done."""
     submission = jobs.submit(store, request, limits, presets)
+    if submission.created:
+        jobs.dispatch(dispatcher, submission.status.id)
     state = submission.status.state
     metrics.submissions.labels("created" if submission.created else f"existing_{state}").inc()
+    if not submission.created and state == "succeeded":
+        metrics.cache_hits.inc()
     response.status_code = 200 if state == "succeeded" else 202
     response.headers["Location"] = submission.status.links.self
     return submission.status

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -54,29 +56,8 @@ class Worker:
         return bool(ids)
 
     def _run_one(self, job_id: str) -> None:
-        record = self.store.load(job_id)
-        if record.state in ("succeeded", "failed"):
-            self.store.dequeue(job_id)
-            return
-        if record.attempts >= MAX_ATTEMPTS:
-            error = ErrorInfo(
-                type="job_failed",
-                message=f"the worker stopped {record.attempts} times while running this job; "
-                "it may need more memory than the worker has",
-            )
-            self.store.save(record.model_copy(update={"state": "failed", "error": error}))
-            self.store.dequeue(job_id)
-            return
-        self.store.save(record.model_copy(update={"state": "running", "attempts": record.attempts + 1}))
-        token = logs.job_id.set(job_id)
-        try:
-            started = time.perf_counter()
-            log.info("job started (attempt %d)", record.attempts + 1)
-            execute_job(self.store, job_id, self.device)
-            self.store.dequeue(job_id)
-            log.info("job %s in %.3f s", self.store.load(job_id).state, time.perf_counter() - started)
-        finally:
-            logs.job_id.reset(token)
+        run_one(self.store, job_id, self.device)
+        self.store.dequeue(job_id)
 
     def _heartbeat(self) -> None:
         path = self.store.root / HEARTBEAT
@@ -87,6 +68,31 @@ class Worker:
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         # The running job finishes; a job cut short by a harder stop stays queued and resumes.
         self.stopping.set()
+
+
+def run_one(store: JobStore, job_id: str, device: torch.device) -> None:
+    """The task both engines run: one attempt at a job, unless it is finished or out of attempts."""
+    record = store.load(job_id)
+    if record.state in ("succeeded", "failed"):
+        return
+    if record.attempts >= MAX_ATTEMPTS:
+        error = ErrorInfo(
+            type="job_failed",
+            message=f"the worker stopped {record.attempts} times while running this job; "
+            "it may need more memory than the worker has",
+        )
+        store.save(record.model_copy(update={"state": "failed", "error": error}))
+        return
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    store.save(record.model_copy(update={"state": "running", "attempts": record.attempts + 1, "worker": worker}))
+    token = logs.job_id.set(job_id)
+    try:
+        started = time.perf_counter()
+        log.info("job started (attempt %d) on %s", record.attempts + 1, worker)
+        execute_job(store, job_id, device)
+        log.info("job %s in %.3f s", store.load(job_id).state, time.perf_counter() - started)
+    finally:
+        logs.job_id.reset(token)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["HEARTBEAT", "MAX_ATTEMPTS", "Worker", "main"]
+__all__ = ["HEARTBEAT", "MAX_ATTEMPTS", "Worker", "main", "run_one"]

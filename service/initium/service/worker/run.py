@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,24 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
 
 
 def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> list[FileInfo]:
-    """Write every output file (temporary names), then the report, then rename them into place."""
+    """Write every output file under this attempt's temporary names, then the report, then rename
+    them into place; a failed attempt leaves none of its files behind."""
+    # Temporary names are this attempt's own: a redelivered job may run twice at once (see
+    # [Note: outbox] in initium.service.engine), and each attempt renames only its own files.
+    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+    partials: dict[str, Path] = {}
+    try:
+        return _generate_attempt(store, job_id, device, on_progress, partials, attempt)
+    except BaseException:
+        for path in partials.values():
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _generate_attempt(
+    store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn, partials: dict[str, Path],
+    attempt: str,
+) -> list[FileInfo]:  # fmt: skip
     clock = _Clock()
     t = start = time.perf_counter()
     request = store.load_request(job_id)
@@ -75,11 +94,12 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     t = clock.add("plan", t)
     scales, lsuv = lsuv_scales(request, plan, device)
     clock.add("lsuv", t)
-    partials = {shard.file: store.artifact(job_id, f".{shard.file}.partial") for shard in plan.shards}
+    partials.update({shard.file: store.artifact(job_id, f".{shard.file}.{attempt}") for shard in plan.shards})
     stats: list[wire.TensorStats] = []
     files = _write_shards(plan, request, device, scales, partials, stats, clock, on_progress)
     if request.output.format == "sharded":
-        files.append(_write_index(plan, store.artifact(job_id, f".{INDEX_FILE}.partial"), partials))
+        partials[INDEX_FILE] = store.artifact(job_id, f".{INDEX_FILE}.{attempt}")
+        files.append(_write_index(plan, partials[INDEX_FILE], partials))
     t = time.perf_counter()
     by_tensor = {name: partials[shard.file] for shard in plan.shards for name in shard.tensors}
     propagation = run_probe(request, plan, by_tensor, device)
@@ -96,7 +116,7 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     )
     atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
     for f in files:  # the index (when sharded) last, so a reader never finds it before its shards
-        store.artifact(job_id, f".{f.name}.partial").replace(store.artifact(job_id, f.name))
+        partials[f.name].replace(store.artifact(job_id, f.name))
     return files
 
 

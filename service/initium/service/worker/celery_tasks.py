@@ -1,0 +1,50 @@
+"""The Celery worker: `initium.run_job` bound to the same run_one the embedded worker loops over.
+
+Started by `initium worker` (prefork, one pool process, prefetch 1; one worker per GPU). The parent
+process imports torch but never touches CUDA; the pool process picks its device on first use, so
+a CUDA context is never inherited across fork.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from initium.service.config import Settings
+from initium.service.engine import QUEUE, RUN_JOB, make_celery
+from initium.service.store import JobStore
+from initium.service.worker.loop import run_one
+from initium.service.worker.materialize import pick_device
+
+log = logging.getLogger("initium.worker")
+settings = Settings()
+if settings.broker_url is None:
+    raise RuntimeError("INITIUM_BROKER_URL is not set: a Celery worker needs the broker (e.g. redis://host:6379/0)")
+app = make_celery(settings.broker_url, settings.visibility_timeout_s)
+
+
+@functools.cache
+def _device() -> torch.device:
+    return pick_device(settings.device)
+
+
+@app.task(name=RUN_JOB, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_job(job_id: str) -> None:
+    run_one(JobStore(settings.data_dir), job_id, _device())
+
+
+def worker_argv(name: str, loglevel: str = "INFO") -> list[str]:
+    return [
+        "worker", "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1", "-Q", QUEUE, "-n", name,
+        f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def main(name: str) -> int:
+    """Run a worker until SIGTERM (warm shutdown: the running job finishes first)."""
+    log.info("celery worker %s: broker %s, data in %s, device %s", name, settings.broker_url, settings.data_dir,
+             settings.device)  # fmt: skip
+    app.worker_main(worker_argv(name))
+    return 0

@@ -1,4 +1,4 @@
-# initium service image: the API with its embedded worker (one process tree, one GPU).
+# initium service image: `initium serve` (API, embedded worker by default) or `initium worker` (Celery).
 # The CUDA build of torch comes from PyPI's default wheels; CPU-only hosts run it on the CPU.
 FROM python:3.11-slim
 

@@ -8,21 +8,26 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= .initium-data
 
-BROWSER := $(VENV)/.browser
+DEBS := $(VENV)/.debs
 
-.PHONY: setup serve test lint typecheck pytest schemas browser clean
+.PHONY: setup serve test lint typecheck pytest schemas debs clean
 
 setup: $(STAMP)
 
-# Debian's Chromium, for the test that renders the HTML report in a real browser (needs root).
-browser: $(BROWSER)
+# Debian packages the tests use: chromium (the HTML report in a real browser) and redis-server (the
+# scaled-out topology: broker, API, two workers). One apt-get update, only for what is missing.
+debs: $(DEBS)
 
-$(BROWSER): $(STAMP)
-	@if command -v chromium >/dev/null; then :; \
+$(DEBS): $(STAMP)
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "note: chromium is not installed and cannot be without root; the browser test will skip"; fi
-	touch $(BROWSER)
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "error: the tests need$$missing; as root: apt-get install$$missing"; exit 1; fi
+	touch $(DEBS)
 
 $(STAMP): requirements/dev.txt schemas/pyproject.toml client/pyproject.toml service/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +47,8 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy schemas/initium client/initium service/initium
 
-pytest: setup browser
-	$(BIN)/pytest
+pytest: setup debs
+	INITIUM_REQUIRE_REDIS=1 $(BIN)/pytest
 
 test: lint typecheck pytest
 

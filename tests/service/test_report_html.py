@@ -42,7 +42,7 @@ def test_the_page_is_self_contained(page: Path) -> None:
     assert "Tanh units saturate" in html and html.count("<svg") == 2 and "0.weight" in html
 
 
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (make browser)")
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed (make debs)")
 def test_chromium_renders_it_without_console_errors(page: Path, tmp_path: Path) -> None:
     assert CHROMIUM is not None, "CI must have chromium: `make test` installs it"
     profile = tmp_path / "profile"

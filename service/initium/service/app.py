@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.presets = PresetStore(settings.data_dir)
     app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()
+    app.state.metrics.observe_store(app.state.store)  # jobs finished before this process are not its to count
     app.state.dispatcher = _dispatcher(settings, app.state.store)
     embedded = settings.embedded_worker and settings.broker_url is None
     app.state.supervisor = WorkerSupervisor(settings) if embedded else None

@@ -11,6 +11,7 @@ import functools
 import logging
 
 import torch
+from kombu.utils.url import maybe_sanitize_url
 
 from initium.service.config import Settings
 from initium.service.engine import QUEUE, RUN_JOB, make_celery
@@ -44,7 +45,7 @@ def worker_argv(name: str, loglevel: str = "INFO") -> list[str]:
 
 def main(name: str) -> int:
     """Run a worker until SIGTERM (warm shutdown: the running job finishes first)."""
-    log.info("celery worker %s: broker %s, data in %s, device %s", name, settings.broker_url, settings.data_dir,
-             settings.device)  # fmt: skip
+    log.info("celery worker %s: broker %s, data in %s, device %s", name, maybe_sanitize_url(settings.broker_url),
+             settings.data_dir, settings.device)  # fmt: skip
     app.worker_main(worker_argv(name))
     return 0

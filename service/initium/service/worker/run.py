@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -58,14 +59,32 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     try:
         files = _generate(store, job_id, device, _ProgressSaver(store, job_id))
     except Exception as exc:  # the job fails; the worker lives on to run the next one
-        error = ErrorInfo(type="job_failed", message=f"{type(exc).__name__}: {exc}")
+        if store.load(job_id).state == "succeeded":
+            return  # a duplicate attempt finished first (its cleanup removed this one's files)
+        error = ErrorInfo(type="job_failed", message=_failure_message(exc, store.job_dir(job_id)))
         store.save(store.load(job_id).model_copy(update={"state": "failed", "error": error}))
         return
+    _remove_stale_partials(store.job_dir(job_id))
     main = files[-1]
     final = store.load(job_id).model_copy(
         update={"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files}
     )
     store.save(final.model_copy(update={"progress": _done(record.progress)}))
+
+
+def _failure_message(exc: Exception, job_dir: Path) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return (
+            f"the store could not take the artifact: {exc.strerror} (errno {exc.errno}) writing under {job_dir}; "
+            "free space or fix the volume's permissions, then resubmit the request (nothing partial was kept)"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _remove_stale_partials(job_dir: Path) -> None:
+    """Temporary files of attempts that died (killed workers) go once the job has its artifact."""
+    for path in job_dir.glob(".*.partial"):
+        path.unlink(missing_ok=True)
 
 
 def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> list[FileInfo]:

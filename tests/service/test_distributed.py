@@ -57,23 +57,28 @@ def slow_request(seed: int) -> dict[str, Any]:
     }
 
 
-def expected_sha256(body: dict[str, Any], tmp: Path) -> str:
-    """The same request run to completion in this process, with no broker and no API."""
+def run_alone(body: dict[str, Any], tmp: Path) -> dict[str, str]:
+    """The same request run to completion by one worker in this process (no broker, no API):
+    file name -> sha256."""
     store = JobStore(tmp)
     request = InitRequest.model_validate(body)
     job_id = make_plan(request).request_id
     store.create(job_id, request, Progress(tensors_done=0, tensors_total=0, bytes_done=0, bytes_total=0))
     run_one(store, job_id, torch.device("cpu"))
-    sha = store.load(job_id).sha256
-    assert sha is not None
-    return sha
+    record = store.load(job_id)
+    assert record.state == "succeeded", record.error
+    return {f.name: f.sha256 for f in record.files}
+
+
+def expected_sha256(body: dict[str, Any], tmp: Path) -> str:
+    return run_alone(body, tmp)["weights.safetensors"]
 
 
 class Topology:
     """redis-server, one API and named workers as real processes on loopback."""
 
-    def __init__(self, root: Path, redis_url: str) -> None:
-        self.root, self.redis_url = root, redis_url
+    def __init__(self, root: Path, redis_url: str, env: dict[str, str] | None = None) -> None:
+        self.root, self.redis_url, self.env = root, redis_url, env or {}
         self.data = root / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -81,7 +86,7 @@ class Topology:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "INITIUM_BROKER_URL": self.redis_url, "INITIUM_DEVICE": "cpu"}
+        env = {**os.environ, "INITIUM_BROKER_URL": self.redis_url, "INITIUM_DEVICE": "cpu", **self.env}
         with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, **kwargs)
 
@@ -219,6 +224,50 @@ def test_a_job_published_while_no_worker_runs_waits_for_one(topology: Topology) 
     topology.wait_ready(workers=2)
     with httpx.Client(base_url=topology.url, timeout=30) as client:
         assert wait_for_job(client, job_id)["state"] == "succeeded"
+
+
+def _received(topology: Topology, worker: str, task: str) -> int:
+    return (topology.root / f"{worker}.log").read_text().count(f"Task {task}[")
+
+
+def test_a_sharded_job_fans_out_over_both_workers_with_one_workers_bytes(topology: Topology, tmp_path: Path) -> None:
+    """One part task per shard, spread over the two workers, assembled with the index: every file
+    equals what one worker alone writes."""
+    body = {**slow_request(seed=105), "output": {"format": "sharded", "max_shard_bytes": 40_000_000}}
+    before = {w: _received(topology, w, "initium.run_part") for w in ("w1", "w2")}
+    with httpx.Client(base_url=topology.url, timeout=30) as client:
+        status = wait_for_job(client, submit(topology, body), timeout=120)
+        assert status["state"] == "succeeded", status
+        index = client.get(f"/v1/initializations/{status['id']}/files/model.safetensors.index.json").json()
+    files = {f["name"]: f["sha256"] for f in status["files"]}
+    assert len(files) == 4 and files == run_alone(body, tmp_path)  # 3 shards + the index
+    assert set(index["weight_map"].values()) == {name for name in files if name.endswith(".safetensors")}
+    parts = {w: _received(topology, w, "initium.run_part") - before[w] for w in ("w1", "w2")}
+    assert sum(parts.values()) >= 3 and all(parts.values()), parts
+    assert not (topology.data / "jobs" / status["id"] / "parts").exists()
+
+
+def test_a_single_file_job_split_into_parts_gives_one_workers_bytes(tmp_path: Path, redis_server: str) -> None:
+    """With a small part budget a single-file job runs as parts on two workers, and the assembled
+    file (header + parts, hashed while copied) is byte for byte the one-worker file."""
+    topo = Topology(tmp_path / "topo", f"{redis_server}/2", {"INITIUM_PART_BYTES": str(40_000_000)})
+    topo.root.mkdir()
+    topo.start_api()
+    topo.start_worker("p1")
+    topo.start_worker("p2")
+    body = slow_request(seed=106)
+    try:
+        topo.wait_ready(workers=2)
+        with httpx.Client(base_url=topo.url, timeout=30) as client:
+            status = wait_for_job(client, submit(topo, body), timeout=120)
+            report = client.get(f"/v1/initializations/{status['id']}/report").json()
+    finally:
+        topo.stop()
+    assert status["state"] == "succeeded", status
+    assert {f["name"]: f["sha256"] for f in status["files"]} == run_alone(body, tmp_path / "alone")
+    assert status["progress"]["tensors_done"] == status["progress"]["tensors_total"] == 12
+    assert [t["name"] for t in report["tensors"]] == [f"l{i}.{r}" for i in range(6) for r in ("weight", "bias")]
+    assert _received(topo, "p1", "initium.run_part") and _received(topo, "p2", "initium.run_part")
 
 
 def _small_disk() -> None:

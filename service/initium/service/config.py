@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # Redis redelivers a message not acknowledged within this time, even while its job still runs,
     # so it must exceed the longest job.
     visibility_timeout_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    part_bytes: Annotated[int, Field(gt=0)] = Field(
+        2_000_000_000, description="Celery: a single-file job larger than this runs as parts on several workers "
+        "(a sharded one runs one part per shard)",
+    )  # fmt: skip
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="worker device")
     poll_interval: Annotated[float, Field(gt=0, le=5)] = 0.05
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000

@@ -1,4 +1,5 @@
-"""The Celery worker: `initium.run_job` bound to the same run_one the embedded worker loops over.
+"""The Celery worker: `initium.run_job` bound to the same run_one the embedded worker loops over,
+and the part and finalize tasks of a job fanned out over several workers.
 
 Started by `initium worker` (prefork, one pool process, prefetch 1; one worker per GPU). The parent
 process imports torch but never touches CUDA; the pool process picks its device on first use, so
@@ -16,6 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 from initium.service.config import Settings
 from initium.service.engine import QUEUE, RUN_JOB, make_celery
 from initium.service.store import JobStore
+from initium.service.worker import fanout
 from initium.service.worker.loop import run_one
 from initium.service.worker.materialize import pick_device
 
@@ -31,9 +33,25 @@ def _device() -> torch.device:
     return pick_device(settings.device)
 
 
+def _publish(name: str, args: list[object]) -> None:
+    app.send_task(name, args=args, queue=QUEUE)
+
+
 @app.task(name=RUN_JOB, ignore_result=True)  # type: ignore[untyped-decorator]
 def run_job(job_id: str) -> None:
-    run_one(JobStore(settings.data_dir), job_id, _device())
+    """A job: run here, or split into parts for every worker (see [Note: fan-out])."""
+    coordinate = functools.partial(fanout.coordinate, part_bytes=settings.part_bytes, publish=_publish)
+    run_one(JobStore(settings.data_dir), job_id, _device(), coordinate)
+
+
+@app.task(name=fanout.RUN_PART, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_part(job_id: str, k: int) -> None:
+    fanout.run_part(JobStore(settings.data_dir), job_id, k, _device(), settings.part_bytes, _publish)
+
+
+@app.task(name=fanout.FINALIZE, ignore_result=True)  # type: ignore[untyped-decorator]
+def finalize(job_id: str) -> None:
+    fanout.finalize(JobStore(settings.data_dir), job_id, _device(), settings.part_bytes)
 
 
 def worker_argv(name: str, loglevel: str = "INFO") -> list[str]:

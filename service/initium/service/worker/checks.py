@@ -73,16 +73,21 @@ def _at_bounds(flat: torch.Tensor, dist: d.Distribution) -> int | None:
     return int(((flat == bounds[0]) | (flat == bounds[1])).sum())
 
 
-def spectral(values: torch.Tensor, dist: d.Distribution | None) -> SpectralStats | None:
+def spectral(
+    values: torch.Tensor, dist: d.Distribution | None, frobenius2: float | None = None
+) -> SpectralStats | None:
     """Spectral norm, condition number and stable rank of the [rows, rest] matrix; orthogonality
-    error for orthogonal laws."""
+    error for orthogonal laws. `frobenius2` (the sum of squares, which summarize already has) spares
+    a pass and, on the largest matrices, the memory of one."""
     if values.dim() < 2 or values.numel() == 0:
         return None
     exact = values.numel() <= EXACT_SVD_ELEMENTS
     # float64 for the exact SVD; the power iteration only estimates the top singular value, so it
-    # works on float32 and spares a float64 copy of the largest matrices.
+    # works on float32 and spares a float64 copy of the largest matrices (a 7B model's embedding
+    # would need 1 GB for it).
     w = values.reshape(values.shape[0], -1).to(torch.float64 if exact else torch.float32)
-    frobenius2 = float(w.double().square().sum()) if exact else float((w * w).sum(dtype=torch.float64))
+    if frobenius2 is None:
+        frobenius2 = float(sum(float(c.double().square().sum()) for c in torch.split(w.reshape(-1), 1 << 20)))
     if exact:
         sv = torch.linalg.svdvals(w)
         top, bottom = float(sv[0]), float(sv[-1])

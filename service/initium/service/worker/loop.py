@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +27,7 @@ from initium.service.worker.run import execute_job
 
 log = logging.getLogger("initium.worker")
 
+Execute = Callable[[JobStore, str, torch.device], None]
 # A job whose worker died this many times while running it is failed instead of retried, so a
 # request that kills the process (out of memory, say) cannot loop forever.
 MAX_ATTEMPTS = 3
@@ -70,8 +72,9 @@ class Worker:
         self.stopping.set()
 
 
-def run_one(store: JobStore, job_id: str, device: torch.device) -> None:
-    """The task both engines run: one attempt at a job, unless it is finished or out of attempts."""
+def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job) -> None:
+    """The task both engines run: one attempt at a job, unless it is finished or out of attempts.
+    `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts."""
     record = store.load(job_id)
     if record.state in ("succeeded", "failed"):
         return
@@ -89,7 +92,7 @@ def run_one(store: JobStore, job_id: str, device: torch.device) -> None:
     try:
         started = time.perf_counter()
         log.info("job started (attempt %d) on %s", record.attempts + 1, worker)
-        execute_job(store, job_id, device)
+        execute(store, job_id, device)
         log.info("job %s in %.3f s", store.load(job_id).state, time.perf_counter() - started)
     finally:
         logs.job_id.reset(token)

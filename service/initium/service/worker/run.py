@@ -21,7 +21,7 @@ import initium.service
 from initium.schemas import report as wire
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import FileInfo, Progress
-from initium.schemas.plan import Plan, PlannedTensor
+from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
 from initium.service.identity import ALGORITHM
 from initium.service.init.distributions import Distribution
@@ -37,12 +37,12 @@ from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nby
 from initium.service.worker.stats import Measured, measure
 
 # The API refused oversized requests already; the worker generates whatever was accepted.
-_NO_LIMITS = Limits(max_parameters=2**62, max_tensors=2**62)
+NO_LIMITS = Limits(max_parameters=2**62, max_tensors=2**62)
 ProgressFn = Callable[[Progress], None]
 
 
 @dataclass
-class _Clock:
+class StageClock:
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("plan", "lsuv", "materialize", "summarize", "write", "propagate"), 0.0)
     )
@@ -57,22 +57,22 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     """Run one job to a terminal state; any failure becomes a failed job with the reason."""
     record = store.load(job_id)
     try:
-        files = _generate(store, job_id, device, _ProgressSaver(store, job_id))
+        files = _generate(store, job_id, device, ProgressSaver(store, job_id))
     except Exception as exc:  # the job fails; the worker lives on to run the next one
         if store.load(job_id).state == "succeeded":
             return  # a duplicate attempt finished first (its cleanup removed this one's files)
-        error = ErrorInfo(type="job_failed", message=_failure_message(exc, store.job_dir(job_id)))
+        error = ErrorInfo(type="job_failed", message=failure_message(exc, store.job_dir(job_id)))
         store.save(store.load(job_id).model_copy(update={"state": "failed", "error": error}))
         return
-    _remove_stale_partials(store.job_dir(job_id))
+    remove_stale_partials(store.job_dir(job_id))
     main = files[-1]
     final = store.load(job_id).model_copy(
         update={"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files}
     )
-    store.save(final.model_copy(update={"progress": _done(record.progress)}))
+    store.save(final.model_copy(update={"progress": done_progress(record.progress)}))
 
 
-def _failure_message(exc: Exception, job_dir: Path) -> str:
+def failure_message(exc: Exception, job_dir: Path) -> str:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
         return (
             f"the store could not take the artifact: {exc.strerror} (errno {exc.errno}) writing under {job_dir}; "
@@ -81,7 +81,7 @@ def _failure_message(exc: Exception, job_dir: Path) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _remove_stale_partials(job_dir: Path) -> None:
+def remove_stale_partials(job_dir: Path) -> None:
     """Temporary files of attempts that died (killed workers) go once the job has its artifact."""
     for path in job_dir.glob(".*.partial"):
         path.unlink(missing_ok=True)
@@ -106,10 +106,10 @@ def _generate_attempt(
     store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn, partials: dict[str, Path],
     attempt: str,
 ) -> list[FileInfo]:  # fmt: skip
-    clock = _Clock()
+    clock = StageClock()
     t = start = time.perf_counter()
     request = store.load_request(job_id)
-    plan = make_plan(request, _NO_LIMITS, PresetStore(store.root).all())
+    plan = make_plan(request, NO_LIMITS, PresetStore(store.root).all())
     t = clock.add("plan", t)
     scales, lsuv = lsuv_scales(request, plan, device)
     clock.add("lsuv", t)
@@ -118,15 +118,25 @@ def _generate_attempt(
     files = _write_shards(plan, request, device, scales, partials, stats, clock, on_progress)
     if request.output.format == "sharded":
         partials[INDEX_FILE] = store.artifact(job_id, f".{INDEX_FILE}.{attempt}")
-        files.append(_write_index(plan, partials[INDEX_FILE], partials))
-    t = time.perf_counter()
+        files.append(write_index(plan, partials[INDEX_FILE], partials))
     by_tensor = {name: partials[shard.file] for shard in plan.shards for name in shard.tensors}
+    return finish_job(store, job_id, request, plan, device, files, by_tensor, stats, clock, start, lsuv, partials)
+
+
+def finish_job(
+    store: JobStore, job_id: str, request: InitRequest, plan: Plan, device: torch.device, files: list[FileInfo],
+    by_tensor: dict[str, Path], stats: list[wire.TensorStats], clock: StageClock, start: float,
+    lsuv: list[wire.LsuvLayer], partials: dict[str, Path],
+) -> list[FileInfo]:  # fmt: skip
+    """The probe over the written files, the report, then every file renamed into place (the index
+    last, so a reader never finds it before its shards). `partials`: final name -> temporary path."""
+    t = time.perf_counter()
     propagation = run_probe(request, plan, by_tensor, device)
     clock.add("propagate", t)
     timings = wire.StageTimings(**clock.seconds, total=time.perf_counter() - start)
     main = files[-1]
     artifact = wire.ArtifactInfo(sha256=main.sha256, size=main.size, files=files)
-    report = _report(plan, request, stats, artifact, device, timings).model_copy(
+    report = build_report(plan, request, stats, artifact, device, timings).model_copy(
         update={
             "propagation": propagation,
             "warnings": collect_warnings(plan, stats, propagation),
@@ -134,38 +144,54 @@ def _generate_attempt(
         }
     )
     atomic_write(store.artifact(job_id, REPORT), report.model_dump_json(indent=1).encode())
-    for f in files:  # the index (when sharded) last, so a reader never finds it before its shards
+    for f in files:
         partials[f.name].replace(store.artifact(job_id, f.name))
     return files
 
 
 def _write_shards(
     plan: Plan, request: InitRequest, device: torch.device, scales: dict[str, float], partials: dict[str, Path],
-    stats: list[wire.TensorStats], clock: _Clock, on_progress: ProgressFn,
+    stats: list[wire.TensorStats], clock: StageClock, on_progress: ProgressFn,
 ) -> list[FileInfo]:  # fmt: skip
-    by_name = {t.name: t for t in plan.tensors}
-    metadata = _metadata(plan, request)
-    files, done, data_done = [], 0, 0
-    t = time.perf_counter()
+    files, progress = [], Progress(tensors_done=0, tensors_total=len(plan.tensors), bytes_done=0,
+                                   bytes_total=plan.totals.bytes)  # fmt: skip
+
+    def tensor_written(planned: PlannedTensor) -> None:
+        nonlocal progress
+        progress = progress.model_copy(update={"tensors_done": progress.tensors_done + 1,
+                                               "bytes_done": progress.bytes_done + tensor_nbytes(planned)})  # fmt: skip
+        on_progress(progress)
+
     for shard in plan.shards:
-        tensors = [by_name[name] for name in shard.tensors]
-        with SafetensorsStreamWriter(partials[shard.file], tensors, metadata) as writer:
-            for planned in tensors:
-                values = materialize(planned, request.seed, device, scales.get(planned.name, 1.0))
-                t = clock.add("materialize", t)
-                stats.append(_tensor_stats(planned, values))
-                t = clock.add("summarize", t)
-                writer.write(planned.name, values)
-                del values
-                t = clock.add("write", t)
-                done, data_done = done + 1, data_done + tensor_nbytes(planned)
-                on_progress(Progress(tensors_done=done, tensors_total=len(plan.tensors), bytes_done=data_done,
-                                     bytes_total=plan.totals.bytes))  # fmt: skip
-            files.append(FileInfo(name=shard.file, sha256=writer.close(), size=writer.bytes_written))
+        files.append(write_tensors(plan, request, device, scales, shard, partials[shard.file], stats, clock,
+                                   tensor_written))  # fmt: skip
     return files
 
 
-def _write_index(plan: Plan, path: Path, partials: dict[str, Path]) -> FileInfo:
+def write_tensors(
+    plan: Plan, request: InitRequest, device: torch.device, scales: dict[str, float], shard: Shard, path: Path,
+    stats: list[wire.TensorStats], clock: StageClock, tensor_written: Callable[[PlannedTensor], None],
+    with_header: bool = True,
+) -> FileInfo:  # fmt: skip
+    """Materialize, summarize and write `shard`'s tensors to `path`, one at a time: a safetensors
+    file, or (with_header=False) only their data, a part of a file assembled later."""
+    by_name = {t.name: t for t in plan.tensors}
+    tensors = [by_name[name] for name in shard.tensors]
+    t = time.perf_counter()
+    with SafetensorsStreamWriter(path, tensors, metadata_for(plan, request), with_header) as writer:
+        for planned in tensors:
+            values = materialize(planned, request.seed, device, scales.get(planned.name, 1.0))
+            t = clock.add("materialize", t)
+            stats.append(tensor_stats(planned, values))
+            t = clock.add("summarize", t)
+            writer.write(planned.name, values)
+            del values
+            t = clock.add("write", t)
+            tensor_written(planned)
+        return FileInfo(name=shard.file, sha256=writer.close(), size=writer.bytes_written)
+
+
+def write_index(plan: Plan, path: Path, partials: dict[str, Path]) -> FileInfo:
     """model.safetensors.index.json as huggingface_hub writes it: total_size and the weight map."""
     index = {
         "metadata": {"total_size": sum(shard.bytes for shard in plan.shards)},
@@ -176,7 +202,7 @@ def _write_index(plan: Plan, path: Path, partials: dict[str, Path]) -> FileInfo:
     return FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
-def _metadata(plan: Plan, request: InitRequest) -> dict[str, str]:
+def metadata_for(plan: Plan, request: InitRequest) -> dict[str, str]:
     # safetensors metadata is str -> str only (huggingface/safetensors#278); transformers requires
     # format=pt to load the file.
     return {
@@ -196,7 +222,7 @@ def _scheme_label(planned: PlannedTensor) -> str:
     return f"buffer:{planned.role}"
 
 
-def _tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorStats:
+def tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorStats:
     m = measure(values)
     dist = None if planned.distribution is None else planned_distribution(planned)
     checks = _checks(planned, values, m, dist)
@@ -234,12 +260,12 @@ def _checks(planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Dis
     return {
         **base,
         "fit": fit(values, dist, planned.dtype),
-        "spectral": spectral(values, dist) if planned.role == "weight" else None,
+        "spectral": spectral(values, dist, m.power_sums[1]) if planned.role == "weight" else None,
         "flags": flags(m.n_finite, m.mean, m.std, m.central_m4, dist, planned.dtype),
     }
 
 
-def _report(
+def build_report(
     plan: Plan,
     request: InitRequest,
     stats: list[wire.TensorStats],
@@ -278,7 +304,7 @@ def _device_name(device: torch.device) -> str:
     return f"cpu:{platform.machine()}"
 
 
-class _ProgressSaver:
+class ProgressSaver:
     """Persist progress at most every quarter second: a status poll wants freshness, not a write per tensor."""
 
     def __init__(self, store: JobStore, job_id: str, interval: float = 0.25) -> None:
@@ -292,7 +318,7 @@ class _ProgressSaver:
             self.store.save(self.store.load(self.job_id).model_copy(update={"progress": progress}))
 
 
-def _done(progress: Progress) -> Progress:
+def done_progress(progress: Progress) -> Progress:
     return progress.model_copy(update={"tensors_done": progress.tensors_total, "bytes_done": progress.bytes_total})
 
 

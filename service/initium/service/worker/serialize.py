@@ -49,14 +49,19 @@ def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> byte
 class SafetensorsStreamWriter:
     """Write tensors one at a time to `path`, in plan order; hash as it goes; fsync on close."""
 
-    def __init__(self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str], with_header: bool = True
+    ) -> None:
+        """with_header=False writes only the tensors' data: one part of a file whose header and
+        other parts are written elsewhere (a job fanned out over several workers)."""
         self.path = path
         self._expected = list(tensors)
         self._next = 0
         self._sha = hashlib.sha256()
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
         self.bytes_written = 0
-        self._emit(build_header(tensors, metadata))
+        if with_header:
+            self._emit(build_header(tensors, metadata))
 
     def write(self, name: str, values: torch.Tensor) -> None:
         """Append the next tensor; its name, dtype and size must be what the header promised."""

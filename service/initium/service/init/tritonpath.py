@@ -151,22 +151,15 @@ if AVAILABLE:
     # Scalars carry Triton annotations: an unannotated Python float would be passed as float32, and
     # `start` may pass 2^31.
     @triton.jit
-    def _uniform_kernel(  # type: ignore[no-untyped-def]
-        out, start: tl.int64, n: tl.int64, k0: tl.int64, k1: tl.int64, low: tl.float64, span: tl.float64,
-        BLOCK: tl.constexpr,
+    def _affine_kernel(  # type: ignore[no-untyped-def]
+        out, start: tl.int64, n: tl.int64, k0: tl.int64, k1: tl.int64, shift: tl.float64, scale: tl.float64,
+        NORMAL: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        offsets, index, mask = _indices(start, n, BLOCK)
-        w0, w1, _, _ = _philox(index, 0, k0, k1)
-        _store(out, offsets, low + span * _uniform53(w0, w1), mask)
-
-    @triton.jit
-    def _normal_kernel(  # type: ignore[no-untyped-def]
-        out, start: tl.int64, n: tl.int64, k0: tl.int64, k1: tl.int64, loc: tl.float64, scale: tl.float64,
-        BLOCK: tl.constexpr,
-    ):  # fmt: skip
+        """shift + scale * draw: a uniform (low, high - low) or a normal (loc, scale)."""
         offsets, index, mask = _indices(start, n, BLOCK)
         w0, w1, w2, w3 = _philox(index, 0, k0, k1)
-        _store(out, offsets, loc + scale * _normal(w0, w1, w2, w3), mask)
+        draw = _normal(w0, w1, w2, w3) if NORMAL else _uniform53(w0, w1)  # NORMAL is constexpr: one is compiled
+        _store(out, offsets, shift + scale * draw, mask)
 
     @triton.jit
     def _truncated_kernel(  # type: ignore[no-untyped-def]
@@ -208,9 +201,9 @@ def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: torch.
 
     n = out.numel()
     if isinstance(dist, d.Uniform):
-        _launch(_uniform_kernel, out, start, n, *key, dist.low, dist.high - dist.low)
+        _launch(_affine_kernel, out, start, n, *key, dist.low, dist.high - dist.low, NORMAL=False)
     elif isinstance(dist, d.Normal):
-        _launch(_normal_kernel, out, start, n, *key, dist.loc, dist.scale)
+        _launch(_affine_kernel, out, start, n, *key, dist.loc, dist.scale, NORMAL=True)
     elif isinstance(dist, d.TruncatedNormal):
         alpha, beta, normal_proposals, peak2 = truncation(dist)
         failures = torch.zeros(1, dtype=torch.int32, device=out.device)

@@ -270,6 +270,29 @@ def test_a_single_file_job_split_into_parts_gives_one_workers_bytes(tmp_path: Pa
     assert _received(topo, "p1", "initium.run_part") and _received(topo, "p2", "initium.run_part")
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_metrics_count_durations_bytes_queue_and_cache_hits(topology: Topology) -> None:
+    before = httpx.get(f"{topology.url}/metrics").text
+    body = {**MLP_REQUEST, "seed": 107}
+    with httpx.Client(base_url=topology.url, timeout=30) as client:
+        status = wait_for_job(client, submit(topology, body))
+        assert client.post("/v1/initializations", json=body).status_code == 200  # a cache hit
+        after = client.get("/metrics").text
+    assert status["state"] == "succeeded"
+    grew = {name: _metric(after, name) - _metric(before, name) for name in (
+        'initium_job_duration_seconds_count{state="succeeded"}', "initium_bytes_generated_total",
+        "initium_cache_hits_total")}  # fmt: skip
+    assert grew == {
+        'initium_job_duration_seconds_count{state="succeeded"}': 1.0,
+        "initium_bytes_generated_total": float(status["size"]),
+        "initium_cache_hits_total": 1.0,
+    }
+    assert _metric(after, "initium_queue_depth") == 0 and _metric(after, "initium_worker_up") == 1
+
+
 def _small_disk() -> None:
     """In the worker's process: files may not grow past 1 MB, and the write fails with EFBIG
     instead of a signal, as a full disk fails it with ENOSPC."""

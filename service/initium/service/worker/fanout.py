@@ -162,7 +162,6 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
     """Assemble the parts into the job's files, report and state, exactly as one worker would."""
     if store.load(job_id).state != "running":
         return
-    start = time.perf_counter()
     request, plan = _load(store, job_id)
     parts = split(plan, request, part_bytes)
     folder = _parts_dir(store, job_id)
@@ -175,6 +174,9 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
             for stage, seconds in result.seconds.items():
                 clock.seconds[stage] += seconds
         stats = [s for result in results for s in result.stats]
+        # The report's total is worker time: the parts' stages plus this assembly (they may overlap in wall time).
+        start = time.perf_counter() - sum(clock.seconds.values())
+        t = time.perf_counter()
         if request.output.format == "sharded":
             files = [r.file for r in results]
             partials |= {part.file: folder / f"{k}.data" for k, part in enumerate(parts)}
@@ -183,6 +185,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         else:
             partials[WEIGHTS] = store.artifact(job_id, f".{WEIGHTS}.{attempt}")
             files = [_concatenate(plan, request, [folder / f"{k}.data" for k in range(len(parts))], partials[WEIGHTS])]
+        clock.add("write", t)
         by_tensor = {name: partials[part.file] for part in plan.shards for name in part.tensors}
         lsuv = Lsuv.model_validate_json((folder / "lsuv.json").read_bytes())
         finish_job(store, job_id, request, plan, device, files, by_tensor, stats, clock, start, lsuv.layers, partials)

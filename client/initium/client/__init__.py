@@ -2,7 +2,9 @@
 
 from typing import Any
 
-from initium.client._client import Client, build_request
+from initium.client._async import AsyncClient
+from initium.client._base import RetryPolicy, build_request
+from initium.client._client import Client
 from initium.client._errors import (
     APIConnectionError,
     APIStatusError,
@@ -13,7 +15,10 @@ from initium.client._errors import (
     JobFailedError,
     JobTimeoutError,
     NotFoundError,
+    NotReadyError,
+    RateLimitError,
     RequestInvalidError,
+    RequestTimeoutError,
     RequestTooLargeError,
     ServerError,
 )
@@ -27,9 +32,17 @@ def spec_from_module(*args: Any, **kwargs: Any) -> Any:
     return describe(*args, **kwargs)
 
 
+def shard_slices(*args: Any, **kwargs: Any) -> Any:
+    """See initium.client._torch.shard_slices: one tensor-parallel rank's `slices`."""
+    from initium.client._torch import shard_slices as slices
+
+    return slices(*args, **kwargs)
+
+
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
+    "AsyncClient",
     "AuthenticationError",
     "Client",
     "ConflictError",
@@ -39,9 +52,14 @@ __all__ = [
     "JobFailedError",
     "JobTimeoutError",
     "NotFoundError",
+    "NotReadyError",
+    "RateLimitError",
     "RequestInvalidError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
+    "RetryPolicy",
     "ServerError",
     "build_request",
+    "shard_slices",
     "spec_from_module",
 ]

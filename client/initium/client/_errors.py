@@ -1,13 +1,17 @@
 """The client's exceptions, one tree, mapped from the service's error body and status.
 
 InitiumError
-+-- APIConnectionError       the server could not be reached
-+-- APIStatusError           the server answered with an error body (status_code, type, loc)
-|   +-- RequestInvalidError      422: the spec or policy is wrong; `loc` points at the field
++-- APIConnectionError       the server could not be reached (retried)
++-- APIStatusError           the server answered with an error body (status_code, type, loc, retry_after)
+|   +-- AuthenticationError      401: no or wrong API key
+|   +-- NotFoundError            404: unknown job id or preset
+|   +-- RequestTimeoutError      408 (retried)
+|   +-- ConflictError            409: the job has no artifact, or a preset version differs
+|   |   +-- NotReadyError            409 not_ready: the job has not finished yet (retried)
 |   +-- RequestTooLargeError     413: over a server limit
-|   +-- NotFoundError            404: unknown job id
-|   +-- ConflictError            409: the job has no artifact (yet, or ever)
-|   +-- ServerError              5xx
+|   +-- RequestInvalidError      422: the spec or policy is wrong; `loc` points at the field
+|   +-- RateLimitError           429 (retried, honouring Retry-After)
+|   +-- ServerError              5xx (retried)
 +-- JobFailedError           the job ran and failed; `.status.error` says why
 +-- JobTimeoutError          the job did not finish within the wait timeout
 +-- IntegrityError           a download does not match its sha256
@@ -29,7 +33,10 @@ class APIConnectionError(InitiumError):
 
 
 class APIStatusError(InitiumError):
-    def __init__(self, status_code: int, type_: str, message: str, loc: list[str | int], body: Any = None) -> None:
+    def __init__(
+        self, status_code: int, type_: str, message: str, loc: list[str | int], body: Any = None,
+        retry_after: str | None = None,
+    ) -> None:  # fmt: skip
         where = f" at {'.'.join(str(p) for p in loc)}" if loc else ""
         super().__init__(f"{status_code} {type_}{where}: {message}")
         self.status_code = status_code
@@ -37,6 +44,7 @@ class APIStatusError(InitiumError):
         self.message = message
         self.loc = loc
         self.body = body
+        self.retry_after = retry_after
 
 
 class AuthenticationError(APIStatusError):
@@ -56,6 +64,18 @@ class NotFoundError(APIStatusError):
 
 
 class ConflictError(APIStatusError):
+    pass
+
+
+class NotReadyError(ConflictError):
+    pass
+
+
+class RequestTimeoutError(APIStatusError):
+    pass
+
+
+class RateLimitError(APIStatusError):
     pass
 
 
@@ -80,17 +100,22 @@ class IntegrityError(InitiumError):
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     401: AuthenticationError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
     413: RequestTooLargeError,
     422: RequestInvalidError,
-    404: NotFoundError,
-    409: ConflictError,
+    429: RateLimitError,
 }
 
 
-def status_error(status_code: int, body: Any) -> APIStatusError:
+def status_error(status_code: int, body: Any, retry_after: str | None = None) -> APIStatusError:
     """The typed exception for an error response; tolerant of bodies that are not ours (a proxy's)."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         error = {"type": "http_error", "message": str(body)[:500], "loc": []}
+    type_ = str(error.get("type"))
     cls = ServerError if status_code >= 500 else _BY_STATUS.get(status_code, APIStatusError)
-    return cls(status_code, str(error.get("type")), str(error.get("message")), list(error.get("loc") or []), body)
+    if status_code == 409 and type_ == "not_ready":
+        cls = NotReadyError
+    return cls(status_code, type_, str(error.get("message")), list(error.get("loc") or []), body, retry_after)

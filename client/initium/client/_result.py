@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
@@ -45,17 +47,21 @@ class InitResult:
     @cached_property
     def tensors(self) -> dict[str, torch.Tensor]:
         """name -> tensor, loaded from the file on first access (needs torch and safetensors)."""
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:
-            raise _torch_extra_missing(exc) from None
+        with self.open() as lazy:
+            return {name: lazy[name] for name in lazy}
+
+    def open(self, device: str = "cpu") -> LazyTensors:
+        """The tensors without reading them: a mapping that loads one tensor per lookup (safetensors'
+        safe_open, memory-mapped), so a 7B result never has to fit in memory. Use it as a context
+        manager, or close() it."""
+        return LazyTensors(self.files(), device)
+
+    def files(self) -> list[Path]:
+        """The safetensors files of the result (one, or every shard)."""
         if self.path.name.endswith(".index.json"):
             shards = sorted(set(json.loads(self.path.read_text())["weight_map"].values()))
-            merged: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                merged.update(load_file(str(self.path.parent / shard)))
-            return merged
-        return load_file(str(self.path))
+            return [self.path.parent / shard for shard in shards]
+        return [self.path]
 
     def save(self, path: str | Path) -> Path:
         """Copy the safetensors file to `path` (for sharded output: every file into the directory `path`)."""
@@ -77,3 +83,37 @@ class InitResult:
 
     def __repr__(self) -> str:
         return f"InitResult(id={self.id[:12]}..., tensors={self.report.totals.tensors}, path={str(self.path)!r})"
+
+
+class LazyTensors(Mapping[str, "torch.Tensor"]):
+    """name -> tensor over one or more safetensors files, each tensor read when it is looked up."""
+
+    def __init__(self, files: list[Path], device: str = "cpu") -> None:
+        try:
+            from safetensors import safe_open
+        except ImportError as exc:
+            raise _torch_extra_missing(exc) from None
+        self._stack = contextlib.ExitStack()
+        self._where: dict[str, Any] = {}
+        for path in files:
+            handle = self._stack.enter_context(safe_open(str(path), framework="pt", device=device))
+            self._where.update(dict.fromkeys(handle.keys(), handle))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        tensor: torch.Tensor = self._where[name].get_tensor(name)
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> LazyTensors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

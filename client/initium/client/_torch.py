@@ -7,13 +7,15 @@ spec_from_module walks the module without touching values, so it works on the me
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from initium.schemas.spec import Manifest, ManifestTensor
 
 if TYPE_CHECKING:
     import torch
+
+    from initium.client._result import InitResult
 
 _DTYPES = {
     "torch.float32": "float32",
@@ -149,11 +151,56 @@ def module_dtype(module: torch.nn.Module) -> str:
 
 def load_tensors(module: torch.nn.Module, tensors: Mapping[str, Any], aliases: Mapping[str, str]) -> torch.nn.Module:
     """Load generated tensors strictly: tied names get their target's tensor, other state (buffers the
-    service does not generate) keeps the module's own values; a meta module is materialized first."""
-    if any(t.is_meta for t in module.state_dict().values()):
-        module.to_empty(device="cpu")
+    service does not generate) keeps the module's own values.
+
+    A module on the meta device is loaded with assign=True: its parameters become the loaded
+    tensors themselves, with no allocate-then-copy (the way to build a large model without holding
+    it twice). State the service does not generate must then already be real.
+    """
     state = dict(module.state_dict())
     state.update(tensors)
     state.update({alias: tensors[target] for alias, target in aliases.items()})
-    module.load_state_dict(state, strict=True)
+    still_meta = [name for name, value in state.items() if value.is_meta]
+    if still_meta:
+        raise ValueError(
+            f"{', '.join(still_meta[:5])} are on the meta device and not generated; materialize them first"
+        )
+    on_meta = any(t.is_meta for t in module.state_dict().values())
+    module.load_state_dict(state, strict=True, assign=on_meta)
     return module
+
+
+def initialize_module(
+    initialize: Callable[..., InitResult],
+    module: torch.nn.Module,
+    *,
+    policy: Any,
+    seed: int = 0,
+    dtype: str | None = None,
+    roles: Mapping[str, Sequence[str]] | None = None,
+    timeout: float | None = None,
+) -> InitResult:
+    """Describe `module`, initialize it through `initialize` (a Client's, or a local one's), load it."""
+    spec, aliases = spec_from_module(module, roles=roles)
+    result = initialize(spec=spec, policy=policy, seed=seed, dtype=dtype or module_dtype(module), timeout=timeout)
+    load_tensors(module, result.tensors, aliases)
+    return result
+
+
+def shard_slices(
+    shapes: Mapping[str, Sequence[int]], rank: int, world_size: int, dim: int = 0
+) -> dict[str, list[list[int]]]:
+    """The `slices` of one tensor-parallel rank: each tensor's `dim` cut into world_size equal
+    contiguous blocks (Megatron's column/row split), the rank's block requested. Tensors whose `dim`
+    does not divide evenly raise, naming the tensor. With shapes from a plan:
+    `client.initialize(req, slices=shard_slices({t.name: t.shape for t in client.plan(req).tensors
+    if t.name.endswith("q_proj.weight")}, rank, world_size))`."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    out = {}
+    for name, shape in shapes.items():
+        if dim >= len(shape) or shape[dim] % world_size:
+            raise ValueError(f"{name} {list(shape)}: dimension {dim} does not split into {world_size} equal blocks")
+        block = shape[dim] // world_size
+        out[name] = [[rank * block, (rank + 1) * block] if d == dim else [0, n] for d, n in enumerate(shape)]
+    return out

@@ -160,3 +160,12 @@ class Report(WireModel):
     warnings: list[str] = Field(
         default_factory=list, description="the plan's, the flags' and the probe's, first to read"
     )
+
+
+class RecordedReport(WireModel):
+    """A report kept by the service for the record (POST /v1/reports), e.g. one made in local mode."""
+
+    id: str = Field(description="the report's request id: the sha256 of the request that produced it")
+    sha256: str = Field(description="of the artifact the report describes")
+    recorded_at: str
+    location: str

@@ -22,7 +22,7 @@ from initium.service.http import install_error_handlers
 from initium.service.jobs import VerifiedFiles
 from initium.service.metrics import Metrics
 from initium.service.presets import PresetStore
-from initium.service.routes import catalog, health, initializations, plans
+from initium.service.routes import catalog, health, initializations, plans, reports
 from initium.service.security import BodyLimit, require_api_key
 from initium.service.store import JobStore
 from initium.service.supervisor import WorkerSupervisor
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.supervisor = WorkerSupervisor(settings) if embedded else None
     # Every /v1 route needs a key when keys are configured; health, readiness and metrics stay open
     # for the orchestrator and the scraper.
-    for module in (initializations, plans, catalog):
+    for module in (initializations, plans, catalog, reports):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)
     install_error_handlers(app)

@@ -49,7 +49,7 @@ class JobFailedError(InitiumError):
     type = "job_failed"
 
 
-class PresetConflictError(InitiumError):
+class ConflictError(InitiumError):
     type = "conflict"
 
 

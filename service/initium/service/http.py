@@ -23,7 +23,7 @@ STATUS: dict[type[e.InitiumError], int] = {
     e.JobNotFoundError: 404,
     e.JobNotReadyError: 409,
     e.JobFailedError: 409,
-    e.PresetConflictError: 409,
+    e.ConflictError: 409,
     e.ArtifactCorruptError: 500,
 }
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}

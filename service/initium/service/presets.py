@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from initium.schemas.presets import Preset, UnknownPresetError, builtin_presets, resolve_ref
-from initium.service.errors import PresetConflictError, RequestInvalidError
+from initium.service.errors import ConflictError, RequestInvalidError
 
 
 class PresetStore:
@@ -41,7 +41,7 @@ class PresetStore:
     def publish(self, preset: Preset) -> tuple[Preset, bool]:
         """Persist `preset`; (preset, True) when new, (existing, False) when identical rules exist."""
         if any(name == preset.name for name, _ in builtin_presets()):
-            raise PresetConflictError(f"{preset.name!r} is a built-in preset; publish under another name", ("name",))
+            raise ConflictError(f"{preset.name!r} is a built-in preset; publish under another name", ("name",))
         path = self.dir / f"{preset.ref}.json"
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".publish-", suffix=".tmp")
         try:
@@ -53,7 +53,7 @@ class PresetStore:
             existing = Preset.model_validate_json(path.read_bytes())
             if existing.model_dump() == preset.model_dump():
                 return existing, False
-            raise PresetConflictError(
+            raise ConflictError(
                 f"{preset.ref} is published with other content and versions are immutable; publish it as "
                 f"{preset.name}@{self._next_version(preset.name)}",
                 ("version",),

@@ -123,6 +123,12 @@ class JobStore:
         entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
         return [e.name for e in entries]
 
+    def report_path(self, request_id: str) -> Path:
+        """Where a report posted for the record lives (the id is validated like a job id)."""
+        folder = self.root / "reports"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{self.job_dir(request_id).name}.json"
+
     def artifact(self, job_id: str, name: str) -> Path:
         return self.job_dir(job_id) / name
 

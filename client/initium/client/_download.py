@@ -1,0 +1,155 @@
+"""Streamed, resumable, verified downloads.
+
+The file streams into `.<name>.<sha256[:16]>.part` beside the target, hashed as it arrives. When the
+connection drops, the next request asks for the rest (`Range: bytes=N-`) only if the file is still
+the same one (`If-Range: "<sha256>"`, the ETag the service sends); a server that answers 200
+instead sends the whole file again, and the part restarts. A part left by an earlier process is
+re-hashed and continued. The target appears (by rename) only once the sha256 matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+from tqdm import tqdm
+
+from initium.client._base import RetryPolicy, raise_for_status
+from initium.client._errors import APIConnectionError, APIStatusError, IntegrityError
+
+CHUNK = 1 << 20
+
+
+def download(
+    http: httpx.Client,
+    url: str,
+    target: Path,
+    sha256: str,
+    size: int | None,
+    retry: RetryPolicy,
+    progress: bool | None = None,
+) -> Path:
+    """Stream `url` to `target`, resuming after dropped connections; progress on stderr when it is a
+    terminal (progress=None), always (True) or never (False)."""
+    state = _Part(target, sha256, size, progress)
+    failures = 0
+    try:
+        while True:
+            try:
+                with http.stream("GET", url, headers=state.headers()) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    if state.begin(response):
+                        with open(state.path, state.mode()) as out:
+                            for chunk in response.iter_bytes(CHUNK):
+                                state.write(out, chunk)
+                break
+            except (httpx.TransportError, APIStatusError) as exc:
+                failures += 1
+                time.sleep(state.failed(exc, url, failures, retry))
+    finally:
+        state.close()
+    return state.finish()
+
+
+async def adownload(
+    http: httpx.AsyncClient,
+    url: str,
+    target: Path,
+    sha256: str,
+    size: int | None,
+    retry: RetryPolicy,
+    progress: bool | None = None,
+) -> Path:
+    """download() for an httpx.AsyncClient (the file writes stay blocking: they are local and short)."""
+    state = _Part(target, sha256, size, progress)
+    failures = 0
+    try:
+        while True:
+            try:
+                async with http.stream("GET", url, headers=state.headers()) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                    if state.begin(response):
+                        with open(state.path, state.mode()) as out:
+                            async for chunk in response.aiter_bytes(CHUNK):
+                                state.write(out, chunk)
+                break
+            except (httpx.TransportError, APIStatusError) as exc:
+                failures += 1
+                await asyncio.sleep(state.failed(exc, url, failures, retry))
+    finally:
+        state.close()
+    return state.finish()
+
+
+class _Part:
+    """The part file, its running hash and its progress bar: everything but the I/O loop."""
+
+    def __init__(self, target: Path, sha256: str, size: int | None, progress: bool | None) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target, self.sha256, self.size = target, sha256, size
+        self.path = target.with_name(f".{target.name}.{sha256[:16]}.part")
+        self.digest, self.have = _rehash(self.path)
+        self.bar = tqdm(total=size, initial=self.have, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=target.name, disable=None if progress is None else not progress, file=sys.stderr,
+                        leave=False)  # fmt: skip
+
+    def headers(self) -> dict[str, str]:
+        return {"Range": f"bytes={self.have}-", "If-Range": f'"{self.sha256}"'} if self.have else {}
+
+    def begin(self, response: httpx.Response) -> bool:
+        """Whether body bytes follow; raises the typed error of an error response (body read)."""
+        if response.status_code == 416:  # nothing left to send: the part is already whole
+            return False
+        raise_for_status(response)
+        if self.have and response.status_code != 206:  # the server sent everything again
+            self.digest, self.have = hashlib.sha256(), 0
+            self.bar.reset(total=self.size)
+        return True
+
+    def mode(self) -> str:
+        return "ab" if self.have else "wb"
+
+    def write(self, out: IO[bytes], chunk: bytes) -> None:
+        out.write(chunk)
+        self.digest.update(chunk)
+        self.have += len(chunk)
+        self.bar.update(len(chunk))
+
+    def failed(self, exc: Exception, url: str, failures: int, retry: RetryPolicy) -> float:
+        """Seconds to wait before resuming, or the error to raise when retrying is pointless."""
+        error = exc if isinstance(exc, APIStatusError) else APIConnectionError(f"{url} broke off: {exc}")
+        if failures >= retry.max_attempts or not retry.retryable(error):
+            raise error from exc
+        self.digest, self.have = _rehash(self.path)  # exactly what reached the disk before the break
+        self.bar.reset(total=self.size)
+        self.bar.update(self.have)
+        return retry.delay(failures, getattr(error, "retry_after", None))
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def finish(self) -> Path:
+        if self.digest.hexdigest() != self.sha256:
+            self.path.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{self.target.name}: downloaded sha256 {self.digest.hexdigest()}, the server recorded {self.sha256}"
+            )
+        self.path.replace(self.target)
+        return self.target
+
+
+def _rehash(part: Path) -> tuple[hashlib._Hash, int]:
+    digest = hashlib.sha256()
+    if not part.exists():
+        return digest, 0
+    with open(part, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest, part.stat().st_size

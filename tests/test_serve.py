@@ -3,11 +3,17 @@ client, the CLI and plain httpx (as curl would)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
+import os
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,74 @@ def test_design_example_over_http(served: str, mlp_request: dict[str, Any]) -> N
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     initium = str(Path(sys.executable).parent / "initium")
     return subprocess.run([initium, *args], capture_output=True, text=True, timeout=120)
+
+
+def _terminal(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `initium ARGS` with a pseudo-terminal as its stdin, stdout and stderr, as in a shell;
+    returns the exit code and everything it drew."""
+    initium = str(Path(sys.executable).parent / "initium")
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100, like a window
+    env = {**os.environ, "TERM": "xterm", **(env or {})}
+    proc = subprocess.Popen([initium, *args], stdin=follower, stdout=follower, stderr=follower, env=env,
+                            start_new_session=True)  # fmt: skip
+    os.close(follower)
+    drawn = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(timeout=30), drawn.decode(errors="replace")
+
+
+def test_cli_in_a_terminal(served: str, request_file: Path, tmp_path: Path) -> None:
+    """What a user at a shell sees: progress while the weights come, the catalog, and errors that
+    say what to fix with the exit code a script can test."""
+    body = json.loads(request_file.read_text())
+    body["seed"] = 4242
+    request_file.write_text(json.dumps(body))
+    out = tmp_path / "out.safetensors"
+    code, screen = _terminal("init", str(request_file), "-o", str(out), "--server", served)
+    assert code == 0, screen
+    assert "B/s" in screen and "out.safetensors" in screen  # the download's progress bar
+    assert f"wrote {out}" in screen and hashlib.sha256(out.read_bytes()).hexdigest() in screen
+    local_out = tmp_path / "local.safetensors"
+    code, screen = _terminal("init", str(request_file), "-o", str(local_out), "--local",
+                             env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "INITIUM_DEVICE": "cpu"})  # fmt: skip
+    assert code == 0, screen
+    assert local_out.read_bytes() == out.read_bytes()  # local mode: the service's bytes, no server
+    preset = tmp_path / "house.json"
+    preset.write_text(json.dumps({"name": "cli-house", "version": 1, "description": "ours",
+                                  "rules": [{"init": {"scheme": "zeros"}}]}))  # fmt: skip
+    code, screen = _terminal("presets", "publish", str(preset), "--server", served)
+    assert code == 0 and "published cli-house@1" in screen
+    code, screen = _terminal("presets", "list", "--server", served)
+    assert code == 0 and "kaiming-relu@1" in screen and "xavier@1" in screen
+    code, screen = _terminal("presets", "show", "xavier@1", "--server", served)
+    assert code == 0 and json.loads(screen)["name"] == "xavier"
+    code, screen = _terminal("schemes", "--server", served)
+    assert code == 0 and "orthogonal" in screen and "truncated_normal" in screen
+    code, screen = _terminal("schemes", "nope", "--server", served)
+    assert code == 2 and "no scheme 'nope'" in screen and "orthogonal" in screen
+    code, screen = _terminal("presets", "show", "missing@9", "--server", served)
+    assert code == 2 and "unknown preset 'missing'" in screen and "known presets" in screen
+
+
+def test_cli_progress_stays_off_the_pipes(served: str, request_file: Path, tmp_path: Path) -> None:
+    """Not a terminal (a pipeline's log): no progress bar noise on stderr."""
+    out = tmp_path / "piped.safetensors"
+    done = _cli("init", str(request_file), "-o", str(out), "--server", served)
+    assert done.returncode == 0 and done.stderr == "" and "wrote" in done.stdout
 
 
 @pytest.fixture
@@ -92,4 +166,4 @@ def test_cli_report_table_and_html(served: str, request_file: Path, tmp_path: Pa
     assert "fc1.weight" in shown.stdout and "kaiming_normal" in shown.stdout and "KS p" in shown.stdout
     assert html.read_text().startswith("<!doctype html>")
     missing = _cli("report", "0" * 64, "--server", served)
-    assert missing.returncode == 1 and "404" in missing.stderr
+    assert missing.returncode == 2 and "404" in missing.stderr  # a wrong id is the caller's input

@@ -59,5 +59,6 @@ def test_client_distribution_requires_no_torch_or_server() -> None:
 
     project = tomllib.loads((Path(__file__).parents[2] / "client" / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("<")[0].strip() for dep in project["dependencies"]}
-    assert names == {"initium-schemas", "httpx", "pydantic"}
+    assert names == {"initium-schemas", "httpx", "pydantic", "tqdm"}  # tqdm: pure Python, the progress bars
     assert "torch" in " ".join(project["optional-dependencies"]["torch"])
+    assert "initium-service" in " ".join(project["optional-dependencies"]["local"])  # Client.local()

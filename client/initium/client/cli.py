@@ -1,9 +1,12 @@
-"""The `initium` command: plan and init against a server, or serve one.
+"""The `initium` command: plan and init against a server (or locally), browse its catalog, or run one.
 
     initium plan SPEC.json [--policy P] [--seed N] [--dtype D] [--json]
-    initium init SPEC.json -o out.safetensors [--report R.json] [--policy P] [--server URL]
-    initium report JOB_ID [--html report.html] [--json] [--server URL]
-    initium serve [--host H] [--port N] [--data-dir DIR]      (needs initium-service)
+    initium init SPEC.json -o out.safetensors [--report R.json] [--policy P] [--local] [--server URL]
+    initium report JOB_ID [--html report.html] [--open] [--json] [--server URL]
+    initium presets list | show NAME[@VERSION] | publish PRESET.json     [--server URL]
+    initium schemes [NAME] [--json] [--server URL]
+    initium serve [--host H] [--port N] [--data-dir DIR] [--broker URL]   (needs initium-service)
+    initium worker --broker URL --data-dir DIR [--device D]              (needs initium-service)
 
 SPEC.json holds a whole request ({"spec", "policy", "seed", "dtype"}) or just a spec; P is a
 policy JSON file or a preset name. Exit codes: 0 done, 1 the job or server failed, 2 the input
@@ -17,16 +20,21 @@ import hashlib
 import json
 import secrets
 import sys
+import tempfile
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from initium.client._client import Client, build_request
+from initium.client._base import build_request
+from initium.client._client import Client
 from initium.client._errors import (
     APIConnectionError,
     APIStatusError,
+    AuthenticationError,
     InitiumError,
+    NotFoundError,
     RequestInvalidError,
     RequestTooLargeError,
 )
@@ -87,7 +95,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     request = load_request(args)
-    with Client(args.server) as client:
+    with Client.local() if args.local else Client(args.server) as client:
         result = client.initialize(request, path=args.output, timeout=args.timeout)
     if args.report:
         Path(args.report).write_text(result.report.model_dump_json(indent=2))
@@ -110,13 +118,53 @@ def format_report(report: Report) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    html = args.html or (
+        str(Path(tempfile.mkdtemp(prefix="initium-")) / f"{args.job_id[:16]}.html") if args.open else None
+    )
     with Client(args.server) as client:
         report = client.report(args.job_id)
-        if args.html:
-            client.report_html(args.job_id, args.html)
+        if html:
+            client.report_html(args.job_id, html)
     print(report.model_dump_json(indent=2) if args.json else format_report(report))
-    if args.html:
-        print(f"wrote {args.html}")
+    if html:
+        print(f"wrote {html}")
+    if args.open and html:
+        webbrowser.open(Path(html).resolve().as_uri())
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        if args.action == "list":
+            presets = client.presets()
+            print(f"{'preset':<28} {'rules':>5}  description")
+            for p in presets:
+                print(f"{p.ref:<28} {len(p.rules):>5}  {p.description}")
+        elif args.action == "show":
+            if not args.target:
+                raise InputError("presets show needs a NAME or NAME@VERSION")
+            print(client.preset(args.target).model_dump_json(indent=2))
+        else:
+            if not args.target:
+                raise InputError("presets publish needs a PRESET.json file")
+            preset = client.publish_preset(_read_json(args.target, "preset"))
+            print(f"published {preset.ref}")
+    return 0
+
+
+def cmd_schemes(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        schemes = client.schemes()
+    if args.name:
+        chosen = [s for s in schemes if s.name == args.name]
+        if not chosen:
+            raise InputError(f"no scheme {args.name!r}; known: {', '.join(s.name for s in schemes)}")
+        print(chosen[0].model_dump_json(indent=2))
+    elif args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in schemes], indent=2))
+    else:
+        for s in schemes:
+            print(f"{s.name:<22} {s.description.splitlines()[0] if s.description else ''}")
     return 0
 
 
@@ -162,13 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to write the .safetensors file")
     p.add_argument("--report", help="also write the report JSON here")
     p.add_argument("--timeout", type=float, help="seconds to wait for the job")
+    p.add_argument(
+        "--local", action="store_true", help="no server: run here on this GPU or CPU (needs initium-service)"
+    )
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("report", help="print a finished job's report as a table, or save its HTML page")
     p.add_argument("job_id", help="the id POST /v1/initializations returned")
     p.add_argument("--html", help="also save the self-contained HTML report here")
+    p.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("presets", help="list, show or publish presets (platform policies)")
+    p.add_argument("action", choices=["list", "show", "publish"])
+    p.add_argument("target", nargs="?", help="show: NAME or NAME@VERSION; publish: a preset JSON file")
+    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    p.set_defaults(func=cmd_presets)
+    p = sub.add_parser("schemes", help="the initialization schemes, or one with its parameters")
+    p.add_argument("name", nargs="?", help="one scheme's details as JSON")
+    p.add_argument("--json", action="store_true", help="every scheme as JSON")
+    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    p.set_defaults(func=cmd_schemes)
     p = sub.add_parser("api-key", help="generate an API key and the digest to configure on the server")
     p.set_defaults(func=cmd_api_key)
     serve = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")
@@ -198,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except InputError as exc:
         return _fail(EXIT_INPUT, str(exc))
-    except (RequestInvalidError, RequestTooLargeError) as exc:
+    except (RequestInvalidError, RequestTooLargeError, NotFoundError) as exc:
         return _fail(EXIT_INPUT, str(exc))
+    except AuthenticationError as exc:
+        return _fail(EXIT_INPUT, f"{exc}; set INITIUM_API_KEY to a key the server accepts (`initium api-key`)")
     except APIConnectionError as exc:
         return _fail(EXIT_UNREACHABLE, f"{exc}; is `initium serve` running there?")
     except (APIStatusError, InitiumError) as exc:

@@ -3,6 +3,7 @@ client, the CLI and plain httpx (as curl would)."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import wait_for_job
+from tests.service.worker.test_job import GOLDEN_SHA256
 
 
 def test_design_example_over_http(served: str, mlp_request: dict[str, Any]) -> None:
@@ -167,3 +169,17 @@ def test_cli_report_table_and_html(served: str, request_file: Path, tmp_path: Pa
     assert html.read_text().startswith("<!doctype html>")
     missing = _cli("report", "0" * 64, "--server", served)
     assert missing.returncode == 2 and "404" in missing.stderr  # a wrong id is the caller's input
+
+
+def test_async_client_over_http(served: str, mlp_request: dict[str, Any], tmp_path: Path) -> None:
+    from initium.client import AsyncClient
+
+    async def go() -> tuple[str, str]:
+        async with AsyncClient(served, progress=False) as client:
+            result = await client.initialize(mlp_request, path=tmp_path / "a.safetensors")
+            schemes = await client.schemes()
+            return result.sha256, ",".join(s.name for s in schemes)
+
+    sha, schemes = asyncio.run(go())
+    assert sha == GOLDEN_SHA256 and hashlib.sha256((tmp_path / "a.safetensors").read_bytes()).hexdigest() == sha
+    assert "orthogonal" in schemes

@@ -11,7 +11,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from initium.client import Client, ConflictError, NotFoundError, RequestInvalidError
+from initium.client import Client, ConflictError, NotFoundError, RequestInvalidError, shard_slices
 from initium.client._local import LocalClient
 from tests.service.worker.test_job import GOLDEN_SHA256
 
@@ -92,3 +92,16 @@ def test_a_dropped_download_resumes_against_the_real_server(
         app_client.event_hooks["response"].pop()
     assert target.read_bytes() == whole.read_bytes()
     assert answers == [206]  # only the missing half was sent
+
+
+def test_one_tensor_parallel_ranks_slices_are_that_part_of_the_whole(
+    local: LocalClient, mlp_request: dict[str, Any]
+) -> None:
+    whole = local.initialize(mlp_request).tensors
+    shapes = {t.name: t.shape for t in local.plan(mlp_request).tensors if t.name.endswith("weight")}
+    for rank in range(2):
+        part = local.initialize(mlp_request, slices=shard_slices(shapes, rank, world_size=2)).tensors
+        assert torch.equal(part["fc1.weight"], whole["fc1.weight"].chunk(2, dim=0)[rank])
+        assert torch.equal(part["fc2.weight"], whole["fc2.weight"].chunk(2, dim=0)[rank])
+    with pytest.raises(ValueError, match=r"fc1\.weight \[512, 784\]"):
+        shard_slices({"fc1.weight": [512, 784]}, 0, world_size=3)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from initium.client import IntegrityError, RetryPolicy
+from initium.client._base import Fetch
 from initium.client._download import adownload, download
 
 BODY = os.urandom(3 * (1 << 20) + 12345)  # a bit over three 1 MiB chunks
@@ -64,11 +65,11 @@ def run(server: FileServer, target: Path, mode: str) -> Path:
     transport = httpx.MockTransport(server)
     if mode == "sync":
         with httpx.Client(base_url="http://t", transport=transport) as http:
-            return download(http, "/w", target, SHA, len(BODY), FAST, progress=False)
+            return download(http, Fetch("/w", target, SHA, len(BODY)), FAST, progress=False)
 
     async def go() -> Path:
         async with httpx.AsyncClient(base_url="http://t", transport=transport) as http:
-            return await adownload(http, "/w", target, SHA, len(BODY), FAST, progress=False)
+            return await adownload(http, Fetch("/w", target, SHA, len(BODY)), FAST, progress=False)
 
     return asyncio.run(go())
 

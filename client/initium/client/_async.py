@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from initium.client import _base as api
-from initium.client._base import RequestLike, RetryPolicy, Settings
+from initium.client._base import ClientBase, RequestLike
 from initium.client._download import adownload
 from initium.client._result import InitResult
 from initium.schemas.catalog import SchemeInfo
@@ -30,30 +30,12 @@ from initium.schemas.report import RecordedReport, Report
 T = TypeVar("T")
 
 
-class AsyncClient:
-    """Client with `await`: same arguments, same methods (initialize_module excepted: loading into a
-    module is synchronous work; run Client.initialize_module in a thread), same errors."""
+class AsyncClient(ClientBase[httpx.AsyncClient]):
+    """Client with `await`: same arguments (see ClientBase), same methods (initialize_module
+    excepted: loading into a module is synchronous work; run Client.initialize_module in a thread),
+    same errors."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        poll_interval: float = 0.2,
-        progress: bool | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval)
-        self.base_url = self.settings.base_url
-        self.progress = progress
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.settings.timeout, headers=self.settings.headers()
-        )
-        if http_client is not None:
-            self._http.headers.update(self.settings.headers())
+    http_class = httpx.AsyncClient
 
     async def plan(self, request: RequestLike | None = None, **parts: Any) -> Plan:
         return await self._call(api.plan_call(request, **parts))
@@ -105,8 +87,7 @@ class AsyncClient:
             status = await self.wait(status.id, timeout)
         result_path, fetches = api.artifact_fetches(status, path)
         for fetch in fetches:
-            await adownload(self._http, fetch.url, fetch.target, fetch.sha256, fetch.size, self.settings.retry,
-                            self.progress)  # fmt: skip
+            await adownload(self._http, fetch, self.settings.retry, self.progress)
         return InitResult(status, result_path, await self.report(status.id))
 
     async def _call(self, call: api.Call[T]) -> T:

@@ -313,3 +313,41 @@ def progress_bar(enabled: bool | None) -> Iterator[ProgressBar]:
         yield bar
     finally:
         bar.close()
+
+
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+
+
+class ClientBase(Generic[H]):
+    """Construction shared by Client and AsyncClient; `http_class` is the httpx client they send with.
+
+    The base URL is, first match wins: the `base_url` argument, $INITIUM_BASE_URL, then
+    http://127.0.0.1:8000; the API key: the `api_key` argument, then $INITIUM_API_KEY. Calls are
+    retried as [Note: retries] says (`retry=RetryPolicy(max_attempts=1)` turns that off).
+    `progress`: bars on stderr when it is a terminal (None), always (True), never (False). Pass
+    `http_client` to reuse a configured httpx client (tests pass the app's TestClient, so the real
+    client drives the real routes in-process).
+    """
+
+    http_class: type[H]
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retry: RetryPolicy | None = None,
+        poll_interval: float = 0.2,
+        progress: bool | None = None,
+        http_client: H | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval)
+        self.base_url = self.settings.base_url
+        self.progress = progress
+        self._owns_http = http_client is None
+        self._http: H = http_client or self.http_class(
+            base_url=self.base_url, timeout=self.settings.timeout, headers=self.settings.headers()
+        )
+        if http_client is not None:
+            self._http.headers.update(self.settings.headers())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from initium.client import _base as api
-from initium.client._base import RequestLike, RetryPolicy, Settings, SpecLike, build_request
+from initium.client._base import ClientBase, RequestLike, SpecLike, build_request
 from initium.client._download import download
 from initium.client._result import InitResult
 from initium.schemas.catalog import SchemeInfo
@@ -30,36 +30,10 @@ T = TypeVar("T")
 __all__ = ["Client", "build_request"]
 
 
-class Client:
-    """Talks to one initium service.
+class Client(ClientBase[httpx.Client]):
+    """Talks to one initium service; see ClientBase for the arguments."""
 
-    The base URL is, first match wins: the `base_url` argument, $INITIUM_BASE_URL, then
-    http://127.0.0.1:8000; the API key: the `api_key` argument, then $INITIUM_API_KEY. Calls are
-    retried as initium.client._base's [Note: retries] says (`retry=RetryPolicy(max_attempts=1)`
-    turns that off). Pass `http_client` to reuse a configured httpx.Client (tests pass the app's
-    TestClient, so the real client drives the real routes in-process).
-    """
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: httpx.Timeout | float | None = None,
-        retry: RetryPolicy | None = None,
-        poll_interval: float = 0.2,
-        progress: bool | None = None,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval)
-        self.base_url = self.settings.base_url
-        self.progress = progress
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
-            base_url=self.base_url, timeout=self.settings.timeout, headers=self.settings.headers()
-        )
-        if http_client is not None:
-            self._http.headers.update(self.settings.headers())
+    http_class = httpx.Client
 
     @staticmethod
     def local(data_dir: str | Path | None = None, device: str = "auto") -> LocalClient:
@@ -147,7 +121,7 @@ class Client:
             status = self.wait(status.id, timeout)
         result_path, fetches = api.artifact_fetches(status, path)
         for fetch in fetches:
-            self._download(fetch.url, fetch.target, fetch.sha256, fetch.size)
+            download(self._http, fetch, self.settings.retry, self.progress)
         return InitResult(status, result_path, self.report(status.id))
 
     def initialize_module(
@@ -194,7 +168,7 @@ class Client:
         return status
 
     def _download(self, url: str, target: Path, sha256: str, size: int | None) -> Path:
-        return download(self._http, url, target, sha256, size, self.settings.retry, self.progress)
+        return download(self._http, api.Fetch(url, target, sha256, size or 0), self.settings.retry, self.progress)
 
     def close(self) -> None:
         if self._owns_http:

@@ -19,24 +19,16 @@ from typing import IO
 import httpx
 from tqdm import tqdm
 
-from initium.client._base import RetryPolicy, raise_for_status
+from initium.client._base import Fetch, RetryPolicy, raise_for_status
 from initium.client._errors import APIConnectionError, APIStatusError, IntegrityError
 
 CHUNK = 1 << 20
 
 
-def download(
-    http: httpx.Client,
-    url: str,
-    target: Path,
-    sha256: str,
-    size: int | None,
-    retry: RetryPolicy,
-    progress: bool | None = None,
-) -> Path:
-    """Stream `url` to `target`, resuming after dropped connections; progress on stderr when it is a
-    terminal (progress=None), always (True) or never (False)."""
-    state = _Part(target, sha256, size, progress)
+def download(http: httpx.Client, fetch: Fetch, retry: RetryPolicy, progress: bool | None = None) -> Path:
+    """Stream `fetch.url` to `fetch.target`, resuming after dropped connections; progress on stderr
+    when it is a terminal (progress=None), always (True) or never (False)."""
+    state, url = _Part(fetch, progress), fetch.url
     failures = 0
     try:
         while True:
@@ -57,17 +49,9 @@ def download(
     return state.finish()
 
 
-async def adownload(
-    http: httpx.AsyncClient,
-    url: str,
-    target: Path,
-    sha256: str,
-    size: int | None,
-    retry: RetryPolicy,
-    progress: bool | None = None,
-) -> Path:
+async def adownload(http: httpx.AsyncClient, fetch: Fetch, retry: RetryPolicy, progress: bool | None = None) -> Path:
     """download() for an httpx.AsyncClient (the file writes stay blocking: they are local and short)."""
-    state = _Part(target, sha256, size, progress)
+    state, url = _Part(fetch, progress), fetch.url
     failures = 0
     try:
         while True:
@@ -91,12 +75,13 @@ async def adownload(
 class _Part:
     """The part file, its running hash and its progress bar: everything but the I/O loop."""
 
-    def __init__(self, target: Path, sha256: str, size: int | None, progress: bool | None) -> None:
+    def __init__(self, fetch: Fetch, progress: bool | None) -> None:
+        target = fetch.target
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.target, self.sha256, self.size = target, sha256, size
-        self.path = target.with_name(f".{target.name}.{sha256[:16]}.part")
+        self.target, self.sha256, self.size = target, fetch.sha256, fetch.size or None
+        self.path = target.with_name(f".{target.name}.{self.sha256[:16]}.part")
         self.digest, self.have = _rehash(self.path)
-        self.bar = tqdm(total=size, initial=self.have, unit="B", unit_scale=True, unit_divisor=1024,
+        self.bar = tqdm(total=self.size, initial=self.have, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=target.name, disable=None if progress is None else not progress, file=sys.stderr,
                         leave=False)  # fmt: skip
 

@@ -183,3 +183,10 @@ def test_async_client_over_http(served: str, mlp_request: dict[str, Any], tmp_pa
     sha, schemes = asyncio.run(go())
     assert sha == GOLDEN_SHA256 and hashlib.sha256((tmp_path / "a.safetensors").read_bytes()).hexdigest() == sha
     assert "orthogonal" in schemes
+
+
+def test_cli_output_into_a_closed_pipe_is_not_an_error(served: str) -> None:
+    initium = str(Path(sys.executable).parent / "initium")
+    done = subprocess.run(f"{initium} presets list --server {served} | head -1", shell=True, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.stdout.startswith("preset") and "Traceback" not in done.stderr, done.stderr

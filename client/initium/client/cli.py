@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -139,7 +140,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
             presets = client.presets()
             print(f"{'preset':<28} {'rules':>5}  description")
             for p in presets:
-                print(f"{p.ref:<28} {len(p.rules):>5}  {p.description}")
+                about = p.description if len(p.description) <= 70 else p.description[:67] + "..."
+                print(f"{p.ref:<28} {len(p.rules):>5}  {about}")
         elif args.action == "show":
             if not args.target:
                 raise InputError("presets show needs a NAME or NAME@VERSION")
@@ -258,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:  # `initium presets list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as exc:
         return _fail(EXIT_INPUT, str(exc))
     except (RequestInvalidError, RequestTooLargeError, NotFoundError) as exc:

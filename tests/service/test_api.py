@@ -150,7 +150,9 @@ def test_unknown_ids_and_routes_are_404(app_client: TestClient) -> None:
         for suffix in ("", "/weights", "/report", "/report.html"):
             _assert_error(app_client.get(f"/v1/initializations/{job_id}{suffix}"), 404, "not_found")
     _assert_error(app_client.get("/v1/nothing"), 404, "not_found")
-    _assert_error(app_client.delete("/v1/schemes"), 405, "method_not_allowed")
+    not_allowed = app_client.delete("/v1/schemes")
+    _assert_error(not_allowed, 405, "method_not_allowed")
+    assert not_allowed.headers["allow"] == "GET"  # RFC 9110: a 405 names the methods that work
 
 
 def test_schemes_and_presets_catalogs(app_client: TestClient) -> None:

@@ -75,7 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = (
                 "the body could not be parsed: send JSON, nested no deeper than the spec allows (INITIUM_MAX_DEPTH)"
             )
-        return error_response(exc.status_code, kind, message)
+        # Starlette's own headers stay (405's Allow lists the methods, as RFC 9110 requires).
+        return error_response(exc.status_code, kind, message, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

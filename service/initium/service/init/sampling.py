@@ -110,6 +110,14 @@ def _fast_filler(device: torch.device) -> RunFiller | None:
     return None
 
 
+def warm_up(device: torch.device) -> str:
+    """Compile and verify `device`'s fast path now (numba: about a second; Triton on an H100: about
+    20 s the first time), so that a worker pays it before it is ready, not inside its first job."""
+    if _fast_filler(device) is None:
+        return "reference"
+    return "triton" if device.type == "cuda" else "numba"
+
+
 def _numba_filler(dist: d.Distribution, start: int, key: Key, out: torch.Tensor) -> None:
     """The numba kernels write float64; other dtypes go through a cache-sized float64 scratch and
     torch's own cast, so no float64 copy of the whole tensor is ever held."""

@@ -12,10 +12,12 @@ import functools
 import logging
 
 import torch
+from celery.signals import worker_process_init
 from kombu.utils.url import maybe_sanitize_url
 
 from initium.service.config import Settings
 from initium.service.engine import QUEUE, RUN_JOB, make_celery
+from initium.service.init.sampling import warm_up
 from initium.service.store import JobStore
 from initium.service.worker import fanout
 from initium.service.worker.loop import run_one
@@ -31,6 +33,12 @@ app = make_celery(settings.broker_url, settings.visibility_timeout_s)
 @functools.cache
 def _device() -> torch.device:
     return pick_device(settings.device)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _warm_up(**_: object) -> None:
+    """In each pool process (never the parent, which must not touch CUDA): compile the sampler now."""
+    log.info("pool process sampler: %s on %s", warm_up(_device()), _device())
 
 
 def _publish(name: str, args: list[object]) -> None:

@@ -21,6 +21,7 @@ import torch
 
 from initium.schemas.errors import ErrorInfo
 from initium.service import logs
+from initium.service.init.sampling import warm_up
 from initium.service.store import HEARTBEAT, JobStore
 from initium.service.worker.materialize import pick_device
 from initium.service.worker.run import execute_job
@@ -41,9 +42,10 @@ class Worker:
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        path = warm_up(self.device)  # before the first heartbeat: /readyz waits for it
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
-        log.info("worker ready on %s, data in %s", self.device, self.store.root)
+        log.info("worker ready on %s (%s sampler), data in %s", self.device, path, self.store.root)
         while not self.stopping.is_set():
             if not self.run_pending():
                 self.stopping.wait(self.poll_interval)

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from benchmarks._serve import free_port, wait_ready
 from benchmarks.llama7b import LLAMA_7B, descendants, peak_rss_mb
 
 MLP = {
@@ -151,25 +149,6 @@ def disk_write_gbps(folder: Path, gigabytes: float = 4.0) -> float:
     written = path.stat().st_size
     path.unlink()
     return written / 1e9 / seconds
-
-
-def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} never became ready")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from benchmarks._serve import free_port, wait_ready
 
 LLAMA_7B: dict[str, Any] = {
     "spec": {
@@ -59,13 +60,6 @@ def descendants(pid: int) -> list[int]:
     return children + [g for c in children for g in descendants(c)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory (removed)")
@@ -83,14 +77,8 @@ def main() -> int:
         processes["worker"] = subprocess.Popen(worker, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
+        wait_ready(url, timeout=600)
         with httpx.Client(base_url=url, timeout=60) as client:
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
             started = time.perf_counter()
             job = client.post("/v1/initializations", json=LLAMA_7B).json()
             while job["state"] not in ("succeeded", "failed"):

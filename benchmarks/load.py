@@ -19,7 +19,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks._serve import free_port, wait_ready
 from initium.client import AsyncClient, RetryPolicy
 
 SCHEMES = [
@@ -107,13 +107,6 @@ async def run(url: str, clients: int, requests: int, distinct: int) -> dict[str,
     return {"latencies": latencies, "errors": errors, "wall": wall, "lost": sum(s != "succeeded" for s in states)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)
@@ -130,14 +123,7 @@ def main() -> int:
         server = subprocess.Popen([initium, "serve", "--port", str(port), "--data-dir", data],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_ready(url)
     try:
         result = asyncio.run(run(url, args.clients, args.requests, args.distinct))
     finally:
@@ -145,7 +131,7 @@ def main() -> int:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
     lat = sorted(result["latencies"])
-    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [0.0] * 99
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [0.0] * 99
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}; {args.clients} clients, {args.requests} requests "
           f"over {args.distinct} distinct specs")  # fmt: skip
     wall = result["wall"]

@@ -45,10 +45,10 @@ from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.run import (
     NO_LIMITS,
     StageClock,
-    done_progress,
     execute_job,
     failure_message,
     finish_job,
+    mark_succeeded,
     metadata_for,
     write_index,
     write_tensors,
@@ -196,10 +196,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         if store.load(job_id).state != "succeeded":  # else a duplicate finalize won; nothing is lost
             _fail(store, job_id, f"assembling the parts: {failure_message(exc, folder)}")
         return
-    main = files[-1]
-    record = store.load(job_id)
-    store.save(record.model_copy(update={"state": "succeeded", "sha256": main.sha256, "size": main.size,
-                                         "files": files, "progress": done_progress(record.progress)}))  # fmt: skip
+    mark_succeeded(store, job_id, files)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -55,7 +55,6 @@ class StageClock:
 
 def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     """Run one job to a terminal state; any failure becomes a failed job with the reason."""
-    record = store.load(job_id)
     try:
         files = _generate(store, job_id, device, ProgressSaver(store, job_id))
     except Exception as exc:  # the job fails; the worker lives on to run the next one
@@ -64,12 +63,19 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
         error = ErrorInfo(type="job_failed", message=failure_message(exc, store.job_dir(job_id)))
         store.save(store.load(job_id).model_copy(update={"state": "failed", "error": error}))
         return
+    mark_succeeded(store, job_id, files)
+
+
+def mark_succeeded(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
+    """The job's record once its files are in place (the last file is the main one: the weights, or
+    the shard index); temporary files of attempts that died go with it."""
     remove_stale_partials(store.job_dir(job_id))
-    main = files[-1]
-    final = store.load(job_id).model_copy(
-        update={"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files}
+    record, main = store.load(job_id), files[-1]
+    progress = record.progress.model_copy(
+        update={"tensors_done": record.progress.tensors_total, "bytes_done": record.progress.bytes_total}
     )
-    store.save(final.model_copy(update={"progress": done_progress(record.progress)}))
+    update = {"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files, "progress": progress}
+    store.save(record.model_copy(update=update))
 
 
 def failure_message(exc: Exception, job_dir: Path) -> str:
@@ -316,10 +322,6 @@ class ProgressSaver:
         if t - self._last >= self.interval:
             self._last = t
             self.store.save(self.store.load(self.job_id).model_copy(update={"progress": progress}))
-
-
-def done_progress(progress: Progress) -> Progress:
-    return progress.model_copy(update={"tensors_done": progress.tensors_total, "bytes_done": progress.bytes_total})
 
 
 __all__ = ["execute_job"]

@@ -11,11 +11,12 @@ from pathlib import Path
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
-from initium.schemas.report import Report
+from initium.schemas.report import RecordedReport, Report
 from initium.schemas.request import InitRequest
 from initium.service.engine import Dispatcher
 from initium.service.errors import (
     ArtifactCorruptError,
+    ConflictError,
     JobFailedError,
     JobNotFoundError,
     JobNotReadyError,
@@ -23,7 +24,7 @@ from initium.service.errors import (
 )
 from initium.service.plan import Limits, make_plan
 from initium.service.presets import PresetStore
-from initium.service.store import REPORT, WEIGHTS, JobStore
+from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
 
 log = logging.getLogger("initium.api")
 
@@ -142,3 +143,30 @@ class VerifiedFiles:
                     digest.update(chunk)
             self._seen[key] = digest.hexdigest()
         return hmac.compare_digest(self._seen[key], sha256)
+
+
+def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool]:
+    """Keep a report under its request id; True when it is new. The same request and algorithm
+    version give the same bytes, so one id recorded with two artifacts is a conflict."""
+    request_id, sha256 = report.provenance.request_id, report.artifact.sha256
+    path = store.report_path(request_id)
+    created = not path.exists()
+    if created:
+        atomic_write(path, report.model_dump_json().encode())
+    else:
+        kept = Report.model_validate_json(path.read_bytes())
+        if kept.artifact.sha256 != sha256:
+            raise ConflictError(
+                f"request {request_id} is recorded with artifact {kept.artifact.sha256}, not {sha256}; "
+                "the same request and algorithm version give the same bytes: check the report's provenance",
+                ("artifact", "sha256"),
+            )
+    recorded = RecordedReport(id=request_id, sha256=sha256, recorded_at=now(), location=f"/v1/reports/{request_id}")
+    return recorded, created
+
+
+def recorded_report(store: JobStore, request_id: str) -> Report:
+    path = store.report_path(request_id)
+    if not path.exists():
+        raise JobNotFoundError(f"no report recorded for {request_id}; POST it to /v1/reports", ("id",))
+    return Report.model_validate_json(path.read_bytes())

@@ -5,6 +5,7 @@
     <data_dir>/jobs/<id>/weights.safetensors, report.json   (appear atomically on success)
     <data_dir>/queue/<id>               one empty marker per job the embedded worker still owes,
                                         or (Celery) not yet published: the outbox
+    <data_dir>/reports/<id>.json        reports kept for the record (POST /v1/reports)
 
 Every file is written to a temporary name and renamed, so a reader never sees a partial file,
 and a job whose process died stays in queue/ and is resumed when a worker starts. With Celery
@@ -66,7 +67,8 @@ class JobStore:
         self.root = data_dir
         self.jobs = data_dir / "jobs"
         self.queue = data_dir / "queue"
-        for d in (self.jobs, self.queue):
+        self.reports = data_dir / "reports"
+        for d in (self.jobs, self.queue, self.reports):
             d.mkdir(parents=True, exist_ok=True)
 
     def job_dir(self, job_id: str) -> Path:
@@ -125,9 +127,7 @@ class JobStore:
 
     def report_path(self, request_id: str) -> Path:
         """Where a report posted for the record lives (the id is validated like a job id)."""
-        folder = self.root / "reports"
-        folder.mkdir(exist_ok=True)
-        return folder / f"{self.job_dir(request_id).name}.json"
+        return self.reports / f"{self.job_dir(request_id).name}.json"
 
     def artifact(self, job_id: str, name: str) -> Path:
         return self.job_dir(job_id) / name

@@ -50,7 +50,7 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
 RequestLike = InitRequest | Mapping[str, Any]
 SpecLike = BaseModel | Mapping[str, Any]
 

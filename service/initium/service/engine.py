@@ -55,7 +55,7 @@ def make_celery(broker_url: str, visibility_timeout_s: float) -> Celery:
 
 class Dispatcher(Protocol):
     def publish(self, job_id: str) -> None: ...
-    def readiness(self) -> dict[str, object]: ...
+    def readiness(self, count_workers: bool = True) -> dict[str, object]: ...
 
 
 @dataclass
@@ -66,7 +66,7 @@ class StoreQueue:
     def publish(self, job_id: str) -> None:
         return None
 
-    def readiness(self) -> dict[str, object]:
+    def readiness(self, count_workers: bool = True) -> dict[str, object]:
         return {}
 
 
@@ -90,13 +90,14 @@ class CeleryQueue:
             log.info("published %d jobs left in the outbox", len(ids))
         return len(ids)
 
-    def readiness(self) -> dict[str, object]:
+    def readiness(self, count_workers: bool = True) -> dict[str, object]:
         """The broker answers and at least one worker replies to a ping (a prefork parent answers
-        while its pool process computes)."""
+        while its pool process computes). Counting every worker waits the whole ping timeout;
+        without counting, the first reply ends the wait (what a metrics scrape needs)."""
         try:
             with self.app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=1, timeout=self.ping_timeout_s)
         except Exception as exc:  # any transport error means the same thing here: not ready
             return {"broker": f"down ({type(exc).__name__})", "workers": 0}
-        replies = self.app.control.ping(timeout=self.ping_timeout_s) or []
+        replies = self.app.control.ping(timeout=self.ping_timeout_s, limit=None if count_workers else 1) or []
         return {"broker": "ok", "workers": len(replies)}

@@ -44,24 +44,16 @@ class Metrics:
     def observe_store(self, store: JobStore) -> None:
         """Queue depth now, and each job that finished since the last scrape, once. Jobs already
         finished when the API started are not counted (they belong to an earlier process's series)."""
-        unfinished, finished = 0, set()
-        records = {}
-        for record in store.records():
-            if record.state in ("queued", "running"):
-                unfinished += 1
-            else:
-                finished.add((record.id, record.updated_at))
-                records[(record.id, record.updated_at)] = record
-        self.queue_depth.set(unfinished)
+        records = list(store.records())
+        self.queue_depth.set(sum(r.state in ("queued", "running") for r in records))
+        finished = {(r.id, r.updated_at): r for r in records if r.state in ("succeeded", "failed")}
         if self._counted is None:
-            self._counted = finished
+            self._counted = set(finished)
             return
-        for key in finished - self._counted:
-            record = records[key]
-            seconds = (
-                datetime.fromisoformat(record.updated_at) - datetime.fromisoformat(record.created_at)
-            ).total_seconds()
-            self.job_duration.labels(record.state).observe(max(0.0, seconds))
+        for key in finished.keys() - self._counted:
+            record = finished[key]
+            took = datetime.fromisoformat(record.updated_at) - datetime.fromisoformat(record.created_at)
+            self.job_duration.labels(record.state).observe(max(0.0, took.total_seconds()))
             if record.state == "succeeded":
                 self.bytes_generated.inc(sum(f.size for f in record.files))
-        self._counted |= finished
+        self._counted |= finished.keys()

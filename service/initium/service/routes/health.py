@@ -28,10 +28,12 @@ def readyz(supervisor: SupervisorDep, store: StoreDep, dispatcher: DispatcherDep
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
-def _readiness(supervisor: WorkerSupervisor | None, store: JobStore, dispatcher: Dispatcher) -> dict[str, object]:
+def _readiness(
+    supervisor: WorkerSupervisor | None, store: JobStore, dispatcher: Dispatcher, count_workers: bool = True
+) -> dict[str, object]:
     writable = store.jobs.is_dir() and store.queue.is_dir()
     body: dict[str, object] = {"store": "ok" if writable else "missing"}
-    engine = dispatcher.readiness()
+    engine = dispatcher.readiness(count_workers)
     if engine:  # Celery
         body |= engine
         workers = engine["broker"] == "ok" and int(str(engine["workers"])) > 0
@@ -51,5 +53,6 @@ def _readiness(supervisor: WorkerSupervisor | None, store: JobStore, dispatcher:
 def metrics(metrics: MetricsDep, store: StoreDep, supervisor: SupervisorDep, dispatcher: DispatcherDep) -> Response:
     """Prometheus text format."""
     metrics.observe_store(store)
-    metrics.worker_up.set(1 if _readiness(supervisor, store, dispatcher)["status"] == "ready" else 0)
+    ready = _readiness(supervisor, store, dispatcher, count_workers=False)["status"] == "ready"
+    metrics.worker_up.set(1 if ready else 0)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

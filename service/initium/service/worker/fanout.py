@@ -142,11 +142,10 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
     try:
         lsuv = Lsuv.model_validate_json((folder / "lsuv.json").read_bytes())
         clock, stats = StageClock(), list[wire.TensorStats]()
-        by_name = {t.name: t for t in plan.tensors}
-        written = _progress_adder(store, job_id)
-        info = write_tensors(plan, request, device, lsuv.scales, parts[k], temporary, stats, clock,
-                             lambda planned: written(by_name[planned.name]),
+        progress = _PartProgress(store, job_id)
+        info = write_tensors(plan, request, device, lsuv.scales, parts[k], temporary, stats, clock, progress.add,
                              with_header=request.output.format == "sharded")  # fmt: skip
+        progress.flush()
         temporary.replace(folder / f"{k}.data")
         result = PartResult(file=info, stats=stats, seconds=clock.seconds)
         atomic_write(folder / f"{k}.json", result.model_dump_json().encode())
@@ -239,19 +238,33 @@ def _count_attempt(store: JobStore, job_id: str, path: Path) -> int:
     return count
 
 
-def _progress_adder(store: JobStore, job_id: str) -> Callable[[PlannedTensor], None]:
-    """Parts on several workers add to one progress: read-modify-write under a file lock."""
+class _PartProgress:
+    """Parts on several workers add to one progress: a read-modify-write of job.json under a file
+    lock, at most every `interval` seconds (as ProgressSaver throttles a whole job) and at the end."""
 
-    def add(planned: PlannedTensor) -> None:
-        with _locked(store, job_id):
-            record = store.load(job_id)
+    def __init__(self, store: JobStore, job_id: str, interval: float = 0.25) -> None:
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self._tensors = self._bytes = 0
+        self._last = time.monotonic()
+
+    def add(self, planned: PlannedTensor) -> None:
+        self._tensors += 1
+        self._bytes += tensor_nbytes(planned)
+        if time.monotonic() - self._last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._tensors:
+            return
+        with _locked(self.store, self.job_id):
+            record = self.store.load(self.job_id)
             p = record.progress
-            progress = p.model_copy(
-                update={"tensors_done": p.tensors_done + 1, "bytes_done": p.bytes_done + tensor_nbytes(planned)}
-            )
-            store.save(record.model_copy(update={"progress": progress}))
-
-    return add
+            # A redelivered part counts its tensors again: never report more than the whole.
+            done = {"tensors_done": min(p.tensors_total, p.tensors_done + self._tensors),
+                    "bytes_done": min(p.bytes_total, p.bytes_done + self._bytes)}  # fmt: skip
+            self.store.save(record.model_copy(update={"progress": p.model_copy(update=done)}))
+        self._tensors = self._bytes = 0
+        self._last = time.monotonic()
 
 
 @contextlib.contextmanager

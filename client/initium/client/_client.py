@@ -97,11 +97,11 @@ class Client(ClientBase[httpx.Client]):
 
     def download(self, job_id: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream the (single-file) weights to `path`, resuming a dropped connection, and verify them."""
-        return self._download(f"/v1/initializations/{job_id}/weights", Path(path), sha256, size)
+        return self._download(api.Fetch(f"/v1/initializations/{job_id}/weights", Path(path), sha256, size or 0))
 
     def download_file(self, job_id: str, name: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream one of the job's files (a shard, or the shard index) and verify its sha256."""
-        return self._download(api.file_url(job_id, name), Path(path), sha256, size)
+        return self._download(api.Fetch(api.file_url(job_id, name), Path(path), sha256, size or 0))
 
     def initialize(
         self,
@@ -121,7 +121,7 @@ class Client(ClientBase[httpx.Client]):
             status = self.wait(status.id, timeout)
         result_path, fetches = api.artifact_fetches(status, path)
         for fetch in fetches:
-            download(self._http, fetch, self.settings.retry, self.progress)
+            self._download(fetch)
         return InitResult(status, result_path, self.report(status.id))
 
     def initialize_module(
@@ -167,8 +167,8 @@ class Client(ClientBase[httpx.Client]):
         bar.show(status)
         return status
 
-    def _download(self, url: str, target: Path, sha256: str, size: int | None) -> Path:
-        return download(self._http, api.Fetch(url, target, sha256, size or 0), self.settings.retry, self.progress)
+    def _download(self, fetch: api.Fetch) -> Path:
+        return download(self._http, fetch, self.settings.retry, self.progress)
 
     def close(self) -> None:
         if self._owns_http:

@@ -77,11 +77,12 @@ class LocalClient:
         with _as_client_errors():
             return jobs.to_status(self._store.load(job_id))
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
-        """The job ran in submit(); this returns it, or raises JobFailedError like Client.wait."""
-        done = wait_outcome(self.status(job_id), timeout, time.monotonic())
-        if done is None:  # only a job another process is running here can still be pending
-            raise IntegrityError(f"job {job_id} is {self.status(job_id).state} in {self.data_dir}")
+    def wait(self, job_id: str, timeout: float | None = None, poll_interval: float = 0.2) -> JobStatus:
+        """Like Client.wait. submit() has run the job already, unless another process sharing this
+        data directory is running it; then this polls until that one finishes."""
+        started = time.monotonic()
+        while (done := wait_outcome(self.status(job_id), timeout, started)) is None:
+            time.sleep(poll_interval)
         return done
 
     def report(self, job_id: str) -> Report:

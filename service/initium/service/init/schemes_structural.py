@@ -110,7 +110,12 @@ def mup(p: wire.MuP, g: Geometry) -> Distribution:
 
 @register_scheme("relu_bias")
 def relu_bias(p: wire.ReluBias, g: Geometry) -> Distribution:
-    """A slightly positive bias where a ReLU follows, so no unit starts dead; 0 elsewhere."""
+    """Goodfellow, Bengio and Courville (2016), Deep Learning, section 6.3.1: set the biases of ReLU
+    units to a small positive value, such as 0.1, so that they start active for most inputs.
+
+    b = value (default 0.1) where a ReLU or leaky ReLU follows the layer, b = 0 elsewhere; a constant,
+    so mean b and std 0.
+    """
     if "bias" not in g.roles:
         raise SchemeNotApplicableError('relu_bias initializes biases; match it with "role": "bias"')
     follows_relu = (g.followed_by or "").startswith(("relu", "leaky_relu"))

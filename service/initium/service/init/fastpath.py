@@ -185,7 +185,7 @@ def verified() -> bool:
 
 def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: np.ndarray) -> None:
     """Write the values of element indices [start, start + len(out)) into the float64 array `out`."""
-    from initium.service.init.sampling import MAX_ATTEMPTS, truncation
+    from initium.service.init.sampling import MAX_ATTEMPTS, no_acceptance, truncation
 
     if isinstance(dist, d.Uniform):
         _uniform_kernel(start, key[0], key[1], dist.low, dist.high - dist.low, out)
@@ -195,9 +195,7 @@ def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: np.nda
         alpha, beta, normal_proposals, peak2 = truncation(dist)
         _truncated_kernel(start, key[0], key[1], alpha, beta, normal_proposals, peak2, MAX_ATTEMPTS, out)
         if np.isnan(out).any():
-            raise RuntimeError(
-                f"truncated normal on [{alpha}, {beta}] std units accepted nothing in {MAX_ATTEMPTS} rounds"
-            )
+            raise no_acceptance(alpha, beta)
         np.clip(dist.loc + dist.scale * out, dist.low, dist.high, out=out)
     elif isinstance(dist, d.Constant):
         out.fill(dist.value)

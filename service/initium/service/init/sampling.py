@@ -248,7 +248,15 @@ def _standard_truncated(dist: d.TruncatedNormal, index: torch.Tensor, key: tuple
         pending = pending[~accept]
         if pending.numel() == 0:
             return out
-    raise RuntimeError(f"truncated normal on [{alpha}, {beta}] std units accepted nothing in {MAX_ATTEMPTS} rounds")
+    raise no_acceptance(alpha, beta)
+
+
+def no_acceptance(alpha: float, beta: float) -> RuntimeError:
+    """What every sampler raises when some element's rejection rounds all failed."""
+    return RuntimeError(
+        f"truncated normal on [{alpha:.4g}, {beta:.4g}] std units accepted nothing in {MAX_ATTEMPTS} rounds; "
+        "the interval holds almost no mass: widen the bounds (a, b) or move them toward the mean"
+    )
 
 
 def _cut(values: torch.Tensor, box: Box) -> torch.Tensor:

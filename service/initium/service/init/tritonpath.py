@@ -197,7 +197,7 @@ def _launch(kernel: Any, out: torch.Tensor, *args: Any, **constexprs: Any) -> No
 def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
     """Write the values of element indices [start, start + out.numel()) into the contiguous CUDA
     tensor `out` (float64, float32, float16 or bfloat16), rounded once to its dtype."""
-    from initium.service.init.sampling import MAX_ATTEMPTS, rounded, truncation
+    from initium.service.init.sampling import MAX_ATTEMPTS, no_acceptance, rounded, truncation
 
     n = out.numel()
     if isinstance(dist, d.Uniform):
@@ -210,9 +210,7 @@ def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: torch.
         bounds = (dist.loc, dist.scale, dist.low, dist.high, alpha, beta, peak2, MAX_ATTEMPTS)
         _launch(_truncated_kernel, out, failures, start, n, *key, *bounds, NORMAL_PROPOSALS=normal_proposals)
         if failures.item():
-            raise RuntimeError(
-                f"truncated normal on [{alpha}, {beta}] std units accepted nothing in {MAX_ATTEMPTS} rounds"
-            )
+            raise no_acceptance(alpha, beta)
     elif isinstance(dist, d.Constant):
         out.fill_(rounded(dist.value, out.dtype))
     else:

@@ -60,6 +60,12 @@ def test_a_local_report_is_kept_on_the_service(
     other = report.model_copy(update={"artifact": report.artifact.model_copy(update={"sha256": "f" * 64})})
     with pytest.raises(ConflictError, match="recorded with artifact"):
         service.record_report(other)
+    # An id that is no request's sha256 is the body's fault (found by schemathesis: it was a 404).
+    forged = report.model_dump(mode="json")
+    forged["provenance"]["request_id"] = "job-1"
+    refused = app_client.post("/v1/reports", json=forged)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["loc"] == ["provenance", "request_id"]
 
 
 def test_initialize_module_locally_on_the_meta_device(local: LocalClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from initium.schemas._base import WireModel
+from initium.schemas._base import Sha256Hex, WireModel
 from initium.schemas.job import FileInfo
 from initium.schemas.plan import Algorithm, Role, TensorDType
 from initium.schemas.schemes import SchemeParams
@@ -121,7 +121,7 @@ class ReportTotals(WireModel):
 class ArtifactInfo(WireModel):
     """The main file (the weights, or the shard index when sharded) and every file written."""
 
-    sha256: str
+    sha256: Sha256Hex
     size: int
     format: str = "safetensors"
     files: list[FileInfo] = Field(default_factory=list)
@@ -140,7 +140,7 @@ class StageTimings(WireModel):
 
 
 class Provenance(WireModel):
-    request_id: str
+    request_id: Sha256Hex
     seed: int
     dtype: str
     algorithm: Algorithm

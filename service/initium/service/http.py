@@ -29,6 +29,29 @@ STATUS: dict[type[e.InitiumError], int] = {
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}
 
 
+# What each error status means on this API, for the OpenAPI document (clients and schemathesis
+# check responses against it, so a status a route can return and does not list is a defect).
+_MEANING = {
+    400: "the body is not JSON, or nests deeper than INITIUM_MAX_DEPTH",
+    401: "an API key is required (INITIUM_API_KEYS is set): send Authorization: Bearer <key>",
+    404: "no such job, file, preset or report",
+    409: "the job is not finished or failed, or the name and version exist with other content",
+    413: "the body or the model is over a configured limit",
+    422: "the body does not validate; `loc` names the field",
+    500: "a stored artifact no longer matches its recorded sha256",
+}
+
+
+def error_responses(*codes: int, html: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with the one error body. On an HTML route the errors
+    are still JSON, which FastAPI would document as text/html if given the model, hence the $ref."""
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {
+        code: {"description": _MEANING[code], **({"content": json_body} if html else {"model": ErrorBody})}
+        for code in (401, *codes)
+    }
+
+
 def error_response(
     status: int, type_: str, message: str, loc: Sequence[str | int] = (), headers: dict[str, str] | None = None
 ) -> JSONResponse:

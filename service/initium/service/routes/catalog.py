@@ -2,38 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from initium.schemas.catalog import PresetList, SchemeList, scheme_catalog
-from initium.schemas.errors import ErrorBody
 from initium.schemas.presets import Preset
 from initium.service.deps import PresetsDep
+from initium.service.http import error_responses
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 422)}
+# 200 when the same content is already there (the repeat of an idempotent POST).
+_BODY_ROUTE = {200: {"model": Preset}, **error_responses(400, 409, 413, 422)}
 
 
-@router.get("/schemes", response_model=SchemeList)
+@router.get("/schemes", response_model=SchemeList, responses=error_responses())
 def schemes() -> SchemeList:
     """Every scheme with its description and the JSON Schema of its parameters."""
     return scheme_catalog()
 
 
-@router.get("/presets", response_model=PresetList)
+@router.get("/presets", response_model=PresetList, responses=error_responses())
 def presets(store: PresetsDep) -> PresetList:
     """Every preset, built-in and published, with its rules."""
     return PresetList(presets=sorted(store.all().values(), key=lambda p: (p.name, p.version)))
 
 
-@router.get("/presets/{ref}", response_model=Preset, responses=_ERRORS)
+@router.get("/presets/{ref}", response_model=Preset, responses=error_responses(404))
 def preset(ref: str, store: PresetsDep) -> Preset:
     """One preset: 'name' for its newest version, or 'name@version'."""
     return store.get(ref)
 
 
-@router.post("/presets", status_code=201, response_model=Preset, responses={200: {"model": Preset}, **_ERRORS})
+@router.post("/presets", status_code=201, response_model=Preset, responses=_BODY_ROUTE)
 def publish(body: Preset, response: Response, store: PresetsDep) -> Preset:
     """Publish a platform policy; 201 when new, 200 when these exact rules are already published,
     409 when the version exists with other rules (versions are immutable)."""

@@ -20,7 +20,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+_NOT_READY = "not ready: the store, the worker or the broker is down (the body says which)"
+
+
+@router.get("/readyz", responses={503: {"description": _NOT_READY}})
 def readyz(supervisor: SupervisorDep, store: StoreDep, dispatcher: DispatcherDep) -> JSONResponse:
     """Ready when the store is writable and a worker can take jobs: the embedded worker's heartbeat
     is fresh, or (Celery) the broker answers and at least one worker replies to a ping."""

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from initium.schemas.errors import ErrorBody
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service import jobs
 from initium.service.deps import DispatcherDep, LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
+from initium.service.http import error_responses
 from initium.service.report_html import render_report
 
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
+# 200 when the same content is already there (the repeat of an idempotent POST).
+_BODY_ROUTE = {200: {"model": JobStatus}, **error_responses(400, 409, 413, 422)}
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
+_LOOKUP = error_responses(404, 409)
+_FILES = error_responses(404, 409, 500)
 
 
-@router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}, **_ERRORS})
+@router.post("", status_code=202, response_model=JobStatus, responses=_BODY_ROUTE)
 def submit(
     request: InitRequest,
     response: Response,
@@ -44,13 +47,13 @@ def submit(
     return submission.status
 
 
-@router.get("/{job_id}", response_model=JobStatus, responses=_ERRORS)
+@router.get("/{job_id}", response_model=JobStatus, responses=error_responses(404))
 def status(job_id: JobId, store: StoreDep) -> JobStatus:
     """State (queued, running, succeeded, failed), progress, error and links."""
     return jobs.to_status(store.load(job_id))
 
 
-@router.get("/{job_id}/weights", response_class=FileResponse, responses=_ERRORS)
+@router.get("/{job_id}/weights", response_class=FileResponse, responses=_FILES)
 def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> FileResponse:
     """The safetensors file, checked against its sha256; supports Range and If-Range; the ETag is the sha256."""
     path, sha256 = jobs.weights_path_and_sha(store, job_id, verified)
@@ -60,7 +63,7 @@ def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> FileRespon
     )
 
 
-@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses=_ERRORS)
+@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses=_FILES)
 def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> FileResponse:
     """One written file (a shard or the shard index) by the name the job status lists; Range and ETag."""
     path, sha256 = jobs.file_path_and_sha(store, job_id, name, verified)
@@ -69,13 +72,13 @@ def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> Fi
     return FileResponse(path, media_type=media, filename=name, headers=headers)
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=_ERRORS)
+@router.get("/{job_id}/report", response_model=Report, responses=_LOOKUP)
 def report(job_id: JobId, store: StoreDep) -> Report:
     """Per-tensor expected vs measured statistics, totals and provenance."""
     return jobs.load_report(store, job_id)
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=_ERRORS)
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=error_responses(404, 409, html=True))
 def report_html(job_id: JobId, store: StoreDep) -> HTMLResponse:
     """The same report as a self-contained page."""
     return HTMLResponse(render_report(jobs.load_report(store, job_id)))

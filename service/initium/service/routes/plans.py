@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from initium.schemas.errors import ErrorBody
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
 from initium.service.deps import LimitsDep, PresetsDep
+from initium.service.http import error_responses
 from initium.service.plan import make_plan
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 
-@router.post("", response_model=Plan, responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+@router.post("", response_model=Plan, responses=error_responses(400, 413, 422))
 def plan(request: InitRequest, limits: LimitsDep, presets: PresetsDep) -> Plan:
     """Every tensor with its shape, fans, rule, scheme, params and expected moments; uncovered
     parameters and unused rules are listed as warnings rather than refused."""

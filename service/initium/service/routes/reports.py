@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from initium.schemas.errors import ErrorBody
 from initium.schemas.report import RecordedReport, Report
 from initium.service import jobs
 from initium.service.deps import StoreDep
+from initium.service.http import error_responses
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
+# 200 when the same content is already there (the repeat of an idempotent POST).
+_BODY_ROUTE = {200: {"model": RecordedReport}, **error_responses(400, 409, 413, 422)}
 
 
-@router.post("", status_code=201, response_model=RecordedReport, responses={200: {"model": RecordedReport}, **_ERRORS})
+@router.post("", status_code=201, response_model=RecordedReport, responses=_BODY_ROUTE)
 def record(report: Report, response: Response, store: StoreDep) -> RecordedReport:
     """Keep a report under its request id: 201 when new, 200 when this report's artifact is already
     recorded, 409 when the id is recorded with another artifact (the same request cannot give two)."""
@@ -25,7 +24,7 @@ def record(report: Report, response: Response, store: StoreDep) -> RecordedRepor
     return recorded
 
 
-@router.get("/{request_id}", response_model=Report, responses=_ERRORS)
+@router.get("/{request_id}", response_model=Report, responses=error_responses(404))
 def recorded(request_id: str, store: StoreDep) -> Report:
     """A report kept with POST /v1/reports."""
     return jobs.recorded_report(store, request_id)

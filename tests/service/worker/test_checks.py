@@ -69,11 +69,45 @@ def test_spectral_figures_are_torchs() -> None:
     big = sample(d.Normal(0.0, 1.0), (2048, 1024), Stream((3, 3), CPU))
     approx = spectral(big, None)
     assert approx is not None and not approx.exact and approx.condition_number is None
-    assert approx.spectral_norm == pytest.approx(float(torch.linalg.matrix_norm(big, ord=2)), rel=1e-2)
+    assert approx.spectral_norm == pytest.approx(float(torch.linalg.matrix_norm(big, ord=2)), rel=2e-3)
     q = sample(d.Orthogonal(2.0, 64, 96), (64, 96), Stream((4, 4), CPU))
     orthogonal = spectral(q, d.Orthogonal(2.0, 64, 96))
     assert orthogonal is not None and orthogonal.orthogonality_error is not None
     assert orthogonal.orthogonality_error < 1e-12 and orthogonal.condition_number == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(1024, 512), (512, 1024), (3000, 96)])
+def test_the_lanczos_estimate_is_close_and_survives_breakdown(shape: tuple[int, int]) -> None:
+    w = sample(d.Normal(0.0, 0.02), shape, Stream((6, 6), CPU))
+    estimate = spectral(w, None)
+    assert estimate is not None and not estimate.exact
+    assert estimate.spectral_norm == pytest.approx(float(torch.linalg.matrix_norm(w.double(), ord=2)), rel=2e-3)
+    # Rank one and orthogonal: the bidiagonalization stops early (beta or alpha 0) with the exact value.
+    a, b = torch.linspace(-1, 1, shape[0]), torch.linspace(0.5, 2, shape[1])
+    rank_one = spectral(torch.outer(a, b), None)
+    assert rank_one is not None and rank_one.spectral_norm == pytest.approx(float(a.norm() * b.norm()), rel=1e-5)
+    law = d.Orthogonal(1.5, *shape)
+    orthogonal = spectral(sample(law, shape, Stream((7, 7), CPU)), law)
+    assert orthogonal is not None and orthogonal.spectral_norm == pytest.approx(1.5, rel=1e-5)
+    assert spectral(torch.zeros(shape), None) is None
+
+
+def test_the_cpu_pass_measures_what_torch_does() -> None:
+    """The compiled one-pass CPU measure equals the torch pass (the CUDA path), NaN, Inf, zeros,
+    half-precision and lengths that are not a multiple of its block included."""
+    from initium.service.worker.stats import _measure_torch
+
+    values = sample(d.Normal(0.3, 2.0), (300_001,), Stream((8, 8), CPU))
+    values[::997] = 0.0
+    values[5], values[77_777], values[-1] = math.nan, math.inf, -math.inf
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        x = values.to(dtype)
+        ours, reference = measure(x), _measure_torch(x.reshape(-1))
+        assert (ours.nan_count, ours.inf_count, ours.zero_fraction, ours.n_finite) == (
+            reference.nan_count, reference.inf_count, reference.zero_fraction, reference.n_finite)  # fmt: skip
+        assert (ours.min, ours.max) == (reference.min, reference.max)
+        assert ours.power_sums == pytest.approx(reference.power_sums, rel=1e-12)
+        assert ours.mean == pytest.approx(reference.mean, rel=1e-12) and ours.std == pytest.approx(reference.std)
 
 
 def test_power_sums_of_shards_add_up_to_the_whole() -> None:

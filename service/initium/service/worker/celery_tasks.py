@@ -19,7 +19,7 @@ from initium.service.config import Settings
 from initium.service.engine import QUEUE, RUN_JOB, make_celery
 from initium.service.init.sampling import warm_up
 from initium.service.store import JobStore
-from initium.service.worker import fanout
+from initium.service.worker import fanout, stats
 from initium.service.worker.loop import run_one
 from initium.service.worker.materialize import pick_device
 
@@ -39,6 +39,7 @@ def _device() -> torch.device:
 def _warm_up(**_: object) -> None:
     """In each pool process (never the parent, which must not touch CUDA): compile the sampler now."""
     log.info("pool process sampler: %s on %s", warm_up(_device()), _device())
+    stats.warm_up()
 
 
 def _publish(name: str, args: list[object]) -> None:

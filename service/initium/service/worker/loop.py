@@ -23,6 +23,7 @@ from initium.schemas.errors import ErrorInfo
 from initium.service import logs
 from initium.service.init.sampling import warm_up
 from initium.service.store import HEARTBEAT, JobStore
+from initium.service.worker import stats
 from initium.service.worker.materialize import pick_device
 from initium.service.worker.run import execute_job
 
@@ -43,6 +44,7 @@ class Worker:
 
     def run(self) -> None:
         path = warm_up(self.device)  # before the first heartbeat: /readyz waits for it
+        stats.warm_up()
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         log.info("worker ready on %s (%s sampler), data in %s", self.device, path, self.store.root)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from initium.schemas import InitRequest
 from initium.schemas.job import Progress
+from initium.service import jobs
 from initium.service.errors import ArtifactCorruptError
 from initium.service.jobs import VerifiedFiles, weights_path_and_sha
 from initium.service.plan import make_plan
@@ -54,6 +55,22 @@ def test_a_file_is_hashed_once_per_version(tmp_path: Path, mlp_request: dict[str
     Path(path).unlink()
     with pytest.raises(ArtifactCorruptError):
         weights_path_and_sha(store, job_id, verified)
+
+
+def test_the_workers_stamp_spares_the_first_hash_until_the_file_changes(
+    tmp_path: Path, mlp_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JobStore(tmp_path)
+    job_id = run_job(store, mlp_request)
+    hashed: list[Path] = []
+    monkeypatch.setattr(jobs, "_sha256_of", lambda path: hashed.append(path) or "0" * 64)
+    _, sha = weights_path_and_sha(store, job_id, VerifiedFiles())
+    assert hashed == [] and sha == store.load(job_id).sha256  # served on the worker's word
+    path = store.artifact(job_id, WEIGHTS)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # touched: the stamp no longer holds
+    with pytest.raises(ArtifactCorruptError):
+        weights_path_and_sha(store, job_id, VerifiedFiles())
+    assert hashed == [path]
 
 
 def _job(store: JobStore, seed: int, state: str = "succeeded") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from initium.service.errors import (
 )
 from initium.service.plan import Limits, make_plan
 from initium.service.presets import PresetStore
-from initium.service.store import REPORT, WEIGHTS, JobStore, atomic_write, now
+from initium.service.store import HASHED, REPORT, WEIGHTS, JobStore, atomic_write, now
 
 log = logging.getLogger("initium.api")
 
@@ -125,7 +126,8 @@ def file_path_and_sha(store: JobStore, job_id: str, name: str, verified: Verifie
 
 
 class VerifiedFiles:
-    """Files already hashed, by (path, size, mtime, inode): a large artifact is hashed once, not per GET."""
+    """Files known to hold their sha256, by (path, size, mtime, inode): a large artifact is hashed at
+    most once per API process, and not at all when the worker that wrote it stamped it (HASHED)."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, int, int, int], str] = {}
@@ -137,12 +139,28 @@ class VerifiedFiles:
             return False
         key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
         if key not in self._seen:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            self._seen[key] = digest.hexdigest()
+            self._seen[key] = _stamped_sha256(path, key) or _sha256_of(path)
         return hmac.compare_digest(self._seen[key], sha256)
+
+
+def _stamped_sha256(path: Path, key: tuple[str, int, int, int]) -> str | None:
+    """The sha256 the worker computed while writing `path`, if the file is untouched since."""
+    try:
+        stamp = json.loads((path.parent / HASHED).read_bytes())[path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(stamp, dict) or (stamp.get("size"), stamp.get("mtime_ns"), stamp.get("ino")) != key[1:]:
+        return None
+    sha256 = stamp.get("sha256")
+    return sha256 if isinstance(sha256, str) else None
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool]:

@@ -30,6 +30,8 @@ from initium.service.errors import JobNotFoundError
 _ID = re.compile(r"^[0-9a-f]{64}$")
 WEIGHTS = "weights.safetensors"
 REPORT = "report.json"
+# (size, mtime_ns, inode) of each artifact right after the worker that hashed it put it in place.
+HASHED = "hashed.json"
 HEARTBEAT = "worker.heartbeat"
 ACCESSED = "accessed"
 

@@ -21,6 +21,15 @@ _BODY_ROUTE = {200: {"model": JobStatus}, **error_responses(400, 409, 413, 422)}
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
 _LOOKUP = error_responses(404, 409)
+
+
+class ArtifactResponse(FileResponse):
+    """Starlette reads a file in 64 KiB pieces, each a hop to a worker thread; at 1 MiB a GPT-2 file
+    (475 MiB) is 475 hops instead of 7,600, and loopback downloads run about twice as fast."""
+
+    chunk_size = 1 << 20
+
+
 _FILES = error_responses(404, 409, 500)
 
 
@@ -53,23 +62,23 @@ def status(job_id: JobId, store: StoreDep) -> JobStatus:
     return jobs.to_status(store.load(job_id))
 
 
-@router.get("/{job_id}/weights", response_class=FileResponse, responses=_FILES)
-def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> FileResponse:
+@router.get("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES)
+def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> ArtifactResponse:
     """The safetensors file, checked against its sha256; supports Range and If-Range; the ETag is the sha256."""
     path, sha256 = jobs.weights_path_and_sha(store, job_id, verified)
     headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
-    return FileResponse(
+    return ArtifactResponse(
         path, media_type="application/octet-stream", filename=f"{job_id[:16]}.safetensors", headers=headers
     )
 
 
-@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses=_FILES)
-def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> FileResponse:
+@router.get("/{job_id}/files/{name}", response_class=ArtifactResponse, responses=_FILES)
+def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> ArtifactResponse:
     """One written file (a shard or the shard index) by the name the job status lists; Range and ETag."""
     path, sha256 = jobs.file_path_and_sha(store, job_id, name, verified)
     headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
     media = "application/json" if name.endswith(".json") else "application/octet-stream"
-    return FileResponse(path, media_type=media, filename=name, headers=headers)
+    return ArtifactResponse(path, media_type=media, filename=name, headers=headers)
 
 
 @router.get("/{job_id}/report", response_model=Report, responses=_LOOKUP)

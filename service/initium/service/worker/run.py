@@ -28,7 +28,7 @@ from initium.service.init.distributions import Distribution
 from initium.service.plan import Limits, make_plan, planned_distribution
 from initium.service.plan.planner import INDEX_FILE
 from initium.service.presets import PresetStore
-from initium.service.store import REPORT, JobStore, atomic_write, now
+from initium.service.store import HASHED, REPORT, JobStore, atomic_write, now
 from initium.service.worker.checks import fit, flags, spectral
 from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.materialize import materialize
@@ -75,7 +75,18 @@ def mark_succeeded(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
         update={"tensors_done": record.progress.tensors_total, "bytes_done": record.progress.bytes_total}
     )
     update = {"state": "succeeded", "sha256": main.sha256, "size": main.size, "files": files, "progress": progress}
+    record_hashed(store, job_id, files)
     store.save(record.model_copy(update=update))
+
+
+def record_hashed(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
+    """Stamp each file this worker hashed as it wrote it, so the API can serve it without hashing it
+    again (jobs.VerifiedFiles): a file whose size, mtime and inode still match has not been touched."""
+    stamps = {}
+    for f in files:
+        st = store.artifact(job_id, f.name).stat()
+        stamps[f.name] = {"sha256": f.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    atomic_write(store.artifact(job_id, HASHED), json.dumps(stamps).encode())
 
 
 def failure_message(exc: Exception, job_dir: Path) -> str:

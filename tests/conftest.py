@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,10 @@ from fastapi.testclient import TestClient
 
 from initium.service.app import create_app
 from initium.service.config import Settings
+
+# The clients' download cache goes to a directory of this run's own, never the user's ~/.cache
+# (subprocesses inherit it). Tests of the cache itself pass cache_dir explicitly.
+os.environ["INITIUM_CACHE_DIR"] = tempfile.mkdtemp(prefix="initium-test-cache-")
 
 # The smallest useful request, exactly as DESIGN.md section 3 gives it.
 MLP_REQUEST: dict[str, Any] = {

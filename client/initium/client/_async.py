@@ -85,9 +85,12 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         status = await self.submit(request, **parts)
         if status.state != "succeeded":
             status = await self.wait(status.id, timeout)
-        result_path, fetches = api.artifact_fetches(status, path)
+        result_path, fetches = api.artifact_fetches(status, path, self.cache)
         for fetch in fetches:
-            await adownload(self._http, fetch, self.settings.retry, self.progress)
+            if self.cache is None or not self.cache.reuse(fetch):
+                await adownload(self._http, fetch, self.settings.retry, self.progress)
+                if self.cache is not None:
+                    self.cache.remember(fetch)
         return InitResult(status, result_path, await self.report(status.id))
 
     async def _call(self, call: api.Call[T]) -> T:

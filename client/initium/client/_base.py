@@ -24,12 +24,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from initium.client._cache import DownloadCache, default_cache_dir
 from initium.client._errors import (
     APIConnectionError,
     APIStatusError,
@@ -107,6 +108,7 @@ class Settings:
     timeout: httpx.Timeout
     retry: RetryPolicy
     poll_interval: float
+    cache_dir: Path | None = None
 
     @classmethod
     def resolve(
@@ -116,6 +118,7 @@ class Settings:
         timeout: httpx.Timeout | float | None,
         retry: RetryPolicy | None,
         poll_interval: float,
+        cache_dir: str | Path | Literal[False] | None = None,
     ) -> Settings:
         url = (base_url or os.environ.get("INITIUM_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         key = api_key or os.environ.get("INITIUM_API_KEY") or None
@@ -123,7 +126,8 @@ class Settings:
             timeout = DEFAULT_TIMEOUT
         elif not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout)
-        return cls(url, key, timeout, retry or RetryPolicy(), poll_interval)
+        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser() if cache_dir else None
+        return cls(url, key, timeout, retry or RetryPolicy(), poll_interval, cache)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -265,21 +269,29 @@ class Fetch:
     target: Path
     sha256: str
     size: int
+    cached: Path | None = None  # where the download cache keeps this file (the target itself without a path)
 
 
-def artifact_fetches(status: JobStatus, path: str | Path | None) -> tuple[Path, list[Fetch]]:
+def artifact_fetches(
+    status: JobStatus, path: str | Path | None, cache: DownloadCache | None = None
+) -> tuple[Path, list[Fetch]]:
     """Where a finished job's files go, and the path the result names: the safetensors file, or
     for sharded output the index beside its shards (one directory, as Hugging Face lays it out).
-    Without `path`, a fresh temporary directory."""
+    Without `path`: the download cache's folder for this artifact, else a fresh temporary directory."""
     if status.sha256 is None:
         raise IntegrityError(f"job {status.id} succeeded without a sha256")
-    if status.files and status.files[-1].name.endswith(".index.json"):
-        folder = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-"))
-        fetches = [Fetch(file_url(status.id, f.name), folder / f.name, f.sha256, f.size) for f in status.files]
+    cached = cache.folder(status.sha256) if cache else None
+    sharded = bool(status.files) and status.files[-1].name.endswith(".index.json")
+    # The folder for sharded output; without a path, also where the single file goes.
+    folder = Path(path) if path else cached or Path(tempfile.mkdtemp(prefix="initium-"))
+    if sharded:
+        fetches = [Fetch(file_url(status.id, f.name), folder / f.name, f.sha256, f.size, cached and cached / f.name)
+                   for f in status.files]  # fmt: skip
         return folder / status.files[-1].name, fetches
-    target = Path(path) if path else Path(tempfile.mkdtemp(prefix="initium-")) / f"{status.id[:16]}.safetensors"
+    name = f"{status.id[:16]}.safetensors"
+    target = Path(path) if path else folder / name
     weights = f"/v1/initializations/{status.id}/weights"
-    return target, [Fetch(weights, target, status.sha256, status.size or 0)]
+    return target, [Fetch(weights, target, status.sha256, status.size or 0, cached and cached / name)]
 
 
 class ProgressBar:
@@ -326,7 +338,9 @@ class ClientBase(Generic[H]):
     retried as [Note: retries] says (`retry=RetryPolicy(max_attempts=1)` turns that off).
     `progress`: bars on stderr when it is a terminal (None), always (True), never (False). Pass
     `http_client` to reuse a configured httpx client (tests pass the app's TestClient, so the real
-    client drives the real routes in-process).
+    client drives the real routes in-process). `cache_dir`: where `initialize()` keeps verified
+    artifacts to reuse (initium.client._cache): None for $INITIUM_CACHE_DIR or ~/.cache/initium/artifacts,
+    False for no cache.
     """
 
     http_class: type[H]
@@ -341,8 +355,10 @@ class ClientBase(Generic[H]):
         poll_interval: float = 0.2,
         progress: bool | None = None,
         http_client: H | None = None,
+        cache_dir: str | Path | Literal[False] | None = None,
     ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval)
+        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval, cache_dir)
+        self.cache = DownloadCache(self.settings.cache_dir) if self.settings.cache_dir else None
         self.base_url = self.settings.base_url
         self.progress = progress
         self._owns_http = http_client is None

@@ -114,14 +114,18 @@ class Client(ClientBase[httpx.Client]):
         """Submit, wait, download and verify: the initialized weights on local disk.
 
         Pass a whole request, or spec=, policy=, seed=, dtype=, slices= (dicts or schema models).
-        Without `path` the file goes to a fresh temporary directory; `result.save(path)` copies it.
+        Without `path` the result lives in the client's download cache and a repeated request is not
+        downloaded again (see `cache_dir`); `result.save(path)` copies it.
         """
         status = self.submit(request, **parts)
         if status.state != "succeeded":
             status = self.wait(status.id, timeout)
-        result_path, fetches = api.artifact_fetches(status, path)
+        result_path, fetches = api.artifact_fetches(status, path, self.cache)
         for fetch in fetches:
-            self._download(fetch)
+            if self.cache is None or not self.cache.reuse(fetch):
+                self._download(fetch)
+                if self.cache is not None:
+                    self.cache.remember(fetch)
         return InitResult(status, result_path, self.report(status.id))
 
     def initialize_module(

@@ -1,0 +1,100 @@
+"""The client's download cache: finished artifacts kept by content, so asking again costs a stat.
+
+A request's id is the sha256 of its normalized form and the same request always gives the same
+bytes, so a verified download can be reused for as long as it is intact. `initialize()` without a
+path downloads into `<cache>/<sha256 of the main file>/` (the safetensors file, or a sharded
+output's index beside its shards) and returns the path there, as huggingface_hub's
+`hf_hub_download` returns a path in its cache; with a path, an intact cached copy is copied there
+instead of downloaded again.
+
+A download to the caller's own path is hard-linked into the cache when the two share a filesystem.
+"Intact" is checked without re-hashing: next to each file a stamp records its sha256 and the
+(size, mtime_ns, inode) it had once verified. Any write through the path changes the stamp's
+figures, and such an entry is downloaded again instead of served. Nothing is evicted on its own;
+the cache is plain files (`rm -r` is safe at any time), and `INITIUM_CACHE_DIR=off` or
+`Client(cache_dir=False)` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from initium.client._base import Fetch
+
+CACHE_ENV = "INITIUM_CACHE_DIR"
+_OFF = ("", "0", "off", "false", "no", "none")
+
+
+def default_cache_dir() -> Path | None:
+    """$INITIUM_CACHE_DIR ("off" disables), else $XDG_CACHE_HOME/initium/artifacts, else ~/.cache/..."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "initium" / "artifacts"
+
+
+class DownloadCache:
+    """Verified files under `root/<main sha256>/<name>`, each with a `.<name>.stamp` beside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, main_sha256: str) -> Path:
+        return self.root / main_sha256
+
+    def reuse(self, fetch: Fetch) -> bool:
+        """Whether the fetch's target now holds its file: it is the intact cache entry, or a copy of it."""
+        cached, sha256, target = fetch.cached, fetch.sha256, fetch.target
+        if cached is None or not self._intact(cached, sha256):
+            return False
+        if target != cached:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{sha256[:16]}.copy")
+            shutil.copyfile(cached, partial)  # copy_file_range/sendfile: the kernel copies, no hashing
+            partial.replace(target)
+        return True
+
+    def remember(self, fetch: Fetch) -> None:
+        """Keep a file just downloaded and verified: stamp it where it is in the cache, or hard-link the
+        caller's file into the cache (no second copy on disk; on another filesystem, nothing is kept).
+        The link shares the caller's inode, so a later write through their path changes the stamp's
+        figures and drops the entry; their file itself is never linked anywhere else."""
+        path = fetch.cached
+        if path is None:
+            return
+        if path != fetch.target:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.link")
+                partial.unlink(missing_ok=True)
+                os.link(fetch.target, partial)
+                partial.replace(path)
+            except OSError:
+                return
+        st = path.stat()
+        stamp = {"sha256": fetch.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+        partial = self._stamp(path).with_suffix(".partial")
+        partial.write_text(json.dumps(stamp))
+        partial.replace(self._stamp(path))
+
+    def _intact(self, path: Path, sha256: str) -> bool:
+        try:
+            st = path.stat()
+            stamp = json.loads(self._stamp(path).read_text())
+        except (OSError, ValueError):
+            return False
+        figures = (sha256, st.st_size, st.st_mtime_ns, st.st_ino)
+        if not isinstance(stamp, dict) or figures != tuple(stamp.get(k) for k in ("sha256", "size", "mtime_ns", "ino")):
+            self._stamp(path).unlink(missing_ok=True)  # changed since it was verified: download it again
+            return False
+        return True
+
+    @staticmethod
+    def _stamp(path: Path) -> Path:
+        return path.with_name(f".{path.name}.stamp")

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -81,6 +82,7 @@ class _Part:
         self.target, self.sha256, self.size = target, fetch.sha256, fetch.size or None
         self.path = target.with_name(f".{target.name}.{self.sha256[:16]}.part")
         self.digest, self.have = _rehash(self.path)
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
         self.bar = tqdm(total=self.size, initial=self.have, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=target.name, disable=None if progress is None else not progress, file=sys.stderr,
                         leave=False)  # fmt: skip
@@ -102,8 +104,10 @@ class _Part:
         return "ab" if self.have else "wb"
 
     def write(self, out: IO[bytes], chunk: bytes) -> None:
+        # Both release the GIL on large buffers: the hash runs beside the write, on another core.
+        hashed = self.hasher.submit(self.digest.update, chunk)
         out.write(chunk)
-        self.digest.update(chunk)
+        hashed.result()
         self.have += len(chunk)
         self.bar.update(len(chunk))
 
@@ -118,6 +122,7 @@ class _Part:
         return retry.delay(failures, getattr(error, "retry_after", None))
 
     def close(self) -> None:
+        self.hasher.shutdown()
         self.bar.close()
 
     def finish(self) -> Path:

@@ -38,7 +38,7 @@ class SpectralStats(WireModel):
     stable_rank: float = Field(description="||W||_F^2 / ||W||_2^2")
     orthogonality_error: float | None = Field(None, description="max |W W^T - g^2 I| for orthogonal schemes")
     exact: bool = Field(
-        description="singular values from a full SVD, else the largest from 24 Lanczos steps (within about 0.15%)"
+        description="singular values from a full SVD, else the largest from 24 Lanczos steps (within 0.4%)"
     )
 
 

@@ -14,26 +14,15 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from initium.schemas._module import ParameterizedType
 from initium.schemas.catalog import scheme_catalog
 from initium.schemas.policy import ParamRole
 from initium.schemas.schemes import Nonlinearity
+from tests.schemas.test_presets import ZOO
 
-# One spec with every role family: plain weights and biases, convs, norms, an embedding, recurrent
-# gates and attention projections.
-SPEC = {
-    "name": "zoo",
-    "modules": [
-        {"type": "embedding", "name": "emb", "num_embeddings": 11, "embedding_dim": 8},
-        {"type": "lstm", "name": "lstm", "input_size": 8, "hidden_size": 6},
-        {"type": "gru", "name": "gru", "input_size": 6, "hidden_size": 4},
-        {"type": "multihead_attention", "name": "attn", "embed_dim": 8, "num_heads": 2},
-        {"type": "conv2d", "name": "conv", "in_channels": 3, "out_channels": 4, "kernel_size": 3},
-        {"type": "batch_norm2d", "name": "bn", "num_features": 4},
-        {"type": "linear", "name": "fc", "in_features": 8, "out_features": 5},
-        {"type": "layer_norm", "name": "ln", "normalized_shape": 5},
-    ],
-}
-TYPES = ["linear", "conv2d", "embedding", "layer_norm", "batch_norm2d", "lstm", "gru", "multihead_attention", "rnn"]
+# The spec with every layer type (and so every role: gates, attention projections, blocks' roles).
+SPEC = {"name": "zoo", "modules": ZOO}
+TYPES = list(ParameterizedType.__args__)  # type: ignore[attr-defined]
 ROLES = list(ParamRole.__args__)  # type: ignore[attr-defined]
 PRESETS = ["kaiming-relu", "llama", "gpt2", "no-such-preset", "kaiming-relu@1", "kaiming-relu@99"]
 
@@ -77,7 +66,7 @@ matches = st.fixed_dictionaries(
     optional={
         "type": st.sampled_from(TYPES),
         "role": st.sampled_from(ROLES),
-        "name": st.sampled_from(["*", "*.weight", "lstm.*", "attn.in_proj_*", "fc.bias", "nothing.here", ""]),
+        "name": st.sampled_from(["*", "*.weight", "lstm.*", "mha.in_proj_*", "head.bias", "h.*.attn.*", "nothing", ""]),
     },
 )
 rules = st.fixed_dictionaries(

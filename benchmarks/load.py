@@ -90,7 +90,8 @@ async def run(url: str, clients: int, requests: int, distinct: int) -> dict[str,
     folder = Path(tempfile.mkdtemp(prefix="initium-load-"))
 
     async def worker() -> None:
-        async with AsyncClient(url, progress=False, retry=RetryPolicy(max_attempts=5)) as client:
+        # cache_dir=False: 32 independent pipelines, each downloading what it asks for (no shared client cache)
+        async with AsyncClient(url, progress=False, retry=RetryPolicy(max_attempts=5), cache_dir=False) as client:
             while not queue.empty():
                 n = queue.get_nowait()
                 try:

@@ -50,6 +50,15 @@ def _spec_error(modules: list[dict[str, Any]]) -> dict[str, Any]:
         ({"type": "transformer"}, (), "does not match any of the expected tags"),
         ({"type": "linear", "name": "a.b", "in_features": 1, "out_features": 1}, ("linear", "name"), "pattern"),
         ({"type": "relu", "name": "to"}, ("relu",), "attribute of torch.nn.Module"),
+        # Strict numbers (schemathesis found `true` taken as 1): no booleans, no numeric strings.
+        ({"type": "linear", "in_features": True, "out_features": 3}, ("linear", "in_features"), "valid integer"),
+        ({"type": "linear", "in_features": "2", "out_features": 3}, ("linear", "in_features"), "valid integer"),
+        (
+            {"type": "conv1d", "in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding": False},
+            ("conv1d", "padding"),
+            "valid integer",
+        ),
+        ({"type": "dropout", "p": True}, ("dropout", "p"), "valid number"),
     ],
 )
 def test_bad_modules_name_the_field(module: dict[str, Any], loc_tail: tuple[str, ...], fragment: str) -> None:
@@ -93,7 +102,8 @@ def test_bad_scheme_params(mlp_request: dict[str, Any], init: dict[str, Any], fr
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("dtype", "int8"), ("seed", -1), ("seed", 2**63), ("policy", {"rules": []})]
+    ("field", "value"),
+    [("dtype", "int8"), ("seed", -1), ("seed", 2**63), ("seed", True), ("seed", "7"), ("policy", {"rules": []})],
 )
 def test_bad_request_fields(mlp_request: dict[str, Any], field: str, value: Any) -> None:
     mlp_request[field] = value

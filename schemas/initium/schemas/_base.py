@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 
 class WireModel(BaseModel):
-    """A request or response body part; unknown keys are refused so typos never pass silently."""
+    """A request or response body part; unknown keys are refused so typos never pass silently.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: lax mode would take `true` for a number (as 1) and "3" for an integer, and the OpenAPI
+    document promises neither (schemathesis found both).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # A request id (the sha256 of the normalized request) or an artifact's sha256, as hex.
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex digits")]
+
+# JSON has arrays, not tuples, so a pair arrives as a list: lax about its container, strict about
+# its numbers.
+Pair = Annotated[tuple[int, int], Strict(False)]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from initium.schemas._base import WireModel
+from initium.schemas._base import Pair, WireModel
 from initium.schemas.schemes import SchemeParams
 
 Role = Literal["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
@@ -33,7 +33,7 @@ class Distribution(WireModel):
 class PlannedPart(WireModel):
     """Rows [start, stop) of a packed tensor initialized as their own matrix (a gate, or q, k or v)."""
 
-    rows: tuple[int, int]
+    rows: Pair
     roles: list[str]
     fan_in: int
     fan_out: int
@@ -76,7 +76,7 @@ class PlannedTensor(WireModel):
     parts: list[PlannedPart] | None = Field(
         None, description="per-gate or per-projection blocks, each with its own rule; None when the tensor is one block"
     )
-    slice: list[tuple[int, int]] | None = Field(
+    slice: list[Pair] | None = Field(
         None, description="the [start, stop) ranges returned of the full `shape`; None for the whole tensor"
     )
 

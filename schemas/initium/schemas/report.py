@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from initium.schemas._base import Sha256Hex, WireModel
+from initium.schemas._base import Pair, Sha256Hex, WireModel
 from initium.schemas.job import FileInfo
 from initium.schemas.plan import Algorithm, Role, TensorDType
 from initium.schemas.schemes import SchemeParams
@@ -47,7 +47,7 @@ class TensorStats(WireModel):
 
     name: str
     shape: list[int] = Field(description="the full tensor's shape")
-    slice: list[tuple[int, int]] | None = Field(None, description="the part measured and written, if not all")
+    slice: list[Pair] | None = Field(None, description="the part measured and written, if not all")
     dtype: TensorDType
     role: Role
     scheme: str

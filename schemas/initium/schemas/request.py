@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Strict, Tag
 
 from initium.schemas._base import WireModel
 from initium.schemas.policy import Policy
@@ -13,7 +13,7 @@ from initium.schemas.spec import Manifest, Spec
 DType = Literal["float32", "float16", "bfloat16", "float64"]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 # [start, stop) along one dimension, as Python slices and torch.narrow count.
-Range = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]]
+Range = Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]], Strict(False)]  # see _base.Pair
 
 
 def _spec_form(value: Any) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from initium.schemas import spec as s
+from initium.schemas._module import ExtraRole
 from initium.service.registry import Registry
 
 
@@ -45,7 +46,7 @@ def expand(module: s.Module) -> list[Child]:
     return _COMPOSITES.get(module.type)(module)
 
 
-def _linear(n_in: int, n_out: int, bias: bool, *roles: str) -> s.Linear:
+def _linear(n_in: int, n_out: int, bias: bool, *roles: ExtraRole) -> s.Linear:
     return s.Linear(type="linear", in_features=n_in, out_features=n_out, bias=bias, roles=list(roles))
 
 
@@ -94,14 +95,14 @@ def transformer_block(m: s.TransformerBlock) -> list[Child]:
     return [norm1, *attn, norm2, *mlp]
 
 
-def _conv(n_in: int, n_out: int, k: int, stride: int = 1, groups: int = 1, *roles: str) -> s.Conv2d:
+def _conv(n_in: int, n_out: int, k: int, stride: int = 1, groups: int = 1, *roles: ExtraRole) -> s.Conv2d:
     return s.Conv2d(
         type="conv2d", in_channels=n_in, out_channels=n_out, kernel_size=k, stride=stride, padding=k // 2,
         groups=groups, bias=False, roles=list(roles),
     )  # fmt: skip
 
 
-def _bn(c: int, *roles: str) -> s.BatchNorm2d:
+def _bn(c: int, *roles: ExtraRole) -> s.BatchNorm2d:
     return s.BatchNorm2d(type="batch_norm2d", num_features=c, roles=list(roles))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from initium.schemas import plan as wire
 from initium.schemas._module import MATRIX_TYPES
@@ -179,7 +179,12 @@ def _summarize(common: dict[str, Any], fans: tuple[int, int], parts: list[wire.P
     )  # fmt: skip
 
 
-def _mixture(parts: list[wire.PlannedPart]) -> dict[str, float | None]:
+class _Moments(TypedDict):
+    expected_mean: float | None
+    expected_std: float | None
+
+
+def _mixture(parts: list[wire.PlannedPart]) -> _Moments:
     moments = [(p.rows[1] - p.rows[0], p.expected_mean, p.expected_std) for p in parts]
     known = [(w, m, s) for w, m, s in moments if m is not None and s is not None]
     if len(known) < len(moments):

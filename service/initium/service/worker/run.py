@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import safetensors
 import torch
@@ -268,18 +269,23 @@ def tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorSta
     )
 
 
-def _checks(planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None) -> dict[str, object]:
+class _Checks(TypedDict, total=False):
+    frobenius_norm: float
+    power_sums: wire.PowerSums
+    fit: wire.FitCheck | None
+    spectral: wire.SpectralStats | None
+    flags: list[str]
+
+
+def _checks(planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None) -> _Checks:
     """The report's deeper checks; packed tensors with several laws and buffers get moments only."""
     power = wire.PowerSums(n=m.n_finite, s1=m.power_sums[0], s2=m.power_sums[1], s3=m.power_sums[2], s4=m.power_sums[3])
-    base: dict[str, object] = {"frobenius_norm": math.sqrt(m.power_sums[1]), "power_sums": power}
-    if planned.role not in ("weight", "bias"):
-        return base
-    return {
-        **base,
-        "fit": fit(values, dist, planned.dtype),
-        "spectral": spectral(values, dist, m.power_sums[1]) if planned.role == "weight" else None,
-        "flags": flags(m.n_finite, m.mean, m.std, m.central_m4, dist, planned.dtype),
-    }
+    checks = _Checks(frobenius_norm=math.sqrt(m.power_sums[1]), power_sums=power)
+    if planned.role in ("weight", "bias"):
+        checks["fit"] = fit(values, dist, planned.dtype)
+        checks["spectral"] = spectral(values, dist, m.power_sums[1]) if planned.role == "weight" else None
+        checks["flags"] = flags(m.n_finite, m.mean, m.std, m.central_m4, dist, planned.dtype)
+    return checks
 
 
 def build_report(

@@ -76,6 +76,19 @@ def test_a_path_gets_its_own_copy_and_a_write_to_it_never_reaches_the_cache(
     assert downloads == [a.path, c.path] and _sha256(c.path) == a.sha256 and _sha256(b.path) == a.sha256
 
 
+def test_an_unusable_cache_never_fails_a_verified_download(
+    app_client: TestClient, mlp_request: dict[str, Any], tmp_path: Path, downloads: list[Path]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache folder would go")
+    client = Client(http_client=app_client, cache_dir=blocker)
+    result = client.initialize({**mlp_request, "seed": 36}, path=tmp_path / "w.safetensors")
+    assert _sha256(result.path) == result.sha256 and downloads == [result.path]
+    assert not any(p.name.endswith(".partial") for p in tmp_path.rglob("*"))
+    elsewhere = client.initialize({**mlp_request, "seed": 36})  # no path: a temporary directory instead
+    assert _sha256(elsewhere.path) == result.sha256 and not elsewhere.path.is_relative_to(blocker)
+
+
 def test_the_async_client_shares_the_cache(
     app_client: TestClient, mlp_request: dict[str, Any], tmp_path: Path, downloads: list[Path]
 ) -> None:

@@ -280,7 +280,7 @@ def artifact_fetches(
     Without `path`: the download cache's folder for this artifact, else a fresh temporary directory."""
     if status.sha256 is None:
         raise IntegrityError(f"job {status.id} succeeded without a sha256")
-    cached = cache.folder(status.sha256) if cache else None
+    cached = cache.folder(status.sha256) if cache else None  # None also when the cache is unusable
     sharded = bool(status.files) and status.files[-1].name.endswith(".index.json")
     # The folder for sharded output; without a path, also where the single file goes.
     folder = Path(path) if path else cached or Path(tempfile.mkdtemp(prefix="initium-"))

@@ -17,9 +17,11 @@ the cache is plain files (`rm -r` is safe at any time), and `INITIUM_CACHE_DIR=o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +47,15 @@ class DownloadCache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def folder(self, main_sha256: str) -> Path:
-        return self.root / main_sha256
+    def folder(self, main_sha256: str) -> Path | None:
+        """The artifact's folder in the cache, created; None when the cache cannot take it (then the
+        caller uses a temporary directory, as with no cache)."""
+        folder = self.root / main_sha256
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return folder
 
     def reuse(self, fetch: Fetch) -> bool:
         """Whether the fetch's target now holds its file: it is the intact cache entry, or a copy of it."""
@@ -54,10 +63,14 @@ class DownloadCache:
         if cached is None or not self._intact(cached, sha256):
             return False
         if target != cached:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.{sha256[:16]}.copy")
-            shutil.copyfile(cached, partial)  # copy_file_range/sendfile: the kernel copies, no hashing
-            partial.replace(target)
+            partial = _partial(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cached, partial)  # copy_file_range/sendfile: the kernel copies, no hashing
+                partial.replace(target)
+            except OSError:  # a full or read-only disk: the download path says so with its own error
+                _discard(partial)
+                return False
         return True
 
     def remember(self, fetch: Fetch) -> None:
@@ -68,20 +81,19 @@ class DownloadCache:
         path = fetch.cached
         if path is None:
             return
-        if path != fetch.target:
-            try:
+        link, stamp_partial = _partial(path), _partial(self._stamp(path))
+        try:  # best effort: the caller's verified file is already in place whatever happens here
+            if path != fetch.target:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f".{path.name}.link")
-                partial.unlink(missing_ok=True)
-                os.link(fetch.target, partial)
-                partial.replace(path)
-            except OSError:
-                return
-        st = path.stat()
-        stamp = {"sha256": fetch.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-        partial = self._stamp(path).with_suffix(".partial")
-        partial.write_text(json.dumps(stamp))
-        partial.replace(self._stamp(path))
+                os.link(fetch.target, link)
+                link.replace(path)  # (a no-op, leaving `link`, if both already name one file)
+            st = path.stat()
+            stamp = {"sha256": fetch.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+            stamp_partial.write_text(json.dumps(stamp))
+            stamp_partial.replace(self._stamp(path))
+        except OSError:
+            _discard(stamp_partial)
+        _discard(link)
 
     def _intact(self, path: Path, sha256: str) -> bool:
         try:
@@ -91,10 +103,20 @@ class DownloadCache:
             return False
         figures = (sha256, st.st_size, st.st_mtime_ns, st.st_ino)
         if not isinstance(stamp, dict) or figures != tuple(stamp.get(k) for k in ("sha256", "size", "mtime_ns", "ino")):
-            self._stamp(path).unlink(missing_ok=True)  # changed since it was verified: download it again
+            _discard(self._stamp(path))  # changed since it was verified: download it again
             return False
         return True
 
     @staticmethod
     def _stamp(path: Path) -> Path:
         return path.with_name(f".{path.name}.stamp")
+
+
+def _partial(path: Path) -> Path:
+    """A temporary name beside `path`, unique per process and call (clients may share a cache)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from initium.client import AsyncClient, Client, _async, _client
 from initium.client._cache import default_cache_dir
+from initium.client.cli import main
 
 
 @pytest.fixture
@@ -116,3 +117,22 @@ def test_the_cache_can_be_turned_off(
     monkeypatch.delenv("INITIUM_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
     assert default_cache_dir() == Path("/somewhere/initium/artifacts")
+
+
+def test_the_cache_command_reports_prunes_and_clears(
+    app_client: TestClient, mlp_request: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("INITIUM_CACHE_DIR", str(tmp_path / "cache"))
+    client = Client(http_client=app_client)
+    mine = client.initialize({**mlp_request, "seed": 37}, path=tmp_path / "mine.safetensors")  # also linked in
+    only_cached = client.initialize({**mlp_request, "seed": 38})  # held by the cache alone
+    size = mine.path.stat().st_size
+    assert main(["cache"]) == 0
+    info = capsys.readouterr().out
+    assert f"2 files, {2 * size / 1e6:,.1f} MB, of which {size / 1e6:,.1f} MB only the cache holds" in info
+    assert main(["cache", "prune"]) == 0
+    assert f"removed 1 files, freed {size / 1e6:,.1f} MB" in capsys.readouterr().out
+    assert not only_cached.path.exists() and mine.path.exists()
+    assert main(["cache", "clear"]) == 0 and "removed 1 files, freed 0.0 MB" in capsys.readouterr().out
+    assert _sha256(mine.path) == mine.sha256 and list((tmp_path / "cache").iterdir()) == []

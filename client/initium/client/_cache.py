@@ -10,8 +10,9 @@ instead of downloaded again.
 A download to the caller's own path is hard-linked into the cache when the two share a filesystem.
 "Intact" is checked without re-hashing: next to each file a stamp records its sha256 and the
 (size, mtime_ns, inode) it had once verified. Any write through the path changes the stamp's
-figures, and such an entry is downloaded again instead of served. Nothing is evicted on its own;
-the cache is plain files (`rm -r` is safe at any time), and `INITIUM_CACHE_DIR=off` or
+figures, and such an entry is downloaded again instead of served. Nothing is evicted on its own
+(as with huggingface_hub): `initium cache prune` removes what only the cache still holds, the cache
+is plain files (`rm -r` is safe at any time), and `INITIUM_CACHE_DIR=off` or
 `Client(cache_dir=False)` turns it off.
 """
 
@@ -94,6 +95,29 @@ class DownloadCache:
         except OSError:
             _discard(stamp_partial)
         _discard(link)
+
+    def usage(self) -> tuple[int, int, int]:
+        """(files, bytes, bytes only the cache holds): a file hard-linked from a caller's path costs
+        no disk of its own until that path is removed."""
+        files = [p for p in self.root.glob("*/*") if not p.name.startswith(".") and p.is_file()]
+        sizes = [(p.stat().st_size, p.stat().st_nlink) for p in files]
+        return len(files), sum(size for size, _ in sizes), sum(size for size, links in sizes if links == 1)
+
+    def prune(self, everything: bool = False) -> tuple[int, int]:
+        """Remove the files only the cache holds (or all of them): (files removed, bytes freed)."""
+        removed = freed = 0
+        for path in [p for p in self.root.glob("*/*") if not p.name.startswith(".") and p.is_file()]:
+            st = path.stat()
+            if everything or st.st_nlink == 1:
+                _discard(self._stamp(path))
+                _discard(path)
+                removed, freed = removed + 1, freed + (st.st_size if st.st_nlink == 1 else 0)
+        for folder in self.root.glob("*"):
+            with contextlib.suppress(OSError):
+                for leftover in folder.glob(".*.partial"):
+                    leftover.unlink()
+                folder.rmdir()  # only when empty
+        return removed, freed
 
     def _intact(self, path: Path, sha256: str) -> bool:
         try:

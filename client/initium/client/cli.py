@@ -5,6 +5,7 @@
     initium report JOB_ID [--html report.html] [--open] [--json] [--server URL]
     initium presets list | show NAME[@VERSION] | publish PRESET.json     [--server URL]
     initium schemes [NAME] [--json] [--server URL]
+    initium cache [info | prune | clear]
     initium serve [--host H] [--port N] [--data-dir DIR] [--broker URL]   (needs initium-service)
     initium worker --broker URL --data-dir DIR [--device D]              (needs initium-service)
 
@@ -29,6 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from initium.client._base import build_request
+from initium.client._cache import DownloadCache, default_cache_dir
 from initium.client._client import Client
 from initium.client._errors import (
     APIConnectionError,
@@ -170,6 +172,22 @@ def cmd_schemes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """The client's download cache: what it holds, or prune what only it holds, or clear it."""
+    root = default_cache_dir()
+    if root is None:
+        print("the download cache is off (INITIUM_CACHE_DIR)")
+        return 0
+    cache = DownloadCache(root)
+    if args.action == "info":
+        files, size, own = cache.usage()
+        print(f"{root}: {files} files, {size / 1e6:,.1f} MB, of which {own / 1e6:,.1f} MB only the cache holds")
+    else:
+        removed, freed = cache.prune(everything=args.action == "clear")
+        print(f"{root}: removed {removed} files, freed {freed / 1e6:,.1f} MB")
+    return 0
+
+
 def cmd_api_key(args: argparse.Namespace) -> int:
     """A new key for a client, and the digest the server is configured with (it never stores keys)."""
     key = "ik_" + secrets.token_urlsafe(32)
@@ -233,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="every scheme as JSON")
     p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
     p.set_defaults(func=cmd_schemes)
+    p = sub.add_parser("cache", help="the client's download cache: info, prune (files only it holds), clear")
+    p.add_argument("action", nargs="?", default="info", choices=["info", "prune", "clear"])
+    p.set_defaults(func=cmd_cache)
     p = sub.add_parser("api-key", help="generate an API key and the digest to configure on the server")
     p.set_defaults(func=cmd_api_key)
     serve = sub.add_parser("serve", help="run the service with its embedded worker (needs initium-service)")

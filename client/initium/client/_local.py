@@ -139,10 +139,7 @@ class LocalClient:
         )
 
     def _limits(self) -> Any:
-        from initium.service.plan import Limits
-
-        s = self._settings
-        return Limits(s.max_parameters, s.max_tensors, max_depth=s.max_depth, max_modules=s.max_modules)
+        return self._settings.limits()
 
     def close(self) -> None:
         return None

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from initium.service.plan import Limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INITIUM_", extra="ignore")
@@ -41,6 +43,10 @@ class Settings(BaseSettings):
         "",
         description="comma-separated sha256 hex digests of the accepted API keys; empty: no auth ('initium api-key')",
     )
+
+    def limits(self) -> Limits:
+        """What one request may ask for: the planner's view of these settings."""
+        return Limits(self.max_parameters, self.max_tensors, max_depth=self.max_depth, max_modules=self.max_modules)
 
     def key_hashes(self) -> list[str]:
         return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]

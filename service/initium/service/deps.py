@@ -28,12 +28,7 @@ def _state(name: str) -> Callable[[Request], Any]:
 
 
 def _limits(settings: Annotated[Settings, Depends(_state("settings"))]) -> Limits:
-    return Limits(
-        max_parameters=settings.max_parameters,
-        max_tensors=settings.max_tensors,
-        max_depth=settings.max_depth,
-        max_modules=settings.max_modules,
-    )
+    return settings.limits()
 
 
 StoreDep = Annotated[JobStore, Depends(_state("store"))]

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,12 @@ def _last_use(job_dir: Path) -> float:
 
 def _size(job_dir: Path) -> int:
     return sum(f.stat().st_size for f in job_dir.iterdir() if f.is_file())
+
+
+def attempt_suffix() -> str:
+    """A temporary-name suffix of this process's own (`.partial`, which cleanups look for): two
+    attempts at one job, on two workers or one, never write to the same temporary file."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
 
 
 def now() -> str:
@@ -156,12 +163,13 @@ class JobStore:
                 path = self.jobs / record.id
                 finished.append((_last_use(path), _size(path), record.id))
         finished.sort()
-        removed = [job for used, _, job in finished if max_age_s is not None and now_s - used > max_age_s]
-        total = sum(size for _, size, job in finished if job not in removed)
-        for _, size, job in finished:
+        expired = {job for used, _, job in finished if max_age_s is not None and now_s - used > max_age_s}
+        removed = [job for _, _, job in finished if job in expired]
+        total = sum(size for _, size, job in finished if job not in expired)
+        for _, size, job in finished:  # least recently used first
             if max_bytes is None or total <= max_bytes:
                 break
-            if job not in removed:
+            if job not in expired:
                 removed.append(job)
                 total -= size
         for job in removed:

@@ -4,6 +4,6 @@ Pure Python: the API process plans (so bad requests are refused before anything 
 the worker re-plans from the stored request to know what to generate.
 """
 
-from initium.service.plan.planner import Limits, make_plan, planned_distribution
+from initium.service.plan.planner import Limits, make_plan, planned_distribution, tensor_nbytes
 
-__all__ = ["Limits", "make_plan", "planned_distribution"]
+__all__ = ["Limits", "make_plan", "planned_distribution", "tensor_nbytes"]

@@ -116,13 +116,18 @@ SINGLE_FILE = "weights.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 
+def tensor_nbytes(t: wire.PlannedTensor) -> int:
+    """Bytes of the tensor as written: its (sliced) output shape in its dtype."""
+    return math.prod(t.output_shape()) * _ITEMSIZE[t.dtype]
+
+
 def shard_files(tensors: list[wire.PlannedTensor], output: str, max_bytes: int) -> list[wire.Shard]:
     """huggingface_hub's rule: greedy in state_dict order, a tensor bigger than the limit alone in
     its own shard; files model-0000k-of-0000N.safetensors (or model.safetensors when one)."""
     groups: list[list[wire.PlannedTensor]] = [] if tensors else [[]]
     size = 0
     for t in tensors:
-        nbytes = math.prod(t.output_shape()) * _ITEMSIZE[t.dtype]
+        nbytes = tensor_nbytes(t)
         if not groups or (output == "sharded" and size + nbytes > max_bytes and groups[-1]):
             groups.append([])
             size = 0
@@ -136,7 +141,7 @@ def shard_files(tensors: list[wire.PlannedTensor], output: str, max_bytes: int) 
         names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
     return [
         wire.Shard(file=name, tensors=[t.name for t in group],
-                   bytes=sum(math.prod(t.output_shape()) * _ITEMSIZE[t.dtype] for t in group))
+                   bytes=sum(tensor_nbytes(t) for t in group))
         for name, group in zip(names, groups, strict=True)
     ]  # fmt: skip
 
@@ -147,9 +152,8 @@ def _generated_elements(t: wire.PlannedTensor) -> int:
 
 
 def _totals(tensors: list[wire.PlannedTensor]) -> wire.PlanTotals:
-    counts = [math.prod(t.output_shape()) for t in tensors]
-    nbytes = sum(n * _ITEMSIZE[t.dtype] for n, t in zip(counts, tensors, strict=True))
-    params = sum(n for n, t in zip(counts, tensors, strict=True) if t.role in ("weight", "bias"))
+    nbytes = sum(tensor_nbytes(t) for t in tensors)
+    params = sum(math.prod(t.output_shape()) for t in tensors if t.role in ("weight", "bias"))
     return wire.PlanTotals(tensors=len(tensors), parameters=params, bytes=nbytes)
 
 

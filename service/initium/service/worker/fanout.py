@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,10 +35,10 @@ from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import FileInfo
 from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
-from initium.service.plan import make_plan
+from initium.service.plan import make_plan, tensor_nbytes
 from initium.service.plan.planner import INDEX_FILE
 from initium.service.presets import PresetStore
-from initium.service.store import WEIGHTS, JobStore, atomic_write
+from initium.service.store import WEIGHTS, JobStore, atomic_write, attempt_suffix
 from initium.service.worker.loop import MAX_ATTEMPTS
 from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.run import (
@@ -53,7 +52,7 @@ from initium.service.worker.run import (
     write_index,
     write_tensors,
 )
-from initium.service.worker.serialize import build_header, tensor_nbytes
+from initium.service.worker.serialize import build_header
 
 log = logging.getLogger("initium.worker")
 Publish = Callable[[str, list[object]], None]
@@ -138,7 +137,7 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
         _fail(store, job_id, f"part {k + 1} of {len(parts)} stopped its worker {MAX_ATTEMPTS} times; "
                              "it may need more memory than the worker has")  # fmt: skip
         return
-    temporary = folder / f".{k}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+    temporary = folder / f".{k}.{attempt_suffix()}"
     try:
         lsuv = Lsuv.model_validate_json((folder / "lsuv.json").read_bytes())
         clock, stats = StageClock(), list[wire.TensorStats]()
@@ -164,7 +163,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
     request, plan = _load(store, job_id)
     parts = split(plan, request, part_bytes)
     folder = _parts_dir(store, job_id)
-    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+    attempt = attempt_suffix()
     partials: dict[str, Path] = {}
     try:
         results = [PartResult.model_validate_json((folder / f"{k}.json").read_bytes()) for k in range(len(parts))]
@@ -180,7 +179,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
             files = [r.file for r in results]
             partials |= {part.file: folder / f"{k}.data" for k, part in enumerate(parts)}
             partials[INDEX_FILE] = store.artifact(job_id, f".{INDEX_FILE}.{attempt}")
-            files.append(write_index(plan, partials[INDEX_FILE], partials))
+            files.append(write_index(plan, partials[INDEX_FILE]))
         else:
             partials[WEIGHTS] = store.artifact(job_id, f".{WEIGHTS}.{attempt}")
             files = [_concatenate(plan, request, [folder / f"{k}.data" for k in range(len(parts))], partials[WEIGHTS])]

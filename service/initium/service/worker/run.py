@@ -6,10 +6,8 @@ import errno
 import hashlib
 import json
 import math
-import os
 import platform
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +24,15 @@ from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
 from initium.service.identity import ALGORITHM
 from initium.service.init.distributions import Distribution
-from initium.service.plan import Limits, make_plan, planned_distribution
+from initium.service.plan import Limits, make_plan, planned_distribution, tensor_nbytes
 from initium.service.plan.planner import INDEX_FILE
 from initium.service.presets import PresetStore
-from initium.service.store import HASHED, REPORT, JobStore, atomic_write, now
+from initium.service.store import HASHED, REPORT, JobStore, atomic_write, attempt_suffix, now
 from initium.service.worker.checks import fit, flags, spectral
 from initium.service.worker.lsuv import lsuv_scales
 from initium.service.worker.materialize import materialize
 from initium.service.worker.probe import collect_warnings, run_probe
-from initium.service.worker.serialize import SafetensorsStreamWriter, tensor_nbytes
+from initium.service.worker.serialize import SafetensorsStreamWriter
 from initium.service.worker.stats import Measured, measure
 
 # The API refused oversized requests already; the worker generates whatever was accepted.
@@ -110,7 +108,7 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     them into place; a failed attempt leaves none of its files behind."""
     # Temporary names are this attempt's own: a redelivered job may run twice at once (see
     # [Note: outbox] in initium.service.engine), and each attempt renames only its own files.
-    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+    attempt = attempt_suffix()
     partials: dict[str, Path] = {}
     try:
         return _generate_attempt(store, job_id, device, on_progress, partials, attempt)
@@ -136,7 +134,7 @@ def _generate_attempt(
     files = _write_shards(plan, request, device, scales, partials, stats, clock, on_progress)
     if request.output.format == "sharded":
         partials[INDEX_FILE] = store.artifact(job_id, f".{INDEX_FILE}.{attempt}")
-        files.append(write_index(plan, partials[INDEX_FILE], partials))
+        files.append(write_index(plan, partials[INDEX_FILE]))
     by_tensor = {name: partials[shard.file] for shard in plan.shards for name in shard.tensors}
     return finish_job(store, job_id, request, plan, device, files, by_tensor, stats, clock, start, lsuv, partials)
 
@@ -209,7 +207,7 @@ def write_tensors(
         return FileInfo(name=shard.file, sha256=writer.close(), size=writer.bytes_written)
 
 
-def write_index(plan: Plan, path: Path, partials: dict[str, Path]) -> FileInfo:
+def write_index(plan: Plan, path: Path) -> FileInfo:
     """model.safetensors.index.json as huggingface_hub writes it: total_size and the weight map."""
     index = {
         "metadata": {"total_size": sum(shard.bytes for shard in plan.shards)},

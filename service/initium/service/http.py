@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from initium.schemas.errors import ErrorBody, ErrorInfo
@@ -33,7 +34,7 @@ _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded
 # check responses against it, so a status a route can return and does not list is a defect).
 _MEANING = {
     400: "the body is not JSON, or nests deeper than INITIUM_MAX_DEPTH",
-    401: "an API key is required (INITIUM_API_KEYS is set): send Authorization: Bearer <key>",
+    401: "an API key is required (INITIUM_API_KEY_HASHES is set): send Authorization: Bearer <key>",
     404: "no such job, file, preset or report",
     409: "the job is not finished or failed, or the name and version exist with other content",
     413: "the body or the model is over a configured limit",
@@ -50,6 +51,12 @@ def error_responses(*codes: int, html: bool = False) -> dict[int | str, dict[str
         code: {"description": _MEANING[code], **({"content": json_body} if html else {"model": ErrorBody})}
         for code in (401, *codes)
     }
+
+
+def body_route_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for an idempotent POST: 200 with `model` when the same content is already there
+    (the 201/202 is the route's own), and the errors a body can cause."""
+    return {200: {"model": model}, **error_responses(400, 409, 413, 422)}
 
 
 def error_response(

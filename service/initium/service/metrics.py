@@ -41,6 +41,12 @@ class Metrics:
         self.bytes_generated = Counter("initium_bytes_generated", "bytes of finished artifacts", registry=self.registry)
         self._counted: set[tuple[str, str]] | None = None
 
+    def observe_submission(self, created: bool, state: str) -> None:
+        """One POST /v1/initializations: a new job, or an existing one (succeeded: a cache hit)."""
+        self.submissions.labels("created" if created else f"existing_{state}").inc()
+        if not created and state == "succeeded":
+            self.cache_hits.inc()
+
     def observe_store(self, store: JobStore) -> None:
         """Queue depth now, and each job that finished since the last scrape, once. Jobs already
         finished when the API started are not counted (they belong to an earlier process's series)."""

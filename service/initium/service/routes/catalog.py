@@ -7,11 +7,9 @@ from fastapi import APIRouter, Response
 from initium.schemas.catalog import PresetList, SchemeList, scheme_catalog
 from initium.schemas.presets import Preset
 from initium.service.deps import PresetsDep
-from initium.service.http import error_responses
+from initium.service.http import body_route_responses, error_responses
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
-# 200 when the same content is already there (the repeat of an idempotent POST).
-_BODY_ROUTE = {200: {"model": Preset}, **error_responses(400, 409, 413, 422)}
 
 
 @router.get("/schemes", response_model=SchemeList, responses=error_responses())
@@ -32,7 +30,7 @@ def preset(ref: str, store: PresetsDep) -> Preset:
     return store.get(ref)
 
 
-@router.post("/presets", status_code=201, response_model=Preset, responses=_BODY_ROUTE)
+@router.post("/presets", status_code=201, response_model=Preset, responses=body_route_responses(Preset))
 def publish(body: Preset, response: Response, store: PresetsDep) -> Preset:
     """Publish a platform policy; 201 when new, 200 when these exact rules are already published,
     409 when the version exists with other rules (versions are immutable)."""

@@ -7,14 +7,12 @@ from fastapi import APIRouter, Response
 from initium.schemas.report import RecordedReport, Report
 from initium.service import jobs
 from initium.service.deps import StoreDep
-from initium.service.http import error_responses
+from initium.service.http import body_route_responses, error_responses
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
-# 200 when the same content is already there (the repeat of an idempotent POST).
-_BODY_ROUTE = {200: {"model": RecordedReport}, **error_responses(400, 409, 413, 422)}
 
 
-@router.post("", status_code=201, response_model=RecordedReport, responses=_BODY_ROUTE)
+@router.post("", status_code=201, response_model=RecordedReport, responses=body_route_responses(RecordedReport))
 def record(report: Report, response: Response, store: StoreDep) -> RecordedReport:
     """Keep a report under its request id: 201 when new, 200 when this report's artifact is already
     recorded, 409 when the id is recorded with another artifact (the same request cannot give two)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,11 @@ from fastapi.testclient import TestClient
 from initium.client import AuthenticationError, Client
 from initium.service.app import create_app
 from initium.service.config import Settings
-from initium.service.security import hash_key, new_key
+from initium.service.security import hash_key
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY, DIGEST = new_key()
+KEY = "ik_" + secrets.token_urlsafe(32)  # what `initium api-key` prints
+DIGEST = hash_key(KEY)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,12 +21,6 @@ from initium.service.http import error_response
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key() -> tuple[str, str]:
-    """A fresh API key and the digest to configure (INITIUM_API_KEY_HASHES)."""
-    key = "ik_" + secrets.token_urlsafe(32)
-    return key, hash_key(key)
 
 
 def require_api_key(request: Request) -> None:

@@ -250,6 +250,15 @@ def file_url(job_id: str, name: str) -> str:
     return f"/v1/initializations/{job_id}/files/{name}"
 
 
+def weights_url(job_id: str) -> str:
+    return f"/v1/initializations/{job_id}/weights"
+
+
+def is_sharded(status: JobStatus) -> bool:
+    """Sharded output lists its shards and then the index (model.safetensors.index.json) last."""
+    return bool(status.files) and status.files[-1].name.endswith(".index.json")
+
+
 def wait_outcome(status: JobStatus, timeout: float | None, started: float) -> JobStatus | None:
     """The final status, or None to poll again; raises when the job failed or time ran out."""
     if status.state == "succeeded":
@@ -281,17 +290,15 @@ def artifact_fetches(
     if status.sha256 is None:
         raise IntegrityError(f"job {status.id} succeeded without a sha256")
     cached = cache.folder(status.sha256) if cache else None  # None also when the cache is unusable
-    sharded = bool(status.files) and status.files[-1].name.endswith(".index.json")
     # The folder for sharded output; without a path, also where the single file goes.
     folder = Path(path) if path else cached or Path(tempfile.mkdtemp(prefix="initium-"))
-    if sharded:
+    if is_sharded(status):
         fetches = [Fetch(file_url(status.id, f.name), folder / f.name, f.sha256, f.size, cached and cached / f.name)
                    for f in status.files]  # fmt: skip
         return folder / status.files[-1].name, fetches
     name = f"{status.id[:16]}.safetensors"
     target = Path(path) if path else folder / name
-    weights = f"/v1/initializations/{status.id}/weights"
-    return target, [Fetch(weights, target, status.sha256, status.size or 0, cached and cached / name)]
+    return target, [Fetch(weights_url(status.id), target, status.sha256, status.size or 0, cached and cached / name)]
 
 
 class ProgressBar:

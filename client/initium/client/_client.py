@@ -97,7 +97,7 @@ class Client(ClientBase[httpx.Client]):
 
     def download(self, job_id: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream the (single-file) weights to `path`, resuming a dropped connection, and verify them."""
-        return self._download(api.Fetch(f"/v1/initializations/{job_id}/weights", Path(path), sha256, size or 0))
+        return self._download(api.Fetch(api.weights_url(job_id), Path(path), sha256, size or 0))
 
     def download_file(self, job_id: str, name: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream one of the job's files (a shard, or the shard index) and verify its sha256."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from initium.client._base import is_sharded
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 
@@ -57,16 +57,15 @@ class InitResult:
         return LazyTensors(self.files(), device)
 
     def files(self) -> list[Path]:
-        """The safetensors files of the result (one, or every shard)."""
-        if self.path.name.endswith(".index.json"):
-            shards = sorted(set(json.loads(self.path.read_text())["weight_map"].values()))
-            return [self.path.parent / shard for shard in shards]
+        """The safetensors files of the result (one, or every shard: the status lists them, index last)."""
+        if is_sharded(self.status):
+            return [self.path.parent / f.name for f in self.status.files[:-1]]
         return [self.path]
 
     def save(self, path: str | Path) -> Path:
         """Copy the safetensors file to `path` (for sharded output: every file into the directory `path`)."""
         target = Path(path)
-        if self.path.name.endswith(".index.json"):
+        if is_sharded(self.status):
             target.mkdir(parents=True, exist_ok=True)
             for f in self.status.files:
                 if (self.path.parent / f.name).resolve() != (target / f.name).resolve():

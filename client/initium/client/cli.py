@@ -208,12 +208,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker(args)
 
 
+def _add_server_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+
+
 def _add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="JSON file: a whole request, or only the spec")
     p.add_argument("--policy", help="policy JSON file, or a preset name (see GET /v1/presets)")
     p.add_argument("--seed", type=int, help="overrides the file's seed")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], help="overrides the file's dtype")
-    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    _add_server_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,17 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="also save the self-contained HTML report here")
     p.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    _add_server_argument(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("presets", help="list, show or publish presets (platform policies)")
     p.add_argument("action", choices=["list", "show", "publish"])
     p.add_argument("target", nargs="?", help="show: NAME or NAME@VERSION; publish: a preset JSON file")
-    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    _add_server_argument(p)
     p.set_defaults(func=cmd_presets)
     p = sub.add_parser("schemes", help="the initialization schemes, or one with its parameters")
     p.add_argument("name", nargs="?", help="one scheme's details as JSON")
     p.add_argument("--json", action="store_true", help="every scheme as JSON")
-    p.add_argument("--server", help="base URL (default $INITIUM_BASE_URL or http://127.0.0.1:8000)")
+    _add_server_argument(p)
     p.set_defaults(func=cmd_schemes)
     p = sub.add_parser("cache", help="the client's download cache: info, prune (files only it holds), clear")
     p.add_argument("action", nargs="?", default="info", choices=["info", "prune", "clear"])

@@ -17,8 +17,12 @@ IntOrTuple = int | list[int]
 
 # Roles a module can add to its tensors, for rules to match: composite blocks tag their residual
 # output projections and last norms; a hand-written spec can tag its own layers the same way.
+# zero_centered marks a norm whose forward multiplies by (1 + weight) (Gemma's RMSNorm): its weight
+# is an offset from a gain of 1, so it starts at 0. gate and up are the blocks of a fused gate/up
+# projection (Phi-3's gate_up_proj).
 ExtraRole = Literal[
     "residual_output", "residual_norm", "attention_output", "query", "key", "value", "classifier", "scale",
+    "zero_centered", "gate", "up",
 ]  # fmt: skip
 
 

@@ -14,12 +14,14 @@ from initium.schemas.schemes import SchemeParams
 # `recurrent` (weight_hh, bias_hh) and `projection` (LSTM weight_hr) and one role per gate (LSTM
 # input, forget, cell, output; GRU reset, update, new); attention adds query, key, value and
 # attention_output; composite blocks (or a spec's own `roles`) add residual_output, residual_norm
-# and classifier. Buffers (running statistics) are not parameters: they always start at torch's
+# and classifier; norms whose forward multiplies by (1 + weight) add zero_centered; fused gate/up
+# projections add gate and up per block. Buffers (running statistics) are not parameters: they always start at torch's
 # values and no rule applies to them.
 ParamRole = Literal[
     "weight", "bias", "recurrent", "projection",
     "input", "forget", "cell", "output", "reset", "update", "new",
     "query", "key", "value", "attention_output", "residual_output", "residual_norm", "classifier", "scale",
+    "zero_centered", "gate", "up",
 ]  # fmt: skip
 
 

@@ -54,6 +54,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
 RequestLike = InitRequest | Mapping[str, Any]
 SpecLike = BaseModel | Mapping[str, Any]
+# A policy, or a preset's name ("gpt2", "gpt2@1") standing for {"preset": name}, as the CLI takes it.
+PolicyLike = SpecLike | str
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,16 @@ def build_request(
     request: RequestLike | None = None,
     *,
     spec: SpecLike | None = None,
-    policy: SpecLike | None = None,
+    policy: PolicyLike | None = None,
     seed: int | None = None,
     dtype: str | None = None,
     slices: Mapping[str, Any] | None = None,
 ) -> InitRequest:
-    """One InitRequest from a whole request, or from its parts; explicit parts override the request's."""
+    """One InitRequest from a whole request, or from its parts; explicit parts override the request's.
+    A policy given as a string names a preset."""
     body: dict[str, Any] = {}
+    if isinstance(policy, str):
+        policy = {"preset": policy}
     if request is not None:
         body = request.model_dump(mode="json") if isinstance(request, InitRequest) else dict(request)
     for key, value in (("spec", spec), ("policy", policy), ("seed", seed), ("dtype", dtype), ("slices", slices)):

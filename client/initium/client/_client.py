@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from initium.client import _base as api
-from initium.client._base import ClientBase, RequestLike, SpecLike, build_request
+from initium.client._base import ClientBase, PolicyLike, RequestLike, build_request
 from initium.client._download import download
 from initium.client._result import InitResult
 from initium.schemas.catalog import SchemeInfo
@@ -113,7 +113,8 @@ class Client(ClientBase[httpx.Client]):
     ) -> InitResult:
         """Submit, wait, download and verify: the initialized weights on local disk.
 
-        Pass a whole request, or spec=, policy=, seed=, dtype=, slices= (dicts or schema models).
+        Pass a whole request, or spec=, policy=, seed=, dtype=, slices= (dicts or schema models; a
+        policy may also be a preset's name, e.g. policy="gpt2").
         Without `path` the result lives in the client's download cache and a repeated request is not
         downloaded again (see `cache_dir`); `result.save(path)` copies it.
         """
@@ -132,7 +133,7 @@ class Client(ClientBase[httpx.Client]):
         self,
         module: torch.nn.Module,
         *,
-        policy: SpecLike,
+        policy: PolicyLike,
         seed: int = 0,
         dtype: str | None = None,
         roles: Mapping[str, Sequence[str]] | None = None,
@@ -141,8 +142,10 @@ class Client(ClientBase[httpx.Client]):
         """Initialize any nn.Module (even on the meta device) in one call and load the result strictly.
 
         The module is described by `spec_from_module` (tied weights once, `roles` tagging tensors by
-        name glob), initialized by the service under `policy`, and loaded back in place (a meta
-        module with assign=True: no second copy of its weights).
+        name glob), initialized by the service under `policy` (a policy, or a preset's name such as
+        "gpt2"), and loaded back in place (a meta module with assign=True: no second copy of its
+        weights). It comes back with the ties it had, no meta tensor, and its other buffers as its
+        framework computes them; ValueError names any buffer that cannot be computed.
         """
         from initium.client._torch import initialize_module
 

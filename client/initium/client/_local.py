@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from initium.client._base import RequestLike, SpecLike, build_request, wait_outcome
+from initium.client._base import PolicyLike, RequestLike, build_request, wait_outcome
 from initium.client._errors import IntegrityError, status_error
 from initium.client._result import InitResult
 from initium.schemas.catalog import SchemeInfo
@@ -129,7 +129,7 @@ class LocalClient:
         return result
 
     def initialize_module(
-        self, module: torch.nn.Module, *, policy: SpecLike, seed: int = 0, dtype: str | None = None,
+        self, module: torch.nn.Module, *, policy: PolicyLike, seed: int = 0, dtype: str | None = None,
         roles: Mapping[str, Sequence[str]] | None = None, timeout: float | None = None,
     ) -> InitResult:  # fmt: skip
         from initium.client._torch import initialize_module

@@ -10,6 +10,7 @@ import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from initium.client._load import load_tensors
 from initium.schemas.spec import Manifest, ManifestTensor
 
 if TYPE_CHECKING:
@@ -147,27 +148,6 @@ def module_dtype(module: torch.nn.Module) -> str:
         if p.is_floating_point():
             return _DTYPES.get(str(p.dtype), "float32")
     return "float32"
-
-
-def load_tensors(module: torch.nn.Module, tensors: Mapping[str, Any], aliases: Mapping[str, str]) -> torch.nn.Module:
-    """Load generated tensors strictly: tied names get their target's tensor, other state (buffers the
-    service does not generate) keeps the module's own values.
-
-    A module on the meta device is loaded with assign=True: its parameters become the loaded
-    tensors themselves, with no allocate-then-copy (the way to build a large model without holding
-    it twice). State the service does not generate must then already be real.
-    """
-    state = dict(module.state_dict())
-    state.update(tensors)
-    state.update({alias: tensors[target] for alias, target in aliases.items()})
-    still_meta = [name for name, value in state.items() if value.is_meta]
-    if still_meta:
-        raise ValueError(
-            f"{', '.join(still_meta[:5])} are on the meta device and not generated; materialize them first"
-        )
-    on_meta = any(t.is_meta for t in module.state_dict().values())
-    module.load_state_dict(state, strict=True, assign=on_meta)
-    return module
 
 
 def initialize_module(

@@ -31,9 +31,16 @@ class Distribution(WireModel):
 
 
 class PlannedPart(WireModel):
-    """Rows [start, stop) of a packed tensor initialized as their own matrix (a gate, or q, k or v)."""
+    """Indices [start, stop) along `axis` of a packed tensor, initialized as their own matrix (a gate,
+    or q, k or v); its values come from their own Philox stream, keyed by `name[start:stop]` for
+    axis 0 and `name[:, start:stop]` for axis 1 (one `:, ` per axis before it)."""
 
-    rows: Pair
+    rows: Pair = Field(description="[start, stop) along `axis` (rows when axis is 0)")
+    axis: int = Field(
+        0,
+        description="the dimension the part spans a range of: 0 for gates and nn.Linear's "
+        "fused outputs, 1 for GPT-2's Conv1D [in, out] c_attn",
+    )
     roles: list[str]
     fan_in: int
     fan_out: int

@@ -8,6 +8,7 @@ from initium.schemas.plan import PlannedTensor
 from initium.service.identity import tensor_key
 from initium.service.init.sampling import Stream, sample
 from initium.service.plan import planned_distribution
+from initium.service.plan.resolve import part_name
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -51,18 +52,23 @@ def materialize(tensor: PlannedTensor, seed: int, device: torch.device, scale: f
 def _materialize_parts(
     tensor: PlannedTensor, seed: int, device: torch.device, box: list[tuple[int, int]], dtype: torch.dtype
 ) -> torch.Tensor:
-    """Each part (a gate, or q, k or v) is its own tensor: its own law and its own Philox key,
-    named by the tensor and its rows, so a part's values do not depend on the other parts."""
+    """Each part (a gate, q, k or v, or a fused projection's block) is its own tensor: its own law
+    and its own Philox key, named by the tensor and its range (see part_name), so a part's values
+    do not depend on the other parts. A part spans one range along its axis and all of every other
+    dimension; `box` may cut any dimension."""
     out = torch.empty([stop - start for start, stop in box], dtype=dtype, device=device)
-    (row_start, row_stop), rest = box[0], box[1:]
     for part in tensor.parts or []:
-        lo, hi = max(row_start, part.rows[0]), min(row_stop, part.rows[1])
+        axis, (start, stop) = part.axis, part.rows
+        lo, hi = max(box[axis][0], start), min(box[axis][1], stop)
         if lo >= hi:
             continue
-        shape = (part.rows[1] - part.rows[0], *tensor.shape[1:])
-        stream = Stream(tensor_key(seed, f"{tensor.name}[{part.rows[0]}:{part.rows[1]}]"), device)
-        sub_box = [(lo - part.rows[0], hi - part.rows[0]), *rest]
-        out[lo - row_start : hi - row_start] = sample(planned_distribution(part), shape, stream, sub_box, dtype)
+        shape = tuple(stop - start if i == axis else n for i, n in enumerate(tensor.shape))
+        stream = Stream(tensor_key(seed, part_name(tensor.name, axis, start, stop)), device)
+        sub_box = [(lo - start, hi - start) if i == axis else edge for i, edge in enumerate(box)]
+        where = tuple(
+            slice(lo - box[axis][0], hi - box[axis][0]) if i == axis else slice(None) for i in range(len(box))
+        )
+        out[where] = sample(planned_distribution(part), shape, stream, sub_box, dtype)
     return out
 
 

@@ -139,7 +139,7 @@ def test_cli_spec_only_file_with_preset_policy(served: str, tmp_path: Path, mlp_
     spec.write_text(json.dumps(mlp_request["spec"]))
     plan = _cli("plan", str(spec), "--policy", "kaiming-relu", "--json", "--server", served)
     assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["preset"] == "kaiming-relu@1"
+    assert json.loads(plan.stdout)["preset"] == "kaiming-relu@2"  # a bare name pins the newest version
 
 
 def test_cli_errors_say_what_to_fix(served: str, tmp_path: Path, request_file: Path) -> None:

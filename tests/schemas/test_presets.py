@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
 
 from initium.schemas import InitRequest
+from initium.schemas.policy import Rule
 from initium.schemas.presets import Preset, get_preset, list_presets, register_preset
 from initium.service.plan import make_plan
 
@@ -41,7 +44,47 @@ def test_every_preset_covers_every_layer_type(preset: str) -> None:
 
 
 def test_presets_are_immutable_and_resolvable_by_version() -> None:
-    gpt2 = get_preset("gpt2")
-    assert get_preset("gpt2@1") == gpt2 and gpt2.ref == "gpt2@1"
+    gpt2 = get_preset("gpt2@1")
+    assert get_preset("gpt2@1") == gpt2 and gpt2.ref == "gpt2@1" and get_preset("gpt2").ref == "gpt2@2"
     with pytest.raises(ValueError, match="already registered"):
         register_preset(Preset(name="gpt2", version=1, description="x", rules=gpt2.rules))
+
+
+# sha256 of every version-1 built-in's name, description and rules (dumped without defaults, as request
+# ids dump them), taken from the catalog before version 2 existed: a published version never changes.
+V1_SHA256 = "4a59e1bc82c67ae631f05ba590262ff9a810acc9c3610e4c67db8105ee1c9821"
+ORIGINAL = ["auto", "bert", "fixup", "flax-default", "gpt2", "kaiming-relu", "keras-default", "llama", "mup",
+            "resnet-kaiming", "t-fixup", "torch-default", "xavier"]  # fmt: skip
+V2 = [name for name in ORIGINAL if name != "auto"]  # auto's zero_centered start is its scheme's (`choose`)
+ZERO_CENTERED = {"match": {"role": "zero_centered"}, "init": {"scheme": "zeros"}}
+
+
+def test_version_1_is_unchanged() -> None:
+    v1 = [get_preset(f"{name}@1") for name in ORIGINAL]
+    body = [[p.name, p.description, [r.model_dump(mode="json", exclude_defaults=True) for r in p.rules]] for p in v1]
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert digest == V1_SHA256
+
+
+@pytest.mark.parametrize("name", V2)
+def test_version_2_is_version_1_then_its_fixes_and_says_why(name: str) -> None:
+    v1, v2 = get_preset(f"{name}@1"), get_preset(name)
+    assert v2.ref == f"{name}@2" and v2.rules[: len(v1.rules)] == v1.rules
+    assert v2.rules[-1] == Rule.model_validate(ZERO_CENTERED)
+    assert v2.changelog and "zero_centered" in v2.changelog and v1.changelog == ""
+    assert "changelog" in v2.model_dump(mode="json")  # served by GET /v1/presets
+
+
+@pytest.mark.parametrize("preset", [*V2, "t5", "vit"])
+def test_newest_presets_start_zero_centered_norms_at_zero(preset: str) -> None:
+    norm = {"type": "rms_norm", "name": "norm", "normalized_shape": 8, "roles": ["zero_centered"]}
+    plain = {"type": "rms_norm", "name": "plain", "normalized_shape": 8}
+    spec = {"name": "m", "modules": [norm, plain]}
+    newest = {
+        t.name: t for t in make_plan(InitRequest.model_validate({"spec": spec, "policy": {"preset": preset}})).tensors
+    }
+    old = make_plan(InitRequest.model_validate({"spec": spec, "policy": {"preset": f"{preset}@1"}})).tensors
+    assert (newest["norm.weight"].expected_mean, newest["norm.weight"].expected_std) == (0.0, 0.0)
+    assert newest["plain.weight"].expected_mean == 1.0
+    if preset not in ("t5", "vit"):
+        assert old[0].expected_mean == 1.0  # @1 keeps its bytes

@@ -53,6 +53,14 @@ class Rule(WireModel):
     match: Match = Match()
     init: SchemeParams
     fan_axes: FanAxes | None = Field(None, description="compute fans from these axes instead of the layout's")
+    packed: Literal["parts", "whole"] = Field(
+        "parts",
+        description=(
+            "a packed tensor (recurrent gates, q/k/v): 'parts' draws each block as its own matrix; 'whole' "
+            "uses the whole tensor's fans, and draws it as one matrix when this rule fires on every block "
+            "(Keras' one kernel per layer: orthogonal over the whole recurrent kernel)"
+        ),
+    )
 
 
 class Lsuv(WireModel):

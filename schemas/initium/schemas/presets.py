@@ -1,7 +1,8 @@
 """Named, versioned policies: a registry of rule lists that any request can start from.
 
 A (name, version) pair never changes its rules: published presets are immutable, and a request
-id pins the version it resolved, so a later version cannot change a cached result.
+id pins the version it resolved, so a later version cannot change a cached result. A fix is a new
+version whose changelog says what changed and why; a bare name resolves to the newest version.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Preset(WireModel):
     version: int = Field(ge=1)
     description: str = Field(max_length=4000)
     rules: list[Rule] = Field(min_length=1, max_length=10_000)
+    changelog: str = Field("", max_length=4000, description="what this version changed from the one before, and why")
 
     @property
     def ref(self) -> str:
@@ -204,3 +206,6 @@ _preset(
     [_rule({"scheme": "auto"})],
     base=False,
 )
+
+# Version 2 of every built-in preset, and the model-family presets added with it.
+from initium.schemas import presets_v2  # noqa: E402, F401

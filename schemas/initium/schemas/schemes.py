@@ -244,6 +244,12 @@ class Fixup(WireModel):
 
     scheme: Literal["fixup"]
     mode: FanMode = "fan_out"
+    count_blocks: bool = Field(
+        False,
+        description="count each block of a packed or fused weight (q, k and v of an in_proj, gate and up) as "
+        "its own layer of the branch, as a transformer_block's separate projections count: attention is then "
+        "m = 4 layers, as in Fixup; False counts one layer per tensor",
+    )
 
 
 class TFixup(WireModel):
@@ -261,15 +267,29 @@ class MuP(WireModel):
     Relative to a base model of fan_in base_fan_in with init std `std`: input layers std,
     hidden layers std sqrt(base_fan_in / fan_in), output layers std base_fan_in / fan_in (or 0);
     query projections 0 with zero_query, as the mup package recommends.
-    layer 'auto': embeddings are input, tensors with role 'classifier' output, the rest hidden.
+    layer 'auto': embeddings are input, tensors with role 'classifier' output, the rest hidden;
+    with input_layers 'embeddings_or_first' the model's first weight layer is input too when no
+    embedding precedes it (it reads the data, whose width does not grow: the mup package keeps a
+    tensor with one infinite dimension at the base std).
     """
 
     scheme: Literal["mup"]
     base_fan_in: Annotated[int, Field(ge=1)]
     std: PositiveFloat = 0.02
     layer: Literal["auto", "input", "hidden", "output"] = "auto"
+    input_layers: Literal["embeddings", "embeddings_or_first"] = "embeddings"
     zero_readout: bool = True
     zero_query: bool = True
+
+
+class T5(WireModel):
+    """Raffel et al. (2020), T5, as Mesh TensorFlow and transformers initialize it: N(0, factor^2 / fan_in);
+    with query, N(0, factor^2 / (fan_in * head_dim)) (T5 does not scale attention logits by
+    head_dim^-1/2, so the query's init carries it; the tensor must give head_dim)."""
+
+    scheme: Literal["t5"]
+    factor: PositiveFloat = Field(1.0, description="transformers' initializer_factor")
+    query: bool = False
 
 
 class ReluBias(WireModel):
@@ -284,12 +304,21 @@ class Auto(WireModel):
     """Pick per tensor from its module and what follows it; the plan records which and why.
 
     relu-like (relu, leaky_relu, gelu, silu): kaiming_normal; tanh, sigmoid: xavier_normal with
-    their gain; selu: lecun_normal; nothing: xavier_uniform; recurrent weights: orthogonal;
-    embeddings, attention and raw parameters: N(0, 0.02^2); norms: 1 and 0; biases: 0, but 1 for
-    the LSTM forget gate's input bias.
+    their gain; selu: lecun_normal; nothing: xavier_uniform; unknown (a manifest tensor without
+    followed_by): `unknown_follower`, with a plan warning; recurrent weights: orthogonal;
+    embeddings, attention and raw parameters: N(0, 0.02^2); norms: 1 and 0, zero-centred norms
+    (forward multiplies by 1 + weight) 0; biases: 0, but 1 for the LSTM forget gate's input bias.
     """
 
     scheme: Literal["auto"]
+    # xavier_uniform is what auto@1 drew (it took "unknown" for "nothing follows"); the default keeps
+    # those bytes under their request ids. auto@2 asks for lecun_normal: variance-preserving through
+    # the layer whatever is linear after it, and Flax's default (issue 13).
+    unknown_follower: Literal["xavier_uniform", "lecun_normal"] = Field(
+        "xavier_uniform",
+        description="the scheme for a weight whose following activation is unknown; the auto@2 preset "
+        "uses lecun_normal",
+    )
 
 
 SchemeParams = Annotated[
@@ -320,6 +349,7 @@ SchemeParams = Annotated[
         | Fixup
         | TFixup
         | MuP
+        | T5
         | ReluBias
         | Auto
     ),
@@ -344,6 +374,7 @@ __all__ = [
     "ReluBias",
     "ScaledNormal",
     "TFixup",
+    "T5",
     "Constant",
     "DeltaOrthogonal",
     "Dirac",

@@ -47,6 +47,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "fixup": {},
     "t_fixup": {"stack": "decoder"},
     "mup": {"base_fan_in": 64, "std": 0.05},
+    "t5": {"factor": 0.5, "query": True},
     "relu_bias": {"value": 0.1},
     "auto": {},
 }
@@ -62,6 +63,7 @@ GEOMETRIES = {
     "fixup": Geometry(SHAPE, 128, 160, "linear", residual_branches=8, branch_layers=3, branch_index=0),
     "t_fixup": Geometry(SHAPE, 128, 160, "linear", ("weight", "value"), n_blocks=6),
     "relu_bias": Geometry((20480,), 128, 160, "linear", ("bias",), followed_by="relu"),
+    "t5": Geometry(SHAPE, 128, 160, "linear", ("weight", "query"), head_dim=16),
     "auto": Geometry(SHAPE, 128, 160, "linear", followed_by="leaky_relu(negative_slope=0.2)"),
 }
 

@@ -79,7 +79,7 @@ def test_uncovered_parameters_are_warned_not_buffers(mlp_request: dict[str, Any]
 
 def test_preset_rules_come_first_and_request_rules_override(mlp_request: dict[str, Any]) -> None:
     mlp_request["policy"] = {
-        "preset": "xavier",
+        "preset": "xavier@1",
         "rules": [{"match": {"name": "fc2.weight"}, "init": {"scheme": "zeros"}}],
     }
     plan = _plan(mlp_request)
@@ -121,8 +121,10 @@ def test_request_id_is_stable_and_sensitive(mlp_request: dict[str, Any]) -> None
 def test_request_id_pins_the_preset_version(mlp_request: dict[str, Any]) -> None:
     mlp_request["policy"] = {"preset": "xavier"}
     unpinned = _plan(mlp_request).request_id
-    mlp_request["policy"] = {"preset": "xavier@1"}
+    mlp_request["policy"] = {"preset": "xavier@2"}  # the newest version
     assert _plan(mlp_request).request_id == unpinned
+    mlp_request["policy"] = {"preset": "xavier@1"}
+    assert _plan(mlp_request).request_id != unpinned
 
 
 def test_slices_are_recorded_and_change_totals(mlp_request: dict[str, Any]) -> None:

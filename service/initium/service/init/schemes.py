@@ -54,6 +54,10 @@ class Geometry:
     residual_branches: int = 0  # residual branches in the whole spec (Fixup's L)
     branch_layers: int = 0  # weight matrices in its own residual branch (Fixup's m)
     branch_index: int | None = None  # its position among them; None outside a branch or for biases
+    branch_blocks: int = 0  # the same count with each block of a packed or fused weight as a layer
+    block_index: int | None = None  # its (block's) position in that count
+    first_layer: bool = False  # the model's first weight layer, with no embedding before it (muP's input)
+    head_dim: int | None = None  # attention projections: one head's width, where the spec gives it
 
 
 class SchemeNotApplicableError(ValueError):
@@ -352,5 +356,5 @@ def looks_linear(p: wire.LooksLinear, g: Geometry) -> Distribution:
     return LooksLinear(p.gain, g.shape[0], (g.shape[1] // 2) * math.prod(g.shape[2:]))
 
 
-# The context-dependent schemes register themselves on import.
-from initium.service.init import schemes_structural  # noqa: E402, F401
+# The context-dependent and model-family schemes register themselves on import.
+from initium.service.init import schemes_families, schemes_structural  # noqa: E402, F401

@@ -48,7 +48,8 @@ def fixup(p: wire.Fixup, g: Geometry) -> Distribution:
     Inside a residual branch of m weight layers among L branches: layers 1 .. m-1 draw He normal
     N(0, 2 / fan_mode) scaled by L^{-1/(2m-2)}, the branch's last layer is 0; outside branches the
     classifier (role 'classifier') is 0 and every other layer plain He normal; biases are 0.
-    The reference code uses fan_out (hongyi-zhang/Fixup); mode chooses.
+    The reference code uses fan_out (hongyi-zhang/Fixup); mode chooses. With count_blocks, each
+    block of a packed or fused weight counts as a layer (attention's q, k, v and output: m = 4).
     """
     if "bias" in g.roles:
         return Constant(0.0)
@@ -58,9 +59,9 @@ def fixup(p: wire.Fixup, g: Geometry) -> Distribution:
     if len(g.shape) < 2:
         raise SchemeNotApplicableError(f"fixup initializes weight matrices, got shape {list(g.shape)}")
     he = math.sqrt(2.0 / (g.fan_in if p.mode == "fan_in" else g.fan_out))
-    if g.branch_index is None:
+    m, index = (g.branch_blocks, g.block_index) if p.count_blocks else (g.branch_layers, g.branch_index)
+    if index is None:
         return Constant(0.0) if "classifier" in g.roles else Normal(0.0, he)
-    m, index = g.branch_layers, g.branch_index
     if index == m - 1:
         return Constant(0.0)
     return Normal(0.0, he * g.residual_branches ** (-1.0 / (2 * m - 2)))
@@ -90,7 +91,9 @@ def t_fixup(p: wire.TFixup, g: Geometry) -> Distribution:
 def mup(p: wire.MuP, g: Geometry) -> Distribution:
     r"""Yang et al. (2022), Tensor Programs V: maximal update parametrization (muP), init part.
 
-    Relative to a tuned base model of fan_in base_fan_in: input layers keep std; hidden layers
+    Relative to a tuned base model of fan_in base_fan_in: input layers (embeddings; with
+    input_layers 'embeddings_or_first' also the first weight layer reading the data, one infinite
+    dimension, as the mup package's constant_std_init keeps it) keep std; hidden layers
     std \sqrt{base / fan_in} (variance 1 / fan_in); output layers std base / fan_in, or 0 with
     zero_readout; query projections 0 with zero_query (both as the mup package recommends). Pair it
     with muP's learning rates and the 1/d attention scale; this scheme only sets the initial values.
@@ -100,6 +103,8 @@ def mup(p: wire.MuP, g: Geometry) -> Distribution:
     layer = p.layer
     if layer == "auto":
         layer = "input" if g.module_type == "embedding" else "output" if "classifier" in g.roles else "hidden"
+        if layer == "hidden" and p.input_layers == "embeddings_or_first" and g.first_layer:
+            layer = "input"
     if layer == "input":
         return Normal(0.0, p.std)
     ratio = p.base_fan_in / g.fan_in
@@ -125,16 +130,24 @@ def relu_bias(p: wire.ReluBias, g: Geometry) -> Distribution:
 @register_scheme("auto")
 def auto(p: wire.Auto, g: Geometry) -> Distribution:
     """Resolve to the scheme `choose` picks for this tensor (the plan records which and why)."""
-    return resolve(choose(g)[0], g)
+    return resolve(choose(g, p.unknown_follower)[0], g)
 
 
 _SMALL_NORMAL = wire.Normal(scheme="normal", std=0.02)
+# A manifest tensor whose layer's follower nobody recorded: the plan says so, never "nothing follows".
+UNKNOWN = "unknown"
+UNKNOWN_REASON = "what follows this layer is unknown"
 
 
-def choose(g: Geometry) -> tuple[wire.SchemeParams, str]:
-    """The concrete scheme `auto` uses for this tensor, and the reason in words."""
+def choose(g: Geometry, unknown_follower: str = "xavier_uniform") -> tuple[wire.SchemeParams, str]:
+    """The concrete scheme `auto` uses for this tensor, and the reason in words; `unknown_follower`
+    is what a weight gets when what follows its layer is unknown."""
     roles = set(g.roles)
-    if g.module_type in NORM_TYPES:
+    if g.module_type in NORM_TYPES or "zero_centered" in roles:
+        if "zero_centered" in roles and "weight" in roles:
+            return wire.Zeros(scheme="zeros"), (
+                "zero-centred norm (its forward multiplies by 1 + weight): 0 is a gain of 1, plain normalization"
+            )
         if "weight" in roles:
             return wire.Ones(scheme="ones"), "norm scale starts at 1: the layer starts as plain normalization"
         return wire.Zeros(scheme="zeros"), "norm shift starts at 0"
@@ -148,10 +161,10 @@ def choose(g: Geometry) -> tuple[wire.SchemeParams, str]:
         return wire.Orthogonal(scheme="orthogonal"), "recurrent weights: orthogonal (Saxe et al. 2014; Keras)"
     if g.module_type in ("rnn", "lstm", "gru"):
         return wire.XavierUniform(scheme="xavier_uniform"), "recurrent input weights: Glorot uniform (Keras)"
-    return _by_activation(g.followed_by)
+    return _by_activation(g.followed_by, unknown_follower)
 
 
-def _by_activation(follower: str | None) -> tuple[wire.SchemeParams, str]:
+def _by_activation(follower: str | None, unknown_follower: str) -> tuple[wire.SchemeParams, str]:
     kind = (follower or "").split("(")[0]
     if kind in ("relu", "gelu", "silu"):
         return wire.KaimingNormal(scheme="kaiming_normal", nonlinearity="relu"), f"followed by {kind}: He et al. (2015)"
@@ -166,4 +179,12 @@ def _by_activation(follower: str | None) -> tuple[wire.SchemeParams, str]:
         ), f"followed by {kind}: Glorot and Bengio (2010), gain {gain:.4g}"
     if kind == "selu":
         return wire.LecunNormal(scheme="lecun_normal"), "followed by selu: LeCun normal (Klambauer et al. 2017)"
-    return wire.XavierUniform(scheme="xavier_uniform"), "no nonlinearity follows: Glorot uniform"
+    if kind == UNKNOWN and unknown_follower == "lecun_normal":
+        return wire.LecunNormal(scheme="lecun_normal"), (
+            f"{UNKNOWN_REASON}: LeCun normal keeps the variance through the layer (give followed_by to choose)"
+        )
+    if kind == UNKNOWN:
+        return wire.XavierUniform(scheme="xavier_uniform"), f"{UNKNOWN_REASON}: Glorot uniform (auto@1's choice)"
+    if kind in ("", "identity"):
+        return wire.XavierUniform(scheme="xavier_uniform"), "no nonlinearity follows: Glorot uniform"
+    return wire.XavierUniform(scheme="xavier_uniform"), f"followed by {kind}, which auto has no rule for: Glorot"

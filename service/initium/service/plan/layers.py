@@ -15,8 +15,9 @@ from initium.service.registry import Registry
 
 @dataclass(frozen=True)
 class Part:
-    """Rows [start, stop) of a packed tensor that are logically their own matrix: one gate of a
-    recurrent layer, or the query, key or value block of a packed attention projection. Rules
+    """Indices [start, stop) along `axis` of a packed tensor that are logically their own matrix: one
+    gate of a recurrent layer, the query, key or value block of a packed attention projection, or
+    one block of a fused projection (axis 1 for GPT-2's Conv1D c_attn, stored [in, out]). Rules
     match parts by their roles, and fans are the part's own under the initium convention."""
 
     start: int
@@ -24,6 +25,7 @@ class Part:
     roles: tuple[str, ...]
     fan_in: int
     fan_out: int
+    axis: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class LayerTensor:
     roles: tuple[str, ...] = ()  # roles besides `role`: recurrent, projection, attention_output
     parts: tuple[Part, ...] = ()
     hidden_size: int = 0  # recurrent layers: torch's default init bound is 1/sqrt(hidden_size)
+    head_dim: int | None = None  # attention projections: one head's width, where the spec gives it
 
 
 LayerFn = Callable[[Any], list[LayerTensor]]

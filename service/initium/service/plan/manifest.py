@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from initium.schemas import spec as s
+from initium.schemas.spec_manifest import ManifestParts
+from initium.service.init.schemes_structural import UNKNOWN
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.layers_packed import GATES
@@ -24,7 +26,9 @@ _INDEX = re.compile(r"^(.*?)\.(\d+)\.")
 
 
 def manifest_followers(manifest: s.Manifest) -> list[str | None]:
-    return [t.followed_by for t in manifest.tensors]
+    """What follows each tensor's layer; a manifest that does not say is "unknown", never "nothing"
+    (issue 13: GPT-2's MLP was planned as if no GELU followed it)."""
+    return [t.followed_by or UNKNOWN for t in manifest.tensors]
 
 
 def manifest_sites(manifest: s.Manifest) -> list[tuple[Leaf, LayerTensor]]:
@@ -79,7 +83,7 @@ def _site(t: s.ManifestTensor, index: int, stacks: dict[str, int]) -> tuple[Leaf
     lt = LayerTensor(
         local, shape, t.role, *fans, buffer_value=buffer, integer=t.role == "num_batches_tracked",
         hidden_size=t.hidden_size or 0, roles=_packed_roles(t.module_type, local), parts=_parts(t, local, fans),
-        groups=t.groups, initium_fans=_conv_fans(t, fans), post=_post(t),
+        groups=t.groups, initium_fans=_conv_fans(t, fans), post=_post(t), head_dim=t.head_dim,
     )  # fmt: skip
     return leaf, lt
 
@@ -112,7 +116,10 @@ def _packed_roles(kind: str, local: str) -> tuple[str, ...]:
 
 
 def _parts(t: s.ManifestTensor, local: str, fans: tuple[int, int]) -> tuple[Part, ...]:
-    """The same blocks a tree spec gives these tensors: per gate, or per q/k/v projection."""
+    """The same blocks a tree spec gives these tensors: per gate, or per q/k/v projection; or the
+    blocks the manifest declares (a fused projection)."""
+    if t.parts is not None:
+        return _declared_parts(t.parts, tuple(t.shape), fans)
     if t.module_type in GATES and local.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
         gates = GATES[t.module_type]
     elif t.module_type == "multihead_attention" and local in ("in_proj_weight", "in_proj_bias"):
@@ -124,3 +131,17 @@ def _parts(t: s.ManifestTensor, local: str, fans: tuple[int, int]) -> tuple[Part
     rows = t.shape[0] // len(gates)
     fan_in = t.shape[1] if len(t.shape) >= 2 else fans[0]
     return tuple(Part(i * rows, (i + 1) * rows, (g,), fan_in, rows) for i, g in enumerate(gates))
+
+
+def _declared_parts(parts: ManifestParts, shape: tuple[int, ...], fans: tuple[int, int]) -> tuple[Part, ...]:
+    """A fused projection concatenates the outputs of several layers (GPT-2's c_attn holds q, k and
+    v side by side), so each block reads all fan_in inputs and owns its share of the fan_out
+    outputs: (fan_in, fan_out * size / shape[axis]), as for nn.MultiheadAttention's in_proj
+    (pytorch/pytorch#166378). A bias's blocks get the same fans from its weight's."""
+    fan_in, fan_out = fans
+    out, start = [], 0
+    for size, role in zip(parts.sizes, parts.roles, strict=True):
+        own_out = max(1, fan_out * size // shape[parts.axis])
+        out.append(Part(start, start + size, (role,), fan_in, own_out, axis=parts.axis))
+        start += size
+    return tuple(out)

@@ -15,6 +15,7 @@ from initium.schemas.spec import Manifest, Spec
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.init import distributions as d
+from initium.service.init.schemes_structural import UNKNOWN_REASON
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
 from initium.service.plan.manifest import manifest_followers, manifest_sites
@@ -210,7 +211,20 @@ def _warnings(uncovered: list[str], unused: list[str], tensors: list[wire.Planne
         shown = ", ".join(uncovered[:10]) + (" ..." if len(uncovered) > 10 else "")
         warnings.append(f"{len(uncovered)} parameters matched no rule: {shown}")
     warnings += [f"{label} matched no tensor" for label in unused]
+    warnings += _unknown_follower_warning(tensors)
     return warnings + [_symmetry_warning(t) for t in tensors if _breaks_no_symmetry(t)]
+
+
+def _unknown_follower_warning(tensors: list[wire.PlannedTensor]) -> list[str]:
+    """auto chose by a default where what follows the layer was unknown: say which and how to fix it."""
+    guessed = [t.name for t in tensors if t.reason is not None and t.reason.startswith(UNKNOWN_REASON)]
+    if not guessed:
+        return []
+    shown = ", ".join(guessed[:10]) + (" ..." if len(guessed) > 10 else "")
+    return [
+        f"auto chose {len(guessed)} weights without knowing what follows their layer ({shown}): give each "
+        "manifest tensor's followed_by (e.g. 'relu', or 'identity' when no nonlinearity follows), or add a rule"
+    ]
 
 
 # Zero is the standard start for these (Fixup's last branch layers, muP's readout, timm's

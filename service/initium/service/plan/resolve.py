@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from initium.schemas import plan as wire
@@ -27,17 +27,34 @@ class Structure:
     residual_branches: int
     branch_weights: dict[str, list[str]]  # branch -> its weight matrices' names, in forward order
     deepest_repeat: int | None  # the largest repeat count: the stack's depth for tensors outside it
+    # branch -> its weight matrices with each block of a packed one apart, as (name, the block's roles)
+    branch_blocks: dict[str, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
+    first_layer: str | None = None  # the first weight layer's tensor, unless an embedding comes first
+
+
+# What counts as a layer reading its input, for "the model's first weight layer".
+_LAYER_TYPES = (*MATRIX_TYPES, "embedding", "rnn", "lstm", "gru")
 
 
 def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
     branches: dict[str, list[str]] = {}
+    blocks: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for leaf, lt in sites:
         if leaf.residual is not None:
-            names = branches.setdefault(leaf.residual, [])
+            names, keys = branches.setdefault(leaf.residual, []), blocks.setdefault(leaf.residual, [])
             if lt.role == "weight" and leaf.type in MATRIX_TYPES and len(lt.shape) >= 2:
                 names.append(tensor_name(leaf, lt))
+                roles = tensor_roles(leaf, lt)
+                keys += [(names[-1], (*roles, *p.roles)) for p in lt.parts] or [(names[-1], roles)]
     repeats = [leaf.repeats for leaf, _ in sites if leaf.repeats is not None]
-    return Structure(len(branches), branches, max(repeats) if repeats else None)
+    layers = ((leaf, lt) for leaf, lt in sites if lt.role == "weight" and leaf.type in _LAYER_TYPES)
+    first = next(((leaf, lt) for leaf, lt in layers if len(lt.shape) >= 2), None)
+    first_layer = None if first is None or first[0].type == "embedding" else tensor_name(*first)
+    return Structure(len(branches), branches, max(repeats) if repeats else None, blocks, first_layer)
+
+
+def tensor_roles(leaf: Leaf, lt: LayerTensor) -> tuple[str, ...]:
+    return (lt.role, *lt.roles, *leaf.roles)
 
 
 def tensor_name(leaf: Leaf, lt: LayerTensor) -> str:
@@ -69,7 +86,7 @@ class Context:
 def plan_tensor(ctx: Context, leaf: Leaf, lt: LayerTensor, follower: str | None) -> wire.PlannedTensor:
     request = ctx.request
     name = tensor_name(leaf, lt)
-    roles = (lt.role, *lt.roles, *leaf.roles)
+    roles = tensor_roles(leaf, lt)
     fans = _layout_fans(lt, request.policy.fan_convention)
     common: dict[str, Any] = {
         "name": name, "shape": list(lt.shape), "dtype": "int64" if lt.integer else request.dtype,
@@ -86,7 +103,23 @@ def plan_tensor(ctx: Context, leaf: Leaf, lt: LayerTensor, follower: str | None)
         resolution = _resolve(Block(name, name, lt.shape, roles, fans), leaf, lt, follower, ctx)
         return wire.PlannedTensor(**common, **resolution.fields())
     parts = [_plan_part(name, part, roles, leaf, lt, follower, ctx) for part in lt.parts]
+    whole = _whole(ctx, parts, Block(name, name, lt.shape, roles, fans), leaf, lt, follower)
+    if whole is not None:
+        return wire.PlannedTensor(**common, **whole.fields())
     return _summarize(common, fans, parts)
+
+
+def _whole(
+    ctx: Context, parts: list[wire.PlannedPart], block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None
+) -> Resolution | None:
+    """The packed tensor as one matrix, when one rule with packed 'whole' fired on every part (Keras
+    keeps one kernel per layer: its recurrent kernel is orthogonal as a whole, not gate by gate)."""
+    labels = {p.rule for p in parts}
+    label = labels.pop() if len(labels) == 1 else None
+    if label is None or not any(r.label == label and r.rule.packed == "whole" for r in ctx.rules):
+        return None
+    resolution = _resolve(block, leaf, lt, follower, ctx)
+    return resolution if resolution.labeled is not None and resolution.labeled.label == label else None
 
 
 def _layout_fans(lt: LayerTensor, convention: str) -> tuple[int, int]:
@@ -122,7 +155,8 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
     if labeled is None:
         return Resolution(None, block.layout_fans)
     ctx.used.add(labeled.label)
-    fans = block.layout_fans
+    # packed 'whole': a block takes the fans of the tensor it is part of, as Keras counts a gate's.
+    fans = _layout_fans(lt, ctx.request.policy.fan_convention) if labeled.rule.packed == "whole" else block.layout_fans
     if labeled.rule.fan_axes is not None:
         axes = labeled.rule.fan_axes
         try:
@@ -132,16 +166,19 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
                 f"rule {labeled.label} on {block.label}: {exc}", (*labeled.loc, "fan_axes")
             ) from None
     branch = ctx.structure.branch_weights.get(leaf.residual or "", [])
+    blocks, key = ctx.structure.branch_blocks.get(leaf.residual or "", []), (block.name, block.roles)
     geometry = Geometry(
         block.shape, *fans, leaf.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),
         depth=leaf.depth, n_blocks=leaf.repeats or ctx.structure.deepest_repeat, followed_by=follower,
         residual_branches=ctx.structure.residual_branches, branch_layers=len(branch),
-        branch_index=branch.index(block.name) if block.name in branch else None,
+        branch_index=branch.index(block.name) if block.name in branch else None, branch_blocks=len(blocks),
+        block_index=blocks.index(key) if key in blocks else None,
+        first_layer=block.name == ctx.structure.first_layer, head_dim=lt.head_dim,
     )  # fmt: skip
     init, reason = labeled.rule.init, None
     try:
         if init.scheme == "auto":
-            init, reason = choose(geometry)
+            init, reason = choose(geometry, init.unknown_follower)
         return Resolution(labeled, fans, init, reason, resolve(init, geometry))
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
@@ -155,20 +192,27 @@ def _plan_part(
     name: str, part: Part, roles: tuple[str, ...], leaf: Leaf, lt: LayerTensor, follower: str | None, ctx: Context
 ) -> wire.PlannedPart:
     convention = ctx.request.policy.fan_convention
-    shape = (part.stop - part.start, *lt.shape[1:])
+    shape = tuple(part.stop - part.start if i == part.axis else n for i, n in enumerate(lt.shape))
     # Under the initium convention a block has its own fans (a gate, or q, k or v, is its own
     # matrix: pytorch/pytorch#166378); torch's convention keeps the whole tensor's.
     fans = (part.fan_in, part.fan_out) if convention == "initium" else (lt.fan_in, lt.fan_out)
-    block = Block(
-        name, f"{name}[{part.start}:{part.stop}] ({', '.join(part.roles)})", shape, (*roles, *part.roles), fans
-    )
+    label = f"{part_name(name, part.axis, part.start, part.stop)} ({', '.join(part.roles)})"
+    block = Block(name, label, shape, (*roles, *part.roles), fans)
     resolution = _resolve(block, leaf, lt, follower, ctx)
-    return wire.PlannedPart(rows=(part.start, part.stop), roles=list(block.roles), **resolution.fields())
+    return wire.PlannedPart(
+        rows=(part.start, part.stop), axis=part.axis, roles=list(block.roles), **resolution.fields()
+    )
+
+
+def part_name(name: str, axis: int, start: int, stop: int) -> str:
+    """How a part is named: in messages, and as its Philox key (so the axis-0 form, name[start:stop],
+    must never change: it fixes the bytes of every existing packed tensor); name[:, start:stop] for axis 1."""
+    return f"{name}[{':, ' * axis}{start}:{stop}]"
 
 
 def _summarize(common: dict[str, Any], fans: tuple[int, int], parts: list[wire.PlannedPart]) -> wire.PlannedTensor:
     """The tensor-level view of a packed tensor: the common rule and scheme if the parts share one,
-    and the moments of the whole (a mixture of the parts' laws, weighted by their rows)."""
+    and the moments of the whole (a mixture of the parts' laws, weighted by their lengths along the axis)."""
     rules = {p.rule for p in parts}
     inits = [p.init for p in parts]
     same_init = all(i == inits[0] for i in inits)
@@ -208,5 +252,5 @@ def uncovered(tensors: list[wire.PlannedTensor]) -> list[str]:
         if t.parts is None:
             missing += [t.name] if t.rule is None and t.distribution is None else []
         else:
-            missing += [f"{t.name}[{p.rows[0]}:{p.rows[1]}]" for p in t.parts if p.rule is None]
+            missing += [part_name(t.name, p.axis, *p.rows) for p in t.parts if p.rule is None]
     return missing

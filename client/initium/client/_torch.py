@@ -10,6 +10,9 @@ import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from initium.client._context import LayerContext, layer_contexts
+from initium.client._families import with_family
+from initium.client._fused import fused_parts
 from initium.client._load import load_tensors
 from initium.schemas.spec import Manifest, ManifestTensor
 
@@ -63,48 +66,22 @@ def _fans(module: torch.nn.Module) -> tuple[int | None, int | None]:
     return None, None
 
 
-_ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "gelu", "SELU": "selu", "SiLU": "silu"}
-_PASS_THROUGH = ("Dropout", "Flatten", "Identity", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm")
-
-
-def _activation(module: torch.nn.Module) -> str | None:
-    name = type(module).__name__
-    if name == "LeakyReLU":
-        return f"leaky_relu(negative_slope={module.negative_slope})"
-    return _ACTIVATIONS.get(name)
-
-
-def _followers(module: torch.nn.Module) -> dict[int, str]:
-    """For children of an nn.Sequential, the activation their output reaches first (skipping norms,
-    dropout and reshapes, as the tree planner does); what else follows a module, torch cannot tell."""
-    import torch
-
-    found: dict[int, str] = {}
-    for seq in module.modules():
-        if not isinstance(seq, torch.nn.Sequential):
-            continue
-        children = list(seq)
-        for i, child in enumerate(children):
-            for later in children[i + 1 :]:
-                act = _activation(later)
-                if act is not None:
-                    found[id(child)] = act
-                if act is not None or not type(later).__name__.startswith(_PASS_THROUGH):
-                    break
-    return found
-
-
 def _tensor(
-    name: str, tensor: torch.Tensor, module: torch.nn.Module, local: str, roles: list[str], kind: str
-) -> ManifestTensor:
+    name: str, tensor: torch.Tensor, module: torch.nn.Module, local: str, roles: list[str], kind: str,
+    root: torch.nn.Module | None = None,
+) -> ManifestTensor:  # fmt: skip
     role = local if local in _BUFFER_ROLES else ("bias" if "bias" in local else "weight")
     fan_in, fan_out = _fans(module) if tensor.dim() else (1, 1)
     hidden = getattr(module, "hidden_size", None) if kind in ("rnn", "lstm", "gru") else None
     groups = getattr(module, "groups", 1) if kind.startswith("conv") else 1
     padding = getattr(module, "padding_idx", None) if kind == "embedding" else None
+    # Fused q/k/v and gate/up projections: each block gets its own fans (pytorch/pytorch#166378).
+    prefix = name.removesuffix(local).removesuffix(".")
+    parts = None if root is None else fused_parts(root, prefix, module, local, tuple(tensor.shape))
     return ManifestTensor.model_validate(
         {"name": name, "shape": list(tensor.shape), "module_type": kind, "role": role, "roles": roles,
-         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups, "padding_idx": padding}
+         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups, "padding_idx": padding,
+         "parts": parts}
     )  # fmt: skip
 
 
@@ -123,9 +100,10 @@ def spec_from_module(
     aliases: dict[str, str] = {}
     # nn.MultiheadAttention's out_proj is a Linear child that MHA itself initializes (bias 0).
     attention_outputs = {id(m.out_proj) for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention)}
-    followers = _followers(module)
+    contexts = layer_contexts(module)
     for prefix, child in module.named_modules():
         kind = "multihead_attention" if id(child) in attention_outputs else _module_type(child)
+        context = contexts.get(id(child), LayerContext())
         extra = ["attention_output"] if id(child) in attention_outputs else []
         for local, tensor in [*child.named_parameters(recurse=False), *_stat_buffers(child)]:
             full = f"{prefix}.{local}" if prefix else local
@@ -134,9 +112,20 @@ def spec_from_module(
                 continue
             listed[id(tensor)] = full
             tags = [r for glob, rs in (roles or {}).items() if fnmatch.fnmatchcase(full, glob) for r in rs]
-            entry = _tensor(full, tensor, child, local, [*extra, *tags], kind)
-            tensors.append(entry.model_copy(update={"followed_by": followers.get(id(child))}))
+            entry = _tensor(full, tensor, child, local, [*extra, *tags], kind, module)
+            entry = with_family(entry, module, prefix, child, local)
+            tensors.append(_in_context(entry, context))
     return Manifest(name=name or type(module).__name__, tensors=tensors), aliases
+
+
+def _in_context(entry: ManifestTensor, context: LayerContext) -> ManifestTensor:
+    """The entry with what is known of its layer: what follows it, and its roles (a norm's
+    zero_centered only on its scale, not its shift)."""
+    roles = [r for r in context.roles if not (r == "zero_centered" and entry.role != "weight")]
+    merged = [*entry.roles, *(r for r in roles if r not in entry.roles)]
+    return ManifestTensor.model_validate(
+        {**entry.model_dump(exclude_defaults=True), "roles": merged, "followed_by": context.followed_by}
+    )
 
 
 def _stat_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

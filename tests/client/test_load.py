@@ -112,17 +112,13 @@ def test_a_real_module_keeps_its_buffers(client: Client) -> None:
 
 
 def test_a_plain_torch_tie_survives_the_meta_device(client: Client) -> None:
-    class Tied(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = torch.nn.Embedding(40, 16)
-            self.head = torch.nn.Linear(16, 40, bias=False)
-            self.head.weight = self.embed.weight
-
-    model = _on_meta(Tied)
-    client.initialize_module(model, policy="gpt2", seed=5)
-    assert model.head.weight is model.embed.weight and not model.embed.weight.is_meta
-    assert len(list(model.parameters())) == 1
+    """Not an embedding: two Linears sharing one weight (an autoencoder's tied encoder and decoder)."""
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16))
+    model[2].weight = model[0].weight
+    client.initialize_module(model, policy="kaiming-relu", seed=5)
+    assert model[2].weight is model[0].weight and not model[0].weight.is_meta
+    assert len(list(model.parameters())) == 3
 
 
 def test_a_policy_may_be_a_preset_name(client: Client) -> None:

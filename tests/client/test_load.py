@@ -128,3 +128,10 @@ def test_a_policy_may_be_a_preset_name(client: Client) -> None:
     assert result.report.tensors[0].rule is not None and result.report.tensors[0].rule.startswith("preset:gpt2@")
     assert client.plan(spec={"name": "m", "modules": [{"type": "linear", "in_features": 2, "out_features": 2}]},
                        policy="xavier@1").preset == "xavier@1"  # fmt: skip
+
+
+def test_buffers_are_computed_even_inside_a_meta_device_context(client: Client) -> None:
+    with torch.device("meta"):
+        model = BUFFERED["llama"]()
+        client.initialize_module(model, policy="llama", seed=2)
+    assert torch.equal(model.model.rotary_emb.inv_freq, BUFFERED["llama"]().model.rotary_emb.inv_freq)

@@ -105,7 +105,10 @@ def _fill(
     for garbage in (0, 1):
         for n, b in meta.items():
             owner._buffers[n] = _garbage(torch.empty_like(b, device=device), garbage)
-        compute(owner)
+        # The framework computes with factory calls (torch.arange): inside a caller's
+        # `with torch.device("meta")` those would be meta too.
+        with torch.device(device):
+            compute(owner)
         runs.append({n: owner._buffers[n] for n in names})
     filled = {n for n in names if _same(runs[0][n], runs[1][n])}
     for n in names:

@@ -167,3 +167,15 @@ def test_unknown_is_said_and_auto_2_warns(client: Client) -> None:
     fixed = client.plan(spec=advised, policy="auto")
     assert not any("without knowing" in w for w in fixed.warnings)
     assert fixed.tensors[0].init.scheme == "kaiming_normal"  # type: ignore[union-attr]
+
+
+class _PreActivation(torch.nn.Module):
+    """The activation is registered before the layer: it may run first, so nothing is claimed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act, self.fc = torch.nn.ReLU(), torch.nn.Linear(8, 8)
+
+
+def test_an_activation_registered_before_the_layer_is_not_taken_to_follow_it() -> None:
+    assert {t.followed_by for t in spec_from_module(_PreActivation())[0].tensors} == {None}

@@ -101,8 +101,11 @@ class _Scaled(torch.nn.Module):
 
 def test_a_buffer_nothing_can_compute_is_named_not_left_on_meta(client: Client) -> None:
     model = _on_meta(_Scaled)
+    submitted = []
+    client.initialize = lambda *a, **k: submitted.append(k)  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="scale, table are buffers on the meta device"):
         client.initialize_module(model, policy="torch-default", seed=2)
+    assert submitted == []  # refused before the service generates anything
 
 
 def test_a_real_module_keeps_its_buffers(client: Client) -> None:

@@ -136,7 +136,12 @@ def _block(module: torch.nn.Module, at: _At) -> None:
     if len(set(acts)) != 1 or not weighted:
         return
     if len(weighted) == 1:
-        at(next(iter(weighted.values()))).add(acts[0])
+        # One layer and its activation (BertIntermediate, BertPooler), registered in forward order;
+        # an activation registered first (a pre-activation block) may come before the layer: unknown.
+        order = list(children)
+        layer = next(iter(weighted))
+        if any(activation_name(children[n]) and order.index(n) > order.index(layer) for n in order):
+            at(weighted[layer]).add(acts[0])
         return
     for name, child in weighted.items():
         if name in _MLP_IN:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from initium.client._context import LayerContext, layer_contexts
 from initium.client._families import with_family
 from initium.client._fused import fused_parts
-from initium.client._load import load_tensors
+from initium.client._load import fill_meta_buffers, load_tensors
 from initium.schemas.spec import Manifest, ManifestTensor
 
 if TYPE_CHECKING:
@@ -150,7 +150,11 @@ def initialize_module(
     timeout: float | None = None,
 ) -> InitResult:
     """Describe `module`, initialize it through `initialize` (a Client's, or a local one's), load it."""
+    import torch
+
     spec, aliases = spec_from_module(module, roles=roles)
+    # Buffers first: one that cannot be computed fails the call before the service generates anything.
+    fill_meta_buffers(module, {t.name for t in spec.tensors} | set(aliases), torch.device("cpu"))
     result = initialize(spec=spec, policy=policy, seed=seed, dtype=dtype or module_dtype(module), timeout=timeout)
     load_tensors(module, result.tensors, aliases)
     return result

@@ -138,3 +138,16 @@ def test_buffers_are_computed_even_inside_a_meta_device_context(client: Client) 
         model = BUFFERED["llama"]()
         client.initialize_module(model, policy="llama", seed=2)
     assert torch.equal(model.model.rotary_emb.inv_freq, BUFFERED["llama"]().model.rotary_emb.inv_freq)
+
+
+@pytest.mark.parametrize("on_meta", [True, False], ids=["meta", "cpu"])
+def test_each_tensor_keeps_the_dtype_the_module_gave_it(client: Client, on_meta: bool) -> None:
+    """A bf16 model that keeps its norm in fp32 (transformers' _keep_in_fp32_modules) gets it back in fp32."""
+    with torch.device("meta" if on_meta else "cpu"):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    model[0].to(torch.bfloat16)
+    model[2].to(torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    client.initialize_module(model, policy="torch-default", seed=1)
+    assert {name: p.dtype for name, p in model.named_parameters()} == dtypes
+    assert torch.equal(model[1].weight, torch.ones(8))

@@ -23,18 +23,24 @@ def load_tensors(module: torch.nn.Module, tensors: Mapping[str, Any], aliases: M
 
     Tied names (`aliases`, alias -> generated name) get their target's tensor. A module on the meta
     device is loaded with assign=True (its parameters become the loaded tensors, no second copy); its
-    buffers that the service does not generate are computed as its framework computes them. Raises
+    buffers that the service does not generate are computed as its framework computes them. Every
+    tensor keeps the dtype the module gave it. Raises
     ValueError naming every tensor that would be left on the meta device.
     """
     ties = alias_groups(module)
     device = next((t.device for t in tensors.values()), None)
     if device is not None:
         fill_meta_buffers(module, set(tensors) | set(aliases), device)
-    state = dict(module.state_dict())
+    own = module.state_dict()
+    state = dict(own)
     state.update(tensors)
     state.update({alias: tensors[target] for alias, target in aliases.items()})
     _refuse_meta([name for name, value in state.items() if value.is_meta], "are not generated")
-    on_meta = any(t.is_meta for t in module.state_dict().values())
+    on_meta = any(t.is_meta for t in own.values())
+    if on_meta:
+        # assign=True keeps the loaded tensor's dtype; a module that keeps some tensors wider (fp32
+        # norms in a bf16 model) must get them back in its own dtypes, as a copy into them would.
+        state = {name: value.to(own[name].dtype) for name, value in state.items()}
     module.load_state_dict(state, strict=True, assign=on_meta)
     retie(module, ties)
     _refuse_meta(meta_tensors(module), "are still on the meta device")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from initium.client._context import LayerContext, layer_contexts
-from initium.client._families import with_family
+from initium.client._families import family_fields
 from initium.client._fused import fused_parts
 from initium.client._load import fill_meta_buffers, load_tensors
 from initium.schemas.spec import Manifest, ManifestTensor
@@ -67,21 +67,24 @@ def _fans(module: torch.nn.Module) -> tuple[int | None, int | None]:
 
 
 def _tensor(
-    name: str, tensor: torch.Tensor, module: torch.nn.Module, local: str, roles: list[str], kind: str,
-    root: torch.nn.Module | None = None,
+    root: torch.nn.Module, prefix: str, module: torch.nn.Module, local: str, tensor: torch.Tensor, kind: str,
+    roles: list[str], context: LayerContext,
 ) -> ManifestTensor:  # fmt: skip
+    """One manifest entry: what the tensor and its module say, its fused blocks (each with its own
+    fans: pytorch/pytorch#166378), its family's extra facts, and what is known of its layer."""
+    name = f"{prefix}.{local}" if prefix else local
     role = local if local in _BUFFER_ROLES else ("bias" if "bias" in local else "weight")
     fan_in, fan_out = _fans(module) if tensor.dim() else (1, 1)
-    hidden = getattr(module, "hidden_size", None) if kind in ("rnn", "lstm", "gru") else None
-    groups = getattr(module, "groups", 1) if kind.startswith("conv") else 1
-    padding = getattr(module, "padding_idx", None) if kind == "embedding" else None
-    # Fused q/k/v and gate/up projections: each block gets its own fans (pytorch/pytorch#166378).
-    prefix = name.removesuffix(local).removesuffix(".")
-    parts = None if root is None else fused_parts(root, prefix, module, local, tuple(tensor.shape))
+    # A norm's zero_centered is about its scale, not its shift.
+    known = [r for r in context.roles if not (r == "zero_centered" and role != "weight")]
     return ManifestTensor.model_validate(
-        {"name": name, "shape": list(tensor.shape), "module_type": kind, "role": role, "roles": roles,
-         "fan_in": fan_in, "fan_out": fan_out, "hidden_size": hidden, "groups": groups, "padding_idx": padding,
-         "parts": parts}
+        {"name": name, "shape": list(tensor.shape), "module_type": kind, "role": role,
+         "roles": list(dict.fromkeys([*roles, *known])), "fan_in": fan_in, "fan_out": fan_out,
+         "hidden_size": getattr(module, "hidden_size", None) if kind in ("rnn", "lstm", "gru") else None,
+         "groups": getattr(module, "groups", 1) if kind.startswith("conv") else 1,
+         "padding_idx": getattr(module, "padding_idx", None) if kind == "embedding" else None,
+         "parts": fused_parts(root, prefix, module, local, tuple(tensor.shape)),
+         "followed_by": context.followed_by, **family_fields(root, prefix, local)}
     )  # fmt: skip
 
 
@@ -112,20 +115,8 @@ def spec_from_module(
                 continue
             listed[id(tensor)] = full
             tags = [r for glob, rs in (roles or {}).items() if fnmatch.fnmatchcase(full, glob) for r in rs]
-            entry = _tensor(full, tensor, child, local, [*extra, *tags], kind, module)
-            entry = with_family(entry, module, prefix, child, local)
-            tensors.append(_in_context(entry, context))
+            tensors.append(_tensor(module, prefix, child, local, tensor, kind, [*extra, *tags], context))
     return Manifest(name=name or type(module).__name__, tensors=tensors), aliases
-
-
-def _in_context(entry: ManifestTensor, context: LayerContext) -> ManifestTensor:
-    """The entry with what is known of its layer: what follows it, and its roles (a norm's
-    zero_centered only on its scale, not its shift)."""
-    roles = [r for r in context.roles if not (r == "zero_centered" and entry.role != "weight")]
-    merged = [*entry.roles, *(r for r in roles if r not in entry.roles)]
-    return ManifestTensor.model_validate(
-        {**entry.model_dump(exclude_defaults=True), "roles": merged, "followed_by": context.followed_by}
-    )
 
 
 def _stat_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

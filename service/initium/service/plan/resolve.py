@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from initium.schemas import plan as wire
@@ -19,17 +19,22 @@ from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
 from initium.service.plan.tree import Leaf
 
+Blocks = list[tuple[str, tuple[str, ...]]]  # (tensor name, the block's roles), in forward order
+
 
 @dataclass(frozen=True)
 class Structure:
     """The spec's residual structure, counted once before any tensor is resolved."""
 
     residual_branches: int
-    branch_weights: dict[str, list[str]]  # branch -> its weight matrices' names, in forward order
+    # branch -> its weight matrices, each block of a packed one apart (Fixup's m with count_blocks)
+    branch_blocks: dict[str, Blocks]
     deepest_repeat: int | None  # the largest repeat count: the stack's depth for tensors outside it
-    # branch -> its weight matrices with each block of a packed one apart, as (name, the block's roles)
-    branch_blocks: dict[str, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
     first_layer: str | None = None  # the first weight layer's tensor, unless an embedding comes first
+
+    def branch_weights(self, branch: str | None) -> list[str]:
+        """The branch's weight matrices' names, in forward order (Fixup's m)."""
+        return list(dict.fromkeys(name for name, _ in self.branch_blocks.get(branch or "", [])))
 
 
 # What counts as a layer reading its input, for "the model's first weight layer".
@@ -37,20 +42,18 @@ _LAYER_TYPES = (*MATRIX_TYPES, "embedding", "rnn", "lstm", "gru")
 
 
 def structure(sites: list[tuple[Leaf, LayerTensor]]) -> Structure:
-    branches: dict[str, list[str]] = {}
-    blocks: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    blocks: dict[str, Blocks] = {}
     for leaf, lt in sites:
         if leaf.residual is not None:
-            names, keys = branches.setdefault(leaf.residual, []), blocks.setdefault(leaf.residual, [])
+            keys = blocks.setdefault(leaf.residual, [])
             if lt.role == "weight" and leaf.type in MATRIX_TYPES and len(lt.shape) >= 2:
-                names.append(tensor_name(leaf, lt))
-                roles = tensor_roles(leaf, lt)
-                keys += [(names[-1], (*roles, *p.roles)) for p in lt.parts] or [(names[-1], roles)]
+                name, roles = tensor_name(leaf, lt), tensor_roles(leaf, lt)
+                keys += [(name, (*roles, *p.roles)) for p in lt.parts] or [(name, roles)]
     repeats = [leaf.repeats for leaf, _ in sites if leaf.repeats is not None]
     layers = ((leaf, lt) for leaf, lt in sites if lt.role == "weight" and leaf.type in _LAYER_TYPES)
     first = next(((leaf, lt) for leaf, lt in layers if len(lt.shape) >= 2), None)
     first_layer = None if first is None or first[0].type == "embedding" else tensor_name(*first)
-    return Structure(len(branches), branches, max(repeats) if repeats else None, blocks, first_layer)
+    return Structure(len(blocks), blocks, max(repeats) if repeats else None, first_layer)
 
 
 def tensor_roles(leaf: Leaf, lt: LayerTensor) -> tuple[str, ...]:
@@ -165,7 +168,7 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
             raise RequestInvalidError(
                 f"rule {labeled.label} on {block.label}: {exc}", (*labeled.loc, "fan_axes")
             ) from None
-    branch = ctx.structure.branch_weights.get(leaf.residual or "", [])
+    branch = ctx.structure.branch_weights(leaf.residual)
     blocks, key = ctx.structure.branch_blocks.get(leaf.residual or "", []), (block.name, block.roles)
     geometry = Geometry(
         block.shape, *fans, leaf.type, block.roles, lt.groups, lt.hidden_size, (lt.fan_in, lt.fan_out),

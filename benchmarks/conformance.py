@@ -28,7 +28,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from initium.client import Client
-from initium.service.app import create_app
+from initium.service.api.app import create_app
 from initium.service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

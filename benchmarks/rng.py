@@ -19,9 +19,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from initium.service.init import distributions as d
-from initium.service.init import fastpath, tritonpath
-from initium.service.init.sampling import Stream, reference, sample
+from initium.service.materialize import fastpath, tritonpath
+from initium.service.materialize.sampling import Stream, reference, sample
+from initium.service.plan import distributions as d
 
 KEY = (0x9E3779B9, 0x7F4A7C15)
 LAWS: dict[str, tuple[d.Distribution, Callable[[torch.Tensor], torch.Tensor]]] = {

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from scipy import stats
 
-from initium.service.init import distributions as d
-from initium.service.init.sampling import Stream, sample
-from initium.service.init.schemes import list_schemes, resolve
-from tests.service.init.test_schemes import _geometry, _params, _scipy_law
+from initium.service.materialize.sampling import Stream, sample
+from initium.service.plan import distributions as d
+from initium.service.plan.schemes import list_schemes, resolve
+from tests.service.plan.test_schemes import _geometry, _params, _scipy_law
 
 
 def ks_or_structure(dist: d.Distribution, w: np.ndarray) -> str:

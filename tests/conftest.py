@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from initium.service.app import create_app
+from initium.service.api.app import create_app
 from initium.service.config import Settings
 
 # The clients' download cache goes to a directory of this run's own, never the user's ~/.cache

@@ -23,7 +23,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import wait_for_job
-from tests.service.worker.test_job import GOLDEN_SHA256
+from tests.service.pipeline.test_job import GOLDEN_SHA256
 
 
 def test_design_example_over_http(served: str, mlp_request: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from initium.client import (
 )
 from initium.client._errors import status_error
 from initium.schemas import InitRequest
-from initium.service.worker.modules import build
+from initium.service.model.modules import build
 
 
 @pytest.fixture

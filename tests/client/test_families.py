@@ -11,8 +11,8 @@ from scipy import stats
 
 from initium.client import spec_from_module
 from initium.schemas import InitRequest
+from initium.service.materialize.tensor import materialize
 from initium.service.plan import make_plan
-from initium.service.worker.materialize import materialize
 from tests.client.test_transformers import SMALL, _own_init
 
 transformers = pytest.importorskip("transformers")

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from initium.client import Client, ConflictError, NotFoundError, RequestInvalidError, shard_slices
 from initium.client._local import LocalClient
-from tests.service.worker.test_job import GOLDEN_SHA256
+from tests.service.pipeline.test_job import GOLDEN_SHA256
 
 
 @pytest.fixture

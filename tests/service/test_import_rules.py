@@ -17,7 +17,7 @@ def _loaded_after(imports: str) -> set[str]:
 def test_api_process_never_imports_torch() -> None:
     # Building the app and serving a plan is everything the API process does.
     code = (
-        "from fastapi.testclient import TestClient; from initium.service.app import create_app; "
+        "from fastapi.testclient import TestClient; from initium.service.api.app import create_app; "
         "from initium.service.config import Settings; import tempfile; "
         "app = create_app(Settings(data_dir=tempfile.mkdtemp(), embedded_worker=False)); "
         "c = TestClient(app); "
@@ -29,7 +29,7 @@ def test_api_process_never_imports_torch() -> None:
     assert "torch" not in loaded and "safetensors" not in loaded
 
 
-@pytest.mark.parametrize("module", ["initium.service.plan", "initium.service.routes.initializations"])
+@pytest.mark.parametrize("module", ["initium.service.plan", "initium.service.api.routes.initializations"])
 def test_planning_modules_are_torch_free(module: str) -> None:
     assert "torch" not in _loaded_after(f"import {module}")
 

@@ -41,9 +41,9 @@ class LocalClient:
     def __init__(self, data_dir: str | Path | None = None, device: str = "auto") -> None:
         try:
             from initium.service.config import Settings
-            from initium.service.presets import PresetStore
-            from initium.service.store import JobStore
-            from initium.service.worker.materialize import pick_device
+            from initium.service.jobs.presets import PresetStore
+            from initium.service.jobs.store import JobStore
+            from initium.service.materialize.tensor import pick_device
         except ImportError as exc:
             raise ImportError(f"local mode runs the service's code: pip install initium-service ({exc})") from None
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -60,8 +60,8 @@ class LocalClient:
 
     def submit(self, request: RequestLike | None = None, **parts: Any) -> JobStatus:
         """Create the job and run it to the end here (a repeated request is answered from the store)."""
-        from initium.service import jobs
-        from initium.service.worker.loop import run_one
+        from initium.service.jobs import submit as jobs
+        from initium.service.pipeline.loop import run_one
 
         with _as_client_errors():
             submission = jobs.submit(self._store, build_request(request, **parts), self._limits(), self._presets)
@@ -72,7 +72,7 @@ class LocalClient:
             return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
-        from initium.service import jobs
+        from initium.service.jobs import submit as jobs
 
         with _as_client_errors():
             return jobs.to_status(self._store.load(job_id))
@@ -86,7 +86,7 @@ class LocalClient:
         return done
 
     def report(self, job_id: str) -> Report:
-        from initium.service import jobs
+        from initium.service.jobs import submit as jobs
 
         with _as_client_errors():
             return jobs.load_report(self._store, job_id)
@@ -105,8 +105,8 @@ class LocalClient:
 
     def download(self, job_id: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Copy the job's weights to `path`, verified against `sha256` on the way."""
-        from initium.service import jobs
-        from initium.service.jobs import VerifiedFiles
+        from initium.service.jobs import submit as jobs
+        from initium.service.jobs.submit import VerifiedFiles
 
         with _as_client_errors():
             source, recorded = jobs.weights_path_and_sha(self._store, job_id, VerifiedFiles())
@@ -155,9 +155,9 @@ class LocalClient:
 
 @contextlib.contextmanager
 def _as_client_errors() -> Iterator[None]:
-    """The service's typed errors become the client's, exactly as over HTTP (initium.service.http)."""
+    """The service's typed errors become the client's, exactly as over HTTP (initium.service.api.http)."""
     from initium.service import errors
-    from initium.service.http import STATUS
+    from initium.service.api.http import STATUS
 
     try:
         yield

@@ -1,6 +1,6 @@
 """Init schemes on the wire: one params model per scheme, tagged by `scheme`.
 
-Adding a scheme is one model here plus one registered function in initium.service.init.schemes;
+Adding a scheme is one model here plus one registered function in initium.service.plan.schemes;
 a test holds the two sets equal.
 """
 

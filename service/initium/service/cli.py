@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from initium.service import logs
-from initium.service.app import create_app
+from initium.service.api.app import create_app
 from initium.service.config import Settings
 
 
@@ -73,6 +73,6 @@ def worker(args: argparse.Namespace) -> int:
         print("initium worker: error: no broker; pass --broker redis://host:6379/0 or set INITIUM_BROKER_URL")
         return 2
     logs.configure()
-    from initium.service.worker import celery_tasks  # imports torch: only in worker processes
+    from initium.service.pipeline import celery_tasks  # imports torch: only in worker processes
 
     return celery_tasks.main(args.name or f"initium-{os.getpid()}@{socket.gethostname()}")

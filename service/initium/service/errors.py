@@ -1,4 +1,4 @@
-"""The service's error tree; initium.service.http maps each class to a status code in one table.
+"""The service's error tree; initium.service.api.http maps each class to a status code in one table.
 
 InitiumError
 +-- RequestInvalidError      the spec or policy cannot be planned (422)

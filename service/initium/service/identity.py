@@ -15,7 +15,7 @@ from initium.schemas.plan import Algorithm
 from initium.schemas.request import InitRequest
 
 # Philox4x32-10 keyed by sha256(seed, name), counter = element index, float64 transforms from
-# device-independent arithmetic, rounded once to the dtype (initium.service.init.philox).
+# device-independent arithmetic, rounded once to the dtype (initium.service.materialize.philox).
 # Bump the version whenever any value could change.
 ALGORITHM = Algorithm(id="philox4x32-10", version=1)
 

@@ -10,8 +10,8 @@ import torch
 
 from initium.schemas import InitRequest
 from initium.schemas.plan import PlannedTensor
+from initium.service.materialize.tensor import materialize
 from initium.service.plan import make_plan
-from initium.service.worker.materialize import materialize
 
 IN, H = 24, 16
 LSTM = {"type": "lstm", "name": "lstm", "input_size": IN, "hidden_size": H}

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 from initium.schemas import spec as s
 from initium.schemas.spec_manifest import ManifestParts
-from initium.service.init.schemes_structural import UNKNOWN
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.layers_packed import GATES
+from initium.service.plan.schemes_structural import UNKNOWN
 from initium.service.plan.tree import Leaf
 
 _BUFFERS = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0.0}

@@ -14,13 +14,13 @@ from initium.schemas.request import InitRequest
 from initium.schemas.spec import Manifest, Spec
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
-from initium.service.init import distributions as d
-from initium.service.init.schemes_structural import UNKNOWN_REASON
+from initium.service.plan import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
 from initium.service.plan.manifest import manifest_followers, manifest_sites
 from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
+from initium.service.plan.schemes_structural import UNKNOWN_REASON
 from initium.service.plan.tree import describe_activation, followed_by, walk
 
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}

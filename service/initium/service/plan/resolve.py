@@ -11,12 +11,12 @@ from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.request import InitRequest
 from initium.schemas.schemes import SchemeParams
 from initium.service.errors import RequestInvalidError
-from initium.service.init import distributions as d
-from initium.service.init.schemes import Geometry, SchemeNotApplicableError, resolve
-from initium.service.init.schemes_structural import choose
+from initium.service.plan import distributions as d
 from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
+from initium.service.plan.schemes import Geometry, SchemeNotApplicableError, resolve
+from initium.service.plan.schemes_structural import choose
 from initium.service.plan.tree import Leaf
 
 Blocks = list[tuple[str, tuple[str, ...]]]  # (tensor name, the block's roles), in forward order

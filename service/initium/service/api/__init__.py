@@ -1,0 +1,1 @@
+"""The HTTP layer: app, dependencies, error mapping, security, metrics and routes; never imports torch."""

@@ -1,1 +1,0 @@
-"""Init schemes: pure-Python formulas (schemes, gain, distributions) and the torch samplers."""

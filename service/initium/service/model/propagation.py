@@ -1,0 +1,223 @@
+"""Signal propagation: a seeded probe batch through the initialized network, and a gradient back.
+
+The network runs one top-level unit at a time (a repeat's copies are units of their own), loaded
+from the written file, so memory stays about one block plus a batch of activations; the backward
+pass recomputes each unit from its stored input. Per layer it records what Brock et al. (2021)
+plot for signal propagation (mean, std, average channel squared mean and channel variance), dead
+ReLUs and saturated tanh/sigmoid units, and the gradient's std; then it warns where the signal
+grows or shrinks across depth, or saturates, naming the first layer and a policy change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initium.schemas import spec as s
+from initium.schemas.report import LayerSignal, Propagation
+from initium.schemas.request import ReportOptions
+from initium.service.identity import tensor_key
+from initium.service.materialize.sampling import Stream, sample
+from initium.service.model.modules import build_module
+from initium.service.model.propagation_checks import warnings_for
+from initium.service.plan import distributions as d
+
+Loader = Callable[[str, nn.Module], None]  # loads a unit's tensors (by prefix) into the module
+SEQUENCE = 16  # probe tokens for sequence layers
+SPATIAL = {1: 64, 2: 32, 3: 12}  # probe size per spatial dimension for convolutions
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    module: s.Module
+    block: bool = False  # one copy of a repeat: its output is the depth signal between blocks
+
+
+def units(spec: s.Spec) -> list[Unit]:
+    out: list[Unit] = []
+    for index, m in enumerate(spec.modules):
+        path = m.name if m.name is not None else str(index)
+        if isinstance(m, s.Repeat):
+            out += [Unit(f"{path}.{i}", m.block, block=True) for i in range(m.count)]
+        elif not isinstance(m, s.Parameter):
+            out.append(Unit(path, m))
+    return out
+
+
+def probe_shape(first: s.Module, options: ReportOptions) -> list[int]:
+    if options.probe_shape:
+        return list(options.probe_shape)
+    m = first
+    while isinstance(m, (s.Sequential, s.Residual, s.Repeat)):
+        m = m.modules[0] if isinstance(m, s.Sequential) else m.body[0] if isinstance(m, s.Residual) else m.block
+    if isinstance(m, s.Linear):
+        return [m.in_features]
+    if isinstance(m, (s.Conv1d, s.Conv2d, s.Conv3d, s.ConvTranspose1d, s.ConvTranspose2d, s.ConvTranspose3d)):
+        return [m.in_channels, *[SPATIAL[m.spatial_dims]] * m.spatial_dims]
+    if isinstance(m, s.Embedding):
+        return [SEQUENCE]
+    if isinstance(m, (s.RNN, s.LSTM, s.GRU)):
+        return [SEQUENCE, m.input_size]
+    if isinstance(m, (s.MultiheadAttention, s.TransformerBlock)):
+        return [SEQUENCE, m.embed_dim if isinstance(m, s.MultiheadAttention) else m.d_model]
+    if isinstance(m, (s.ResNetBasicBlock, s.ResNetBottleneck)):
+        return [m.in_channels, SPATIAL[2], SPATIAL[2]]
+    raise ValueError(f"cannot infer a probe shape from a first {m.type}; give report.probe_shape")
+
+
+def _probe(spec: s.Spec, shape: list[int], batch: int, seed: int, device: torch.device) -> torch.Tensor:
+    stream = Stream(tensor_key(seed, "initium/probe"), device)
+    first = spec.modules[0]
+    if isinstance(first, s.Embedding):
+        u = sample(d.Uniform(0.0, float(first.num_embeddings)), (batch, *shape), stream)
+        return u.floor().long().clamp_(0, first.num_embeddings - 1)
+    return sample(d.Normal(0.0, 1.0), (batch, *shape), stream).float()
+
+
+def propagate(spec: s.Spec, load: Loader, options: ReportOptions, seed: int, device: torch.device) -> Propagation:
+    """Run the probe; a network the probe cannot pass through is reported as skipped, not failed."""
+    try:
+        shape = probe_shape(spec.modules[0], options)
+        x = _probe(spec, shape, options.probe_batch, seed, device)
+        return _run(spec, x, shape, load, options, seed, device)
+    except (ValueError, RuntimeError) as exc:
+        return Propagation(probe_shape=options.probe_shape or [], skipped=f"{type(exc).__name__}: {exc}")
+
+
+def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options: ReportOptions, seed: int,
+         device: torch.device) -> Propagation:  # fmt: skip
+    inputs: list[torch.Tensor] = []
+    records: dict[str, LayerSignal] = {}
+    for unit in units(spec):
+        inputs.append(x)
+        with torch.no_grad():
+            x = _forward(unit, x, load, device, records, track_grad=False)
+        if unit.block and x.is_floating_point():
+            records[f"block:{unit.path}"] = _signal(unit.path, _Block(), x.detach())
+    loss_name, loss, at_chance, grad = _loss(x, seed, _ends_in_linear(spec))
+    for unit, unit_input in zip(reversed(units(spec)), reversed(inputs), strict=True):
+        if unit.block and grad is not None:
+            _set_grad(records, f"block:{unit.path}", grad)
+        grad = _backward(unit, unit_input, grad, load, device, records)
+    layers = list(records.values())
+    return Propagation(
+        probe_shape=shape, probe_batch=int(x.shape[0]), loss=loss, loss_name=loss_name, loss_at_chance=at_chance,
+        layers=layers,
+        warnings=warnings_for(layers, options.warn_factor, loss, at_chance),
+    )  # fmt: skip
+
+
+def _module(unit: Unit, load: Loader, device: torch.device) -> nn.Module:
+    with torch.device("meta"):
+        module = build_module(unit.module)
+    module = module.to_empty(device=device)
+    load(unit.path, module)
+    return module.eval()
+
+
+def _forward(unit: Unit, x: torch.Tensor, load: Loader, device: torch.device, records: dict[str, LayerSignal],
+             track_grad: bool) -> torch.Tensor:  # fmt: skip
+    module = _module(unit, load, device)
+    handles = [
+        leaf.register_forward_hook(_recorder(f"{unit.path}.{name}" if name else unit.path, leaf, records, track_grad))
+        for name, leaf in module.named_modules()
+        if not list(leaf.children()) and _observed(leaf)
+    ]
+    try:
+        out: torch.Tensor = module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def _backward(unit: Unit, unit_input: torch.Tensor, grad: torch.Tensor | None, load: Loader, device: torch.device,
+              records: dict[str, LayerSignal]) -> torch.Tensor | None:  # fmt: skip
+    if grad is None:
+        return None
+    x = unit_input.detach().requires_grad_(unit_input.is_floating_point())
+    with torch.enable_grad():
+        out = _forward(unit, x, load, device, records, track_grad=True)
+        if not out.requires_grad:
+            return None
+        torch.autograd.backward(out, grad)
+    return x.grad if x.is_floating_point() else None
+
+
+def _ends_in_linear(spec: s.Spec) -> bool:
+    last = spec.modules[-1]
+    return isinstance(last, s.Linear) and last.out_features > 1
+
+
+def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | None, torch.Tensor | None]:
+    """Cross-entropy on random labels when the network ends in a linear head (per token for sequence
+    outputs [batch, tokens, classes]), else half the mean square."""
+    y = y.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        if head:
+            logits = y.reshape(-1, y.shape[-1])
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            labels = torch.randint(0, y.shape[-1], (logits.shape[0],), generator=generator).to(y.device)
+            loss = F.cross_entropy(logits, labels)
+            name, chance = "cross_entropy", math.log(y.shape[-1])
+        else:
+            loss, name, chance = 0.5 * (y * y).mean(), "half_mean_square", None
+        torch.autograd.backward(loss)
+    return name, float(loss.detach()), chance, y.grad
+
+
+class _Block(nn.Module):
+    """Marks a record as the output of a whole block (a repeat's copy), not of one layer in it."""
+
+
+_OBSERVED = (nn.Linear, nn.modules.conv._ConvNd, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SELU,
+             nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding)  # fmt: skip
+
+
+def _observed(module: nn.Module) -> bool:
+    return isinstance(module, _OBSERVED)
+
+
+def _recorder(name: str, module: nn.Module, records: dict[str, LayerSignal], track_grad: bool) -> Callable[..., None]:
+    def hook(mod: nn.Module, args: object, output: object) -> None:
+        y = output if isinstance(output, torch.Tensor) else None
+        if y is None or not y.is_floating_point():
+            return
+        if track_grad:
+            if y.requires_grad:
+                y.register_hook(lambda g: _set_grad(records, name, g))  # type: ignore[no-untyped-call]
+            return
+        records[name] = _signal(name, module, y.detach())
+
+    return hook
+
+
+def _set_grad(records: dict[str, LayerSignal], name: str, g: torch.Tensor) -> None:
+    if name in records:
+        records[name] = records[name].model_copy(update={"grad_std": float(g.double().std())})
+
+
+def _signal(name: str, module: nn.Module, y: torch.Tensor) -> LayerSignal:
+    y64 = y.double()
+    # Channels: dim 1 of conv outputs (N, C, ...), the last dim of everything else.
+    per_channel = y64.transpose(0, 1) if isinstance(module, nn.modules.conv._ConvNd) else y64.movedim(-1, 0)
+    flat = per_channel.reshape(per_channel.shape[0], -1)
+    dead = saturated = None
+    if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+        dead = float((flat.amax(dim=1) <= 0).double().mean())
+    if isinstance(module, nn.Tanh):
+        saturated = float((y64.abs() > 0.99).double().mean())
+    if isinstance(module, nn.Sigmoid):
+        saturated = float(((y64 < 0.01) | (y64 > 0.99)).double().mean())
+    kind = "block" if isinstance(module, _Block) else type(module).__name__
+    return LayerSignal(
+        name=name, type=kind, mean=float(y64.mean()), std=float(y64.std(correction=0)),
+        channel_sq_mean=float((flat.mean(dim=1) ** 2).mean()), channel_var=float(flat.var(dim=1, correction=0).mean()),
+        dead_fraction=dead, saturated_fraction=saturated,
+    )  # fmt: skip

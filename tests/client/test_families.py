@@ -12,7 +12,7 @@ from scipy import stats
 from initium.client import spec_from_module
 from initium.schemas import InitRequest
 from initium.service.materialize.tensor import materialize
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from tests.client.test_transformers import SMALL, _own_init
 
 transformers = pytest.importorskip("transformers")

@@ -15,7 +15,7 @@ from initium.client import Client, spec_from_module
 from initium.client._fused import fused_parts
 from initium.schemas import InitRequest
 from initium.schemas.spec import Manifest
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 transformers = pytest.importorskip("transformers")
 

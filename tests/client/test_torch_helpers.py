@@ -11,7 +11,7 @@ from initium.client import Client, spec_from_module
 from initium.schemas import InitRequest
 from initium.service.materialize.tensor import materialize
 from initium.service.model.modules import build
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from tests.schemas.test_presets import ZOO
 
 # A torch module does not say which Linear is a query projection; the tree's transformer block does.

@@ -11,7 +11,7 @@ import pytest
 from initium.schemas import InitRequest
 from initium.schemas.policy import Rule
 from initium.schemas.presets import Preset, get_preset, list_presets, register_preset
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 BASIC = {"type": "resnet_basic", "in_channels": 16, "channels": 16}
 ZOO: list[dict[str, Any]] = [

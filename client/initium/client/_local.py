@@ -53,7 +53,7 @@ class LocalClient:
         self.device = pick_device(device)
 
     def plan(self, request: RequestLike | None = None, **parts: Any) -> Plan:
-        from initium.service.plan import make_plan
+        from initium.service.plan.planner import make_plan
 
         with _as_client_errors():
             return make_plan(build_request(request, **parts), self._limits(), self._presets.all())

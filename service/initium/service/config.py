@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from initium.service.plan import Limits
+from initium.service.plan.planner import Limits
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,7 @@ from initium.service.errors import ArtifactCorruptError
 from initium.service.jobs import submit as jobs
 from initium.service.jobs.store import WEIGHTS, JobStore
 from initium.service.jobs.submit import VerifiedFiles, weights_path_and_sha
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from tests.conftest import wait_for_job
 from tests.service.pipeline.test_job import run_job
 

@@ -13,7 +13,7 @@ from initium.service.materialize import tritonpath
 from initium.service.materialize.sampling import Stream, reference, sample
 from initium.service.materialize.tensor import TORCH_DTYPES, materialize, pick_device
 from initium.service.plan import distributions as d
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from initium.service.plan.schemes import list_schemes, resolve
 from tests.service.plan.test_schemes import EXAMPLES, _geometry, _params
 

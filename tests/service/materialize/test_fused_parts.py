@@ -12,7 +12,8 @@ from initium.schemas.plan import PlannedTensor
 from initium.service.identity import tensor_key
 from initium.service.materialize.sampling import Stream, sample
 from initium.service.materialize.tensor import materialize
-from initium.service.plan import make_plan, planned_distribution
+from initium.service.plan.distributions import planned_distribution
+from initium.service.plan.planner import make_plan
 
 CPU = torch.device("cpu")
 QKV = ["query", "key", "value"]

@@ -15,7 +15,7 @@ from initium.schemas.report import Report
 from initium.service.errors import RequestInvalidError
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.materialize.tensor import materialize
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from tests.service.pipeline.test_job import run_job
 
 

@@ -25,7 +25,7 @@ from initium.schemas import InitRequest
 from initium.schemas.job import Progress
 from initium.service.jobs.store import JobStore
 from initium.service.pipeline.loop import run_one
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 from tests.conftest import MLP_REQUEST, free_port, wait_for_job
 from tests.service.pipeline.test_job import GOLDEN_SHA256
 

@@ -15,7 +15,7 @@ from initium.schemas.job import Progress
 from initium.service.jobs.store import JobStore
 from initium.service.pipeline import fanout
 from initium.service.pipeline.loop import MAX_ATTEMPTS, run_one
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 CPU = torch.device("cpu")
 

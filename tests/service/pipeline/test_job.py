@@ -19,7 +19,7 @@ from initium.schemas.report import Report
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.model.modules import build
 from initium.service.pipeline.loop import MAX_ATTEMPTS, Worker
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 # sha256 of the DESIGN.md example (algorithm philox4x32-10 v1), the same on every device. The file
 # holds the request id in its metadata, so a new wire default changes it too; if the values changed,

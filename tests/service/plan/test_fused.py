@@ -9,7 +9,7 @@ import pytest
 
 from initium.schemas import InitRequest
 from initium.schemas.plan import Plan, PlannedTensor
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 E = 256
 QKV = ["query", "key", "value"]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from initium.schemas import InitRequest
 from initium.service.model.modules import build
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 small = st.integers(min_value=1, max_value=6)
 names = st.none() | st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)

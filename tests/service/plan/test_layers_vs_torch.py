@@ -15,10 +15,10 @@ from initium.schemas import InitRequest
 from initium.schemas.policy import ParameterizedType
 from initium.service.errors import RequestInvalidError
 from initium.service.model.modules import build
-from initium.service.plan import make_plan
 from initium.service.plan.composite import list_composites
 from initium.service.plan.fans import torch_fans
 from initium.service.plan.layers import list_layers
+from initium.service.plan.planner import make_plan
 
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "linear": [{"in_features": 7, "out_features": 5}, {"in_features": 3, "out_features": 2, "bias": False}],

@@ -12,7 +12,8 @@ from scipy import stats
 from initium.schemas import InitRequest
 from initium.service.materialize.sampling import Stream, sample
 from initium.service.materialize.tensor import materialize
-from initium.service.plan import make_plan, planned_distribution
+from initium.service.plan.distributions import planned_distribution
+from initium.service.plan.planner import make_plan
 
 LSTM = {"type": "lstm", "name": "rnn", "input_size": 6, "hidden_size": 8}
 MHA = {"type": "multihead_attention", "name": "attn", "embed_dim": 64, "num_heads": 4}

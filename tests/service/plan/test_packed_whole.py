@@ -11,7 +11,7 @@ import torch
 from initium.schemas import InitRequest
 from initium.schemas.plan import PlannedTensor
 from initium.service.materialize.tensor import materialize
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 IN, H = 24, 16
 LSTM = {"type": "lstm", "name": "lstm", "input_size": IN, "hidden_size": H}

@@ -10,7 +10,7 @@ import pytest
 from initium.schemas import InitRequest
 from initium.schemas.plan import PlannedTensor
 from initium.service.errors import RequestInvalidError
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 MLP = [
     {"type": "linear", "name": "fc1", "in_features": 784, "out_features": 1024},

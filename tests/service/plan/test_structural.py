@@ -9,7 +9,7 @@ import pytest
 
 from initium.schemas import InitRequest
 from initium.service.errors import RequestInvalidError
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 GPT = {"type": "repeat", "name": "h", "count": 12, "block": {"type": "transformer_block", "d_model": 64, "n_heads": 4}}
 

@@ -25,7 +25,7 @@ from initium.service.errors import (
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
 from initium.service.jobs.store import HASHED, REPORT, WEIGHTS, JobStore, atomic_write, now
-from initium.service.plan import Limits, make_plan
+from initium.service.plan.planner import Limits, make_plan
 
 log = logging.getLogger("initium.api")
 

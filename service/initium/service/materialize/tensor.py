@@ -7,7 +7,7 @@ import torch
 from initium.schemas.plan import PlannedTensor
 from initium.service.identity import tensor_key
 from initium.service.materialize.sampling import Stream, sample
-from initium.service.plan import planned_distribution
+from initium.service.plan.distributions import planned_distribution
 from initium.service.plan.resolve import part_name
 
 TORCH_DTYPES: dict[str, torch.dtype] = {

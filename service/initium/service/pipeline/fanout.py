@@ -50,8 +50,8 @@ from initium.service.pipeline.job import (
     write_tensors,
 )
 from initium.service.pipeline.loop import MAX_ATTEMPTS
-from initium.service.plan import make_plan, tensor_nbytes
-from initium.service.plan.planner import INDEX_FILE
+from initium.service.plan.output import INDEX_FILE, tensor_nbytes
+from initium.service.plan.planner import make_plan
 from initium.service.write.safetensors import build_header
 
 log = logging.getLogger("initium.worker")

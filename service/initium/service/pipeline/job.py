@@ -28,9 +28,9 @@ from initium.service.jobs.store import HASHED, REPORT, JobStore, atomic_write, a
 from initium.service.materialize.tensor import materialize
 from initium.service.model.lsuv import lsuv_scales
 from initium.service.model.probe import collect_warnings, run_probe
-from initium.service.plan import Limits, make_plan, planned_distribution, tensor_nbytes
-from initium.service.plan.distributions import Distribution
-from initium.service.plan.planner import INDEX_FILE
+from initium.service.plan.distributions import Distribution, planned_distribution
+from initium.service.plan.output import INDEX_FILE, tensor_nbytes
+from initium.service.plan.planner import Limits, make_plan
 from initium.service.summarize.checks import fit, flags, spectral
 from initium.service.summarize.stats import Measured, measure
 from initium.service.write.safetensors import SafetensorsStreamWriter

@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from initium.schemas import plan as wire
+
 Family = Literal[
     "constant", "uniform", "normal", "truncated_normal", "orthogonal",
     "eye", "dirac", "delta_orthogonal", "sparse", "looks_linear",
@@ -259,3 +261,10 @@ def from_params(family: str, params: dict[str, float]) -> Distribution:
     kinds = {f.name: f.type for f in fields(cls)}
     casts = {"int": int, "bool": bool, "float": float}
     return cls(**{k: casts[str(kinds[k])](v) for k, v in params.items()})
+
+
+def planned_distribution(planned: wire.PlannedTensor | wire.PlannedPart) -> Distribution:
+    """Rebuild the sampler's distribution from a planned tensor or part (the worker's side of the plan)."""
+    if planned.distribution is None:
+        raise ValueError("a block without a rule cannot be generated")
+    return from_params(planned.distribution.family, planned.distribution.params)

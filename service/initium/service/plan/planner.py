@@ -14,16 +14,14 @@ from initium.schemas.request import InitRequest
 from initium.schemas.spec import Manifest, Spec
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
-from initium.service.plan import distributions as d
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
 from initium.service.plan.manifest import manifest_followers, manifest_sites
+from initium.service.plan.output import shard_files, tensor_nbytes
 from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.schemes_structural import UNKNOWN_REASON
 from initium.service.plan.tree import describe_activation, followed_by, walk
-
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
 
 
 @dataclass(frozen=True)
@@ -80,13 +78,6 @@ def make_plan(
     )
 
 
-def planned_distribution(planned: wire.PlannedTensor | wire.PlannedPart) -> d.Distribution:
-    """Rebuild the sampler's distribution from a planned tensor or part (the worker's side of the plan)."""
-    if planned.distribution is None:
-        raise ValueError("a block without a rule cannot be generated")
-    return d.from_params(planned.distribution.family, planned.distribution.params)
-
-
 def _apply_slices(
     tensors: list[wire.PlannedTensor], slices: dict[str, list[tuple[int, int]]]
 ) -> list[wire.PlannedTensor]:
@@ -111,40 +102,6 @@ def _apply_slices(
                 )
         by_name[name] = tensor.model_copy(update={"slice": [(start, stop) for start, stop in ranges]})
     return list(by_name.values())
-
-
-SINGLE_FILE = "weights.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-
-
-def tensor_nbytes(t: wire.PlannedTensor) -> int:
-    """Bytes of the tensor as written: its (sliced) output shape in its dtype."""
-    return math.prod(t.output_shape()) * _ITEMSIZE[t.dtype]
-
-
-def shard_files(tensors: list[wire.PlannedTensor], output: str, max_bytes: int) -> list[wire.Shard]:
-    """huggingface_hub's rule: greedy in state_dict order, a tensor bigger than the limit alone in
-    its own shard; files model-0000k-of-0000N.safetensors (or model.safetensors when one)."""
-    groups: list[list[wire.PlannedTensor]] = [] if tensors else [[]]
-    size = 0
-    for t in tensors:
-        nbytes = tensor_nbytes(t)
-        if not groups or (output == "sharded" and size + nbytes > max_bytes and groups[-1]):
-            groups.append([])
-            size = 0
-        groups[-1].append(t)
-        size += nbytes
-    if output == "single":
-        names = [SINGLE_FILE]
-    elif len(groups) == 1:
-        names = ["model.safetensors"]
-    else:
-        names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
-    return [
-        wire.Shard(file=name, tensors=[t.name for t in group],
-                   bytes=sum(tensor_nbytes(t) for t in group))
-        for name, group in zip(names, groups, strict=True)
-    ]  # fmt: skip
 
 
 def _generated_elements(t: wire.PlannedTensor) -> int:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import torch
 
 from initium.schemas.plan import PlannedTensor
-from initium.service.plan import tensor_nbytes
+from initium.service.plan.output import tensor_nbytes
 
 SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64"}
 

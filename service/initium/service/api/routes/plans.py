@@ -8,7 +8,7 @@ from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
 from initium.service.api.deps import LimitsDep, PresetsDep
 from initium.service.api.http import error_responses
-from initium.service.plan import make_plan
+from initium.service.plan.planner import make_plan
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from initium.client._modules import WEIGHTED_CLASSES
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,7 +37,6 @@ _OFFSET_FLAGS = {"MoonshineStreamingLayerNorm": "unit_offset"}
 
 _ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "SELU": "selu", "SiLU": "silu"}
 _PASS_THROUGH = ("Dropout", "Flatten", "Identity", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm")
-_WEIGHTED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Conv1D", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 # A block's layer into its activation, and the layer after it, by HF's (and GPT-2's, T5's) names.
 _MLP_IN = ("c_fc", "fc1", "fc_in", "gate_proj", "wi", "wi_0", "dense_h_to_4h", "w1", "lin1", "linear1")
 _MLP_OUT = ("c_proj", "fc2", "fc_out", "down_proj", "wo", "dense_4h_to_h", "w2", "lin2", "linear2")
@@ -101,7 +102,7 @@ def layer_contexts(root: torch.nn.Module) -> dict[int, LayerContext]:
 
 
 def _weighted(module: torch.nn.Module) -> bool:
-    return type(module).__name__ in _WEIGHTED
+    return type(module).__name__ in WEIGHTED_CLASSES
 
 
 def _sequential(module: torch.nn.Module, at: _At, is_root: bool) -> None:

@@ -14,6 +14,8 @@ from initium.client._context import LayerContext, layer_contexts
 from initium.client._families import family_fields
 from initium.client._fused import fused_parts
 from initium.client._load import fill_meta_buffers, load_tensors
+from initium.client._modules import module_type
+from initium.schemas.dtypes import DTYPES
 from initium.schemas.spec import Manifest, ManifestTensor
 
 if TYPE_CHECKING:
@@ -21,39 +23,9 @@ if TYPE_CHECKING:
 
     from initium.client._result import InitResult
 
-_DTYPES = {
-    "torch.float32": "float32",
-    "torch.float16": "float16",
-    "torch.bfloat16": "bfloat16",
-    "torch.float64": "float64",
-}
+# str(torch dtype) -> the wire name, for every float dtype of the one table.
+_DTYPES = {f"torch.{info.torch}": name for name, info in ((n, DTYPES.get(n)) for n in DTYPES.names()) if info.floating}
 _BUFFER_ROLES = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def _module_type(module: torch.nn.Module) -> str:
-    from torch import nn
-
-    exact: list[tuple[type[nn.Module], str]] = [
-        (nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"),
-        (nn.ConvTranspose1d, "conv_transpose1d"), (nn.ConvTranspose2d, "conv_transpose2d"),
-        (nn.ConvTranspose3d, "conv_transpose3d"), (nn.Embedding, "embedding"), (nn.LayerNorm, "layer_norm"),
-        (nn.RMSNorm, "rms_norm"), (nn.GroupNorm, "group_norm"), (nn.BatchNorm1d, "batch_norm1d"),
-        (nn.BatchNorm2d, "batch_norm2d"), (nn.BatchNorm3d, "batch_norm3d"), (nn.InstanceNorm1d, "instance_norm1d"),
-        (nn.InstanceNorm2d, "instance_norm2d"), (nn.InstanceNorm3d, "instance_norm3d"), (nn.LSTM, "lstm"),
-        (nn.GRU, "gru"), (nn.RNN, "rnn"), (nn.MultiheadAttention, "multihead_attention"),
-    ]  # fmt: skip
-    for cls, kind in exact:
-        if isinstance(module, cls):
-            return kind
-    # Model libraries' own classes, by their conventional names (HF's LlamaRMSNorm, GPT-2's Conv1D).
-    name = type(module).__name__
-    if name.endswith("RMSNorm"):
-        return "rms_norm"
-    if name.endswith("LayerNorm"):
-        return "layer_norm"
-    if name == "Conv1D":
-        return "linear"
-    return "parameter"
 
 
 def _fans(module: torch.nn.Module) -> tuple[int | None, int | None]:
@@ -105,7 +77,7 @@ def spec_from_module(
     attention_outputs = {id(m.out_proj) for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention)}
     contexts = layer_contexts(module)
     for prefix, child in module.named_modules():
-        kind = "multihead_attention" if id(child) in attention_outputs else _module_type(child)
+        kind = "multihead_attention" if id(child) in attention_outputs else module_type(child)
         context = contexts.get(id(child), LayerContext())
         extra = ["attention_output"] if id(child) in attention_outputs else []
         for local, tensor in [*child.named_parameters(recurse=False), *_stat_buffers(child)]:

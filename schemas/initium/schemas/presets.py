@@ -3,6 +3,10 @@
 A (name, version) pair never changes its rules: published presets are immutable, and a request
 id pins the version it resolved, so a later version cannot change a cached result. A fix is a new
 version whose changelog says what changed and why; a bare name resolves to the newest version.
+
+The built-ins live in a Registry (initium.schemas.registry) under their refs, `name@version`: this
+module registers version 1 of each, presets_v2 the rest. The service's PresetStore keeps the
+presets published at run time beside them and resolves refs over both with `resolve_ref`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pydantic import Field
 from initium.schemas._base import WireModel
 from initium.schemas._module import MATRIX_TYPES, NORM_TYPES
 from initium.schemas.policy import Rule
+from initium.schemas.registry import Registry
 
 
 class Preset(WireModel):
@@ -35,19 +40,16 @@ class UnknownPresetError(LookupError):
     """The policy named a preset (or version) that is not registered."""
 
 
-_PRESETS: dict[tuple[str, int], Preset] = {}
+_PRESETS: Registry[Preset] = Registry("preset")
 
 
 def register_preset(preset: Preset) -> Preset:
-    key = (preset.name, preset.version)
-    if key in _PRESETS:
-        raise ValueError(f"preset {preset.ref} is already registered")
-    _PRESETS[key] = preset
-    return preset
+    """Add a built-in under its ref; a (name, version) registered before raises ValueError."""
+    return _PRESETS.register(preset.ref)(preset)
 
 
 def list_presets() -> list[Preset]:
-    return sorted(_PRESETS.values(), key=lambda p: (p.name, p.version))
+    return sorted(map(_PRESETS.get, _PRESETS.names()), key=lambda p: (p.name, p.version))
 
 
 def resolve_ref(ref: str, known: Mapping[tuple[str, int], Preset]) -> Preset:
@@ -65,11 +67,12 @@ def resolve_ref(ref: str, known: Mapping[tuple[str, int], Preset]) -> Preset:
 
 def get_preset(ref: str) -> Preset:
     """A built-in preset by reference."""
-    return resolve_ref(ref, _PRESETS)
+    return resolve_ref(ref, builtin_presets())
 
 
 def builtin_presets() -> dict[tuple[str, int], Preset]:
-    return dict(_PRESETS)
+    """(name, version) -> every built-in preset."""
+    return {(p.name, p.version): p for p in map(_PRESETS.get, _PRESETS.names())}
 
 
 # -- the built-in catalog -----------------------------------------------------------------------

@@ -1,39 +1,8 @@
-"""One registry pattern for every extension point: a dict plus register, get and list."""
+"""One registry pattern for every extension point: the class lives in initium.schemas.registry, so
+that schemas (presets, dtypes) and the client use the same one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from initium.schemas.registry import Registry, UnknownNameError
 
-T = TypeVar("T")
-
-
-class UnknownNameError(LookupError):
-    """A name that no registry entry has; the message lists the valid names."""
-
-
-class Registry(Generic[T]):
-    """Name -> entry. A duplicate name is a bug and raises; an unknown name lists the valid ones."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._entries: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def add(entry: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = entry
-            return entry
-
-        return add
-
-    def get(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except KeyError:
-            valid = ", ".join(sorted(self._entries))
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
-
-    def names(self) -> list[str]:
-        return list(self._entries)
+__all__ = ["Registry", "UnknownNameError"]

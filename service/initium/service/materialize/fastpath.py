@@ -4,7 +4,8 @@ Identical results are the contract (tests compare every law bit for bit): the in
 uint64 with explicit masks, the float steps are the same detmath functions compiled as written
 (numba neither reassociates nor fuses multiply-adds without fastmath, which stays off), and frexp
 and ldexp are exact bit manipulations (valid for the normal, positive numbers they see here), so
-the loops vectorize. Kernels fill a contiguous run of element indices [start, start + len(out)).
+the loops vectorize. Kernels fill a contiguous run of element indices [start, start + len(out));
+each law family's entry in KERNELS launches its kernel.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from initium.service.materialize import detmath
 from initium.service.plan import distributions as d
+from initium.service.registry import Registry
 
 try:
     import numba
@@ -177,27 +181,49 @@ def verified() -> bool:
         return False
     from initium.service.materialize.sampling import first_mismatch
 
-    mismatch = first_mismatch(lambda law, start, key, out: fill_run(law, start, key, out.numpy()), torch.device("cpu"))
+    mismatch = first_mismatch(
+        lambda law, start, key, out: fill_run(law, start, key, out.numpy()),
+        torch.device("cpu"),
+        families=KERNELS.names(),
+    )
     if mismatch is not None:
         log.warning("numba fast path differs from the torch reference for %s; using the reference", mismatch[0])
     return mismatch is None
 
 
+# The kernel of each law family this path compiles; a family without one uses the reference.
+Kernel = Callable[[Any, int, tuple[int, int], np.ndarray], None]
+KERNELS: Registry[Kernel] = Registry("numba kernel")
+
+
 def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: np.ndarray) -> None:
-    """Write the values of element indices [start, start + len(out)) into the float64 array `out`."""
+    """Write the values of element indices [start, start + len(out)) into the float64 array `out`.
+
+    Raises UnknownNameError for a law family without a kernel here."""
+    KERNELS.get(dist.family)(dist, start, key, out)
+
+
+@KERNELS.register("uniform")
+def _uniform(dist: d.Uniform, start: int, key: tuple[int, int], out: np.ndarray) -> None:
+    _uniform_kernel(start, key[0], key[1], dist.low, dist.high - dist.low, out)
+
+
+@KERNELS.register("normal")
+def _normal_law(dist: d.Normal, start: int, key: tuple[int, int], out: np.ndarray) -> None:
+    _normal_kernel(start, key[0], key[1], dist.loc, dist.scale, out)
+
+
+@KERNELS.register("truncated_normal")
+def _truncated(dist: d.TruncatedNormal, start: int, key: tuple[int, int], out: np.ndarray) -> None:
     from initium.service.materialize.sampling import MAX_ATTEMPTS, no_acceptance, truncation
 
-    if isinstance(dist, d.Uniform):
-        _uniform_kernel(start, key[0], key[1], dist.low, dist.high - dist.low, out)
-    elif isinstance(dist, d.Normal):
-        _normal_kernel(start, key[0], key[1], dist.loc, dist.scale, out)
-    elif isinstance(dist, d.TruncatedNormal):
-        alpha, beta, normal_proposals, peak2 = truncation(dist)
-        _truncated_kernel(start, key[0], key[1], alpha, beta, normal_proposals, peak2, MAX_ATTEMPTS, out)
-        if np.isnan(out).any():
-            raise no_acceptance(alpha, beta)
-        np.clip(dist.loc + dist.scale * out, dist.low, dist.high, out=out)
-    elif isinstance(dist, d.Constant):
-        out.fill(dist.value)
-    else:
-        raise ValueError(f"{dist.family} is not elementwise")
+    alpha, beta, normal_proposals, peak2 = truncation(dist)
+    _truncated_kernel(start, key[0], key[1], alpha, beta, normal_proposals, peak2, MAX_ATTEMPTS, out)
+    if np.isnan(out).any():
+        raise no_acceptance(alpha, beta)
+    np.clip(dist.loc + dist.scale * out, dist.low, dist.high, out=out)
+
+
+@KERNELS.register("constant")
+def _constant(dist: d.Constant, start: int, key: tuple[int, int], out: np.ndarray) -> None:
+    out.fill(dist.value)

@@ -3,22 +3,31 @@
 Every law is computed in float64 from element-indexed Philox blocks (see [Note: counters] in
 initium.service.materialize.philox) and rounded once to the target dtype by the caller, so float32,
 float16 and bfloat16 outputs of one request are roundings of the same draws, and a slice is the
-same bytes as that part of the whole tensor. On the CPU the numba fast path (initium.service.init.
-fastpath) and on CUDA the Triton one (initium.service.materialize.tritonpath) compute the same bits, run
-by run, straight into the output; each is used only after `first_mismatch` finds no difference.
+same bytes as that part of the whole tensor. On the CPU the numba fast path (initium.service.
+materialize.fastpath) and on CUDA the Triton one (initium.service.materialize.tritonpath) compute the
+same bits, run by run, straight into the output; each is used only after `first_mismatch` finds no
+difference, and only for the law families it registers.
+
+Each law family registers its sampler in SAMPLERS (elementwise laws their definition in ELEMENTWISE
+too, through `elementwise_law`); the structured laws register theirs in initium.service.materialize.
+structured. Adding a law: the law in initium.service.plan.distributions, one registered sampler here
+or there, optionally a fast-path entry in each fast path, and its entry in initium.service.
+summarize.checks; tests/service/materialize/test_law_registry.py holds the sets equal.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from initium.service.materialize import philox
 from initium.service.plan import distributions as d
+from initium.service.registry import Registry
 
 F64 = torch.float64
 CHUNK = 1 << 18  # elements per pass: bounds the int64 temporaries and keeps them in cache
@@ -33,7 +42,8 @@ RunFiller = Callable[[d.Distribution, int, Key, torch.Tensor], None]
 # proposal kinds of the truncated normal, and indices across the 32-bit counter-word boundary.
 # Parameters that float32 cannot hold exactly are among them (a kernel argument passed as float32
 # once slipped through checks whose parameters were all powers of two).
-CHECK_LAWS = (
+CHECK_LAWS: tuple[d.Distribution, ...] = (
+    d.Constant(0.1),
     d.Uniform(-1.0, 3.0),
     d.Uniform(-0.1, 0.3),
     d.Normal(0.5, 2.0),
@@ -59,6 +69,14 @@ def full_box(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(0, n) for n in shape]
 
 
+# A law family's sampler: the values of `box` of a `shape` tensor, rounded once to `dtype`.
+Sampler = Callable[[Any, tuple[int, ...], Stream, list[tuple[int, int]], torch.dtype], torch.Tensor]
+SAMPLERS: Registry[Sampler] = Registry("law sampler")
+# An elementwise law's definition: flat element indices and the Philox key -> float64 values.
+Elementwise = Callable[[Any, torch.Tensor, Key], torch.Tensor]
+ELEMENTWISE: Registry[Elementwise] = Registry("elementwise law")
+
+
 def sample(
     dist: d.Distribution,
     shape: tuple[int, ...],
@@ -67,19 +85,21 @@ def sample(
     dtype: torch.dtype = F64,
 ) -> torch.Tensor:
     """Values of `box` (per-dimension [start, stop) ranges; None = whole) of a `shape` tensor: the
-    float64 draws, rounded once to `dtype` exactly as torch's `.to(dtype)` rounds them."""
-    box = list(box) if box is not None else full_box(shape)
-    if not dist.elementwise or isinstance(dist, d.Eye):
-        from initium.service.materialize import structured
+    float64 draws, rounded once to `dtype` exactly as torch's `.to(dtype)` rounds them.
 
-        if isinstance(dist, d.Eye):
-            return structured.eye(dist, shape, stream, box).to(dtype)
-        return _cut(structured.whole(dist, shape, stream), box).to(dtype)
+    Raises UnknownNameError for a law family that registered no sampler."""
+    box = list(box) if box is not None else full_box(shape)
+    return SAMPLERS.get(dist.family)(dist, tuple(shape), stream, box, dtype)
+
+
+def elementwise_sampler(
+    dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: list[tuple[int, int]], dtype: torch.dtype
+) -> torch.Tensor:
+    """The sampler of every elementwise law: the device's fast path where it is verified and knows
+    the family, else the law's registered definition, chunk by chunk; either way straight into `dtype`."""
     out = torch.empty([stop - start for start, stop in box], dtype=dtype, device=stream.device)
-    if isinstance(dist, d.Constant):
-        return out.fill_(rounded(dist.value, dtype))
     filler = _fast_filler(stream.device)
-    if filler is not None:
+    if filler is not None and dist.family in _fast_families(stream.device):
         _fill_runs(filler, dist, shape, box, stream.key, out)
         return out
     flat = out.view(-1)
@@ -88,6 +108,18 @@ def sample(
         flat[position : position + index.numel()] = reference(dist, index, stream.key)  # copy_ rounds as .to
         position += index.numel()
     return out
+
+
+def elementwise_law(family: str, sampler: Sampler = elementwise_sampler) -> Callable[[Elementwise], Elementwise]:
+    """Register an elementwise law's definition under `family`, and `sampler` (by default the
+    fast-path-or-definition one) as its sampler."""
+
+    def add(definition: Elementwise) -> Elementwise:
+        ELEMENTWISE.register(family)(definition)
+        SAMPLERS.register(family)(sampler)
+        return definition
+
+    return add
 
 
 def rounded(value: float, dtype: torch.dtype) -> float:
@@ -108,6 +140,19 @@ def _fast_filler(device: torch.device) -> RunFiller | None:
         if tritonpath.AVAILABLE and tritonpath.verified(device):
             return tritonpath.fill_run
     return None
+
+
+def _fast_families(device: torch.device) -> Collection[str]:
+    """The law families `device`'s fast path registers a kernel for; the others use the reference."""
+    if device.type == "cpu":
+        from initium.service.materialize import fastpath
+
+        return fastpath.KERNELS.names()
+    if device.type == "cuda":
+        from initium.service.materialize import tritonpath
+
+        return tritonpath.FILLERS.names()
+    return ()
 
 
 def warm_up(device: torch.device) -> str:
@@ -144,10 +189,16 @@ def _fill_runs(
 
 
 def first_mismatch(
-    filler: RunFiller, device: torch.device, dtypes: Sequence[torch.dtype] = (F64,)
+    filler: RunFiller,
+    device: torch.device,
+    dtypes: Sequence[torch.dtype] = (F64,),
+    families: Collection[str] | None = None,
 ) -> tuple[d.Distribution, torch.dtype] | None:
-    """The first check law and dtype where `filler` differs from the reference on `device`, or None."""
+    """The first check law (of `families`; None: all) and dtype where `filler` differs from the
+    reference on `device`, or None."""
     for law in CHECK_LAWS:
+        if families is not None and law.family not in families:
+            continue
         for start in CHECK_STARTS:
             ref = reference(law, torch.arange(start, start + 200, device=device), CHECK_KEY)
             for dtype in dtypes:
@@ -203,18 +254,40 @@ def index_chunks(shape: Sequence[int], box: Box, device: torch.device, chunk: in
 
 
 def reference(dist: d.Distribution, index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
-    """The definition of every elementwise law in torch ops; any device; what the fast path must equal."""
-    if isinstance(dist, d.Uniform):
-        w0, w1, _, _ = philox.blocks(index, key)
-        return dist.low + (dist.high - dist.low) * philox.uniform53(w0, w1)
-    if isinstance(dist, d.Normal):
-        return dist.loc + dist.scale * philox.standard_normal(philox.blocks(index, key))
-    if isinstance(dist, d.TruncatedNormal):
-        z = _standard_truncated(dist, index, key)
-        return (dist.loc + dist.scale * z).clamp_(dist.low, dist.high)
-    if isinstance(dist, d.Constant):
-        return torch.full(index.shape, dist.value, dtype=F64, device=index.device)
-    raise ValueError(f"{dist.family} is not elementwise")
+    """The definition of an elementwise law in torch ops; any device; what the fast paths must equal.
+
+    Raises UnknownNameError for a family that registered no elementwise definition."""
+    return ELEMENTWISE.get(dist.family)(dist, index, key)
+
+
+def _fill(
+    dist: d.Constant, shape: tuple[int, ...], stream: Stream, box: list[tuple[int, int]], dtype: torch.dtype
+) -> torch.Tensor:
+    # A constant needs no draws: one fill of the value as the cast rounds it.
+    out = torch.empty([stop - start for start, stop in box], dtype=dtype, device=stream.device)
+    return out.fill_(rounded(dist.value, dtype))
+
+
+@elementwise_law("constant", sampler=_fill)
+def _constant(dist: d.Constant, index: torch.Tensor, key: Key) -> torch.Tensor:
+    return torch.full(index.shape, dist.value, dtype=F64, device=index.device)
+
+
+@elementwise_law("uniform")
+def _uniform(dist: d.Uniform, index: torch.Tensor, key: Key) -> torch.Tensor:
+    w0, w1, _, _ = philox.blocks(index, key)
+    return dist.low + (dist.high - dist.low) * philox.uniform53(w0, w1)
+
+
+@elementwise_law("normal")
+def _normal(dist: d.Normal, index: torch.Tensor, key: Key) -> torch.Tensor:
+    return dist.loc + dist.scale * philox.standard_normal(philox.blocks(index, key))
+
+
+@elementwise_law("truncated_normal")
+def _truncated_normal(dist: d.TruncatedNormal, index: torch.Tensor, key: Key) -> torch.Tensor:
+    z = _standard_truncated(dist, index, key)
+    return (dist.loc + dist.scale * z).clamp_(dist.low, dist.high)
 
 
 def truncation(dist: d.TruncatedNormal) -> tuple[float, float, bool, float]:
@@ -259,6 +332,6 @@ def no_acceptance(alpha: float, beta: float) -> RuntimeError:
     )
 
 
-def _cut(values: torch.Tensor, box: Box) -> torch.Tensor:
-    part: torch.Tensor = values[tuple(slice(start, stop) for start, stop in box)]
-    return part.contiguous()
+# The structured laws (orthogonal, eye, dirac, ...) draw their Gaussians through `sample` and register
+# their samplers on import; importing them here makes every family's sampler present with this module.
+from initium.service.materialize import structured as _structured  # noqa: E402, F401

@@ -2,13 +2,17 @@
 
 All randomness comes from the tensor's Philox stream through initium.service.materialize.sampling, so
 these inherit its device independence; only a QR's rounding belongs to the device (see orthogonal).
+Each registers its sampler in sampling.SAMPLERS under its law family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
-from initium.service.materialize.sampling import F64, Box, Stream, sample
+from initium.service.materialize.sampling import F64, SAMPLERS, Box, Stream, sample
 from initium.service.plan import distributions as d
 
 # The sparse mask draws its sort keys from a second Philox key derived from the tensor's, so
@@ -16,21 +20,31 @@ from initium.service.plan import distributions as d
 _MASK_KEY_XOR = (0x6A09E667, 0xBB67AE85)
 
 
-def whole(dist: d.Distribution, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
-    """The full float64 tensor of a non-elementwise law."""
-    if isinstance(dist, d.Orthogonal):
-        return orthogonal(dist, shape, stream)
-    if isinstance(dist, d.Dirac):
-        return _dirac(dist, shape, stream.device)
-    if isinstance(dist, d.DeltaOrthogonal):
-        return _delta_orthogonal(dist, shape, stream)
-    if isinstance(dist, d.Sparse):
-        return _sparse(dist, stream)
-    if isinstance(dist, d.LooksLinear):
-        return _looks_linear(dist, shape, stream)
-    raise ValueError(f"{dist.family} has no structured sampler")
+# A law whose every entry depends on the whole tensor: its full float64 values.
+Whole = Callable[[Any, tuple[int, ...], Stream], torch.Tensor]
 
 
+def whole_law(family: str) -> Callable[[Whole], Whole]:
+    """Register `family`'s sampler as the box cut from its full float64 tensor, rounded to the dtype."""
+
+    def add(fn: Whole) -> Whole:
+        def sampler(
+            dist: d.Distribution, shape: tuple[int, ...], stream: Stream, box: list[tuple[int, int]], dtype: torch.dtype
+        ) -> torch.Tensor:
+            return _cut(fn(dist, shape, stream), box).to(dtype)
+
+        SAMPLERS.register(family)(sampler)
+        return fn
+
+    return add
+
+
+def _cut(values: torch.Tensor, box: Box) -> torch.Tensor:
+    part: torch.Tensor = values[tuple(slice(start, stop) for start, stop in box)]
+    return part.contiguous()
+
+
+@whole_law("orthogonal")
 def orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
     """gain * Q from the QR of a Philox Gaussian matrix, sign(diag R) folded in (Mezzadri 2007): Haar.
 
@@ -52,8 +66,12 @@ def orthogonal(dist: d.Orthogonal, shape: tuple[int, ...], stream: Stream) -> to
     return out
 
 
-def eye(dist: d.Eye, shape: tuple[int, ...], stream: Stream, box: Box) -> torch.Tensor:
-    """The identity pattern on the requested box, plus the noise the law asks for (elementwise)."""
+@SAMPLERS.register("eye")
+def eye(
+    dist: d.Eye, shape: tuple[int, ...], stream: Stream, box: list[tuple[int, int]], dtype: torch.dtype = F64
+) -> torch.Tensor:
+    """The identity pattern on the requested box, plus the noise the law asks for (elementwise);
+    computed on the box alone, so a slice never builds the whole tensor."""
     (r0, r1), (c0, c1) = box
     rows = torch.arange(r0, r1, device=stream.device)[:, None]
     cols = torch.arange(c0, c1, device=stream.device)[None, :]
@@ -61,10 +79,12 @@ def eye(dist: d.Eye, shape: tuple[int, ...], stream: Stream, box: Box) -> torch.
     pattern = torch.where(on, dist.gain, 0.0).to(F64)
     if dist.noise > 0:
         pattern = pattern + sample(d.Normal(0.0, dist.noise), shape, stream, box)
-    return pattern
+    return pattern.to(dtype)
 
 
-def _dirac(dist: d.Dirac, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+@whole_law("dirac")
+def _dirac(dist: d.Dirac, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
+    device = stream.device
     out = torch.zeros((dist.out_channels, dist.in_per_group, dist.kernel), dtype=F64, device=device)
     per_group = dist.out_channels // dist.groups
     channel = torch.arange(min(per_group, dist.in_per_group), device=device)
@@ -73,6 +93,7 @@ def _dirac(dist: d.Dirac, shape: tuple[int, ...], device: torch.device) -> torch
     return out.reshape(shape)
 
 
+@whole_law("delta_orthogonal")
 def _delta_orthogonal(dist: d.DeltaOrthogonal, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
     h = orthogonal(
         d.Orthogonal(dist.gain, dist.out_channels, dist.in_channels), (dist.out_channels, dist.in_channels), stream
@@ -82,7 +103,8 @@ def _delta_orthogonal(dist: d.DeltaOrthogonal, shape: tuple[int, ...], stream: S
     return out.reshape(shape)
 
 
-def _sparse(dist: d.Sparse, stream: Stream) -> torch.Tensor:
+@whole_law("sparse")
+def _sparse(dist: d.Sparse, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
     values = sample(d.Normal(0.0, dist.scale), (dist.rows, dist.cols), stream)
     if dist.zeros == 0:
         return values
@@ -94,6 +116,7 @@ def _sparse(dist: d.Sparse, stream: Stream) -> torch.Tensor:
     return values.scatter_(0, zero_rows, 0.0)
 
 
+@whole_law("looks_linear")
 def _looks_linear(dist: d.LooksLinear, shape: tuple[int, ...], stream: Stream) -> torch.Tensor:
     half_shape = (shape[0], shape[1] // 2, *shape[2:])
     w0 = orthogonal(d.Orthogonal(dist.gain, dist.rows, dist.half_cols), half_shape, stream)

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from initium.schemas.dtypes import DTYPES
 from initium.service.materialize import detmath
 from initium.service.plan import distributions as d
+from initium.service.registry import Registry
 
 try:
     import triton
@@ -35,6 +37,8 @@ else:
 BLOCK = 1024
 NUM_WARPS = 4
 log = logging.getLogger("initium.tritonpath")
+# Every float dtype of the one table: the kernels round into each, so each is checked.
+_FLOAT_DTYPES = tuple(getattr(torch, info.torch) for info in map(DTYPES.get, DTYPES.names()) if info.floating)
 
 
 def _jit_detmath(fn: Callable[..., Any]) -> Any:
@@ -194,27 +198,46 @@ def _launch(kernel: Any, out: torch.Tensor, *args: Any, **constexprs: Any) -> No
     kernel[grid](out, *args, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False, **constexprs)
 
 
+# The launcher of each law family this path compiles; a family without one uses the reference.
+Filler = Callable[[Any, int, tuple[int, int], torch.Tensor], None]
+FILLERS: Registry[Filler] = Registry("Triton kernel")
+
+
 def fill_run(dist: d.Distribution, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
     """Write the values of element indices [start, start + out.numel()) into the contiguous CUDA
-    tensor `out` (float64, float32, float16 or bfloat16), rounded once to its dtype."""
-    from initium.service.materialize.sampling import MAX_ATTEMPTS, no_acceptance, rounded, truncation
+    tensor `out` (float64, float32, float16 or bfloat16), rounded once to its dtype.
 
-    n = out.numel()
-    if isinstance(dist, d.Uniform):
-        _launch(_affine_kernel, out, start, n, *key, dist.low, dist.high - dist.low, NORMAL=False)
-    elif isinstance(dist, d.Normal):
-        _launch(_affine_kernel, out, start, n, *key, dist.loc, dist.scale, NORMAL=True)
-    elif isinstance(dist, d.TruncatedNormal):
-        alpha, beta, normal_proposals, peak2 = truncation(dist)
-        failures = torch.zeros(1, dtype=torch.int32, device=out.device)
-        bounds = (dist.loc, dist.scale, dist.low, dist.high, alpha, beta, peak2, MAX_ATTEMPTS)
-        _launch(_truncated_kernel, out, failures, start, n, *key, *bounds, NORMAL_PROPOSALS=normal_proposals)
-        if failures.item():
-            raise no_acceptance(alpha, beta)
-    elif isinstance(dist, d.Constant):
-        out.fill_(rounded(dist.value, out.dtype))
-    else:
-        raise ValueError(f"{dist.family} is not elementwise")
+    Raises UnknownNameError for a law family without a kernel here."""
+    FILLERS.get(dist.family)(dist, start, key, out)
+
+
+@FILLERS.register("uniform")
+def _uniform(dist: d.Uniform, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
+    _launch(_affine_kernel, out, start, out.numel(), *key, dist.low, dist.high - dist.low, NORMAL=False)
+
+
+@FILLERS.register("normal")
+def _normal_law(dist: d.Normal, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
+    _launch(_affine_kernel, out, start, out.numel(), *key, dist.loc, dist.scale, NORMAL=True)
+
+
+@FILLERS.register("truncated_normal")
+def _truncated(dist: d.TruncatedNormal, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
+    from initium.service.materialize.sampling import MAX_ATTEMPTS, no_acceptance, truncation
+
+    alpha, beta, normal_proposals, peak2 = truncation(dist)
+    failures = torch.zeros(1, dtype=torch.int32, device=out.device)
+    bounds = (dist.loc, dist.scale, dist.low, dist.high, alpha, beta, peak2, MAX_ATTEMPTS)
+    _launch(_truncated_kernel, out, failures, start, out.numel(), *key, *bounds, NORMAL_PROPOSALS=normal_proposals)
+    if failures.item():
+        raise no_acceptance(alpha, beta)
+
+
+@FILLERS.register("constant")
+def _constant(dist: d.Constant, start: int, key: tuple[int, int], out: torch.Tensor) -> None:
+    from initium.service.materialize.sampling import rounded
+
+    out.fill_(rounded(dist.value, out.dtype))
 
 
 @functools.cache
@@ -228,7 +251,7 @@ def verified(device: torch.device) -> bool:
         return False
     from initium.service.materialize.sampling import first_mismatch
 
-    mismatch = first_mismatch(fill_run, device, (torch.float64, torch.float32, torch.float16, torch.bfloat16))
+    mismatch = first_mismatch(fill_run, device, _FLOAT_DTYPES, families=FILLERS.names())
     if mismatch is not None:
         log.warning("Triton fast path differs from the torch reference for %s in %s; using the reference", *mismatch)
     return mismatch is None

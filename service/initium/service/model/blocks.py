@@ -1,9 +1,9 @@
-"""Runnable torch versions of the composite blocks, with the parameter names the planner gives them."""
+"""Runnable torch versions of the composite blocks, with the parameter names the planner gives them
+(registered under their spec types in initium.service.model.modules.MODULES)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,10 +106,3 @@ class ResNetBlock(nn.Module):
             y = self.bn3(self.conv3(F.relu(y)))
         identity = x if self.downsample is None else self.downsample(x)
         return F.relu(y + identity)
-
-
-BLOCKS: dict[str, Any] = {
-    "transformer_block": TransformerBlock,
-    "resnet_basic": ResNetBlock,
-    "resnet_bottleneck": ResNetBlock,
-}

@@ -1,15 +1,27 @@
 """The torch module a tree spec describes, runnable: the reference for names and shapes, and the
-network the report probes for signal propagation and LSUV."""
+network the report probes for signal propagation and LSUV.
+
+Each spec module type registers its builder in MODULES: leaf layers and containers here, composite
+blocks (whose torch classes live in initium.service.model.blocks) below them.
+tests/service/test_layer_registry.py holds MODULES equal to the spec's module types.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from initium.schemas import spec as s
+from initium.service.model import blocks
+from initium.service.registry import Registry
+
+# Spec module -> the torch module it describes (on the current default device).
+Builder = Callable[[Any], nn.Module]
+MODULES: Registry[Builder] = Registry("model module type")
 
 
 def _tuple(value: Any) -> Any:
@@ -61,7 +73,9 @@ class SelfAttention(nn.MultiheadAttention):
         return out
 
 
-BUILDERS: dict[str, Any] = {
+# Every module type but the containers (below) and `parameter`, a raw tensor that build_sequential
+# makes an attribute of its parent rather than a module.
+_LEAVES: dict[str, Builder] = {
     "linear": lambda m: nn.Linear(m.in_features, m.out_features, bias=m.bias),
     "conv1d": lambda m: _conv(nn.Conv1d, m),
     "conv2d": lambda m: _conv(nn.Conv2d, m),
@@ -97,7 +111,13 @@ BUILDERS: dict[str, Any] = {
     "identity": lambda m: nn.Identity(),
     "dropout": lambda m: nn.Dropout(m.p),
     "flatten": lambda m: nn.Flatten(m.start_dim, m.end_dim),
+    # Composite blocks: torch classes with the parameter names plan/composite.py gives their leaves.
+    "transformer_block": blocks.TransformerBlock,
+    "resnet_basic": blocks.ResNetBlock,
+    "resnet_bottleneck": blocks.ResNetBlock,
 }  # fmt: skip
+for _name, _builder in _LEAVES.items():
+    MODULES.register(_name)(_builder)
 
 
 class Residual(nn.Module):
@@ -136,20 +156,24 @@ def build_sequential(modules: list[s.Module]) -> nn.Sequential:
     return sequential
 
 
-def build_module(m: s.Module) -> nn.Module:
-    from initium.service.model.blocks import BLOCKS
+@MODULES.register("sequential")
+def _sequential(m: s.Sequential) -> nn.Module:
+    return build_sequential(m.modules)
 
-    if isinstance(m, s.Sequential):
-        return build_sequential(m.modules)
-    if isinstance(m, s.Repeat):
-        return Repeat([build_module(m.block) for _ in range(m.count)])
-    if isinstance(m, s.Residual):
-        return Residual(build_sequential(m.body), build_sequential(m.shortcut) if m.shortcut else None)
-    if m.type in BLOCKS:
-        block: nn.Module = BLOCKS[m.type](m)
-        return block
-    module: nn.Module = BUILDERS[m.type](m)
-    return module
+
+@MODULES.register("repeat")
+def _repeat(m: s.Repeat) -> nn.Module:
+    return Repeat([build_module(m.block) for _ in range(m.count)])
+
+
+@MODULES.register("residual")
+def _residual(m: s.Residual) -> nn.Module:
+    return Residual(build_sequential(m.body), build_sequential(m.shortcut) if m.shortcut else None)
+
+
+def build_module(m: s.Module) -> nn.Module:
+    """The torch module of one spec module (and its children); UnknownNameError for an unregistered type."""
+    return MODULES.get(m.type)(m)
 
 
 def build(spec: s.Spec, device: str | torch.device = "meta") -> nn.Sequential:

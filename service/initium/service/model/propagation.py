@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from initium.service.materialize.sampling import Stream, sample
 from initium.service.model.modules import build_module
 from initium.service.model.propagation_checks import warnings_for
 from initium.service.plan import distributions as d
+from initium.service.registry import Registry
 
 Loader = Callable[[str, nn.Module], None]  # loads a unit's tensors (by prefix) into the module
 SEQUENCE = 16  # probe tokens for sequence layers
@@ -50,25 +52,43 @@ def units(spec: s.Spec) -> list[Unit]:
     return out
 
 
+# The probe's input shape (without the batch) for a network that starts with a module of this type.
+# The types not registered (norms, activations, dropout, flatten, raw parameters) do not say what
+# shape they read: a network starting with one needs report.probe_shape.
+ProbeShape = Callable[[Any], list[int]]
+PROBE_SHAPES: Registry[ProbeShape] = Registry("probe input type")
+
+
+def _probe_shapes(fn: ProbeShape, *names: str) -> None:
+    for name in names:
+        PROBE_SHAPES.register(name)(fn)
+
+
+_CONVS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+_probe_shapes(lambda m: _input_shape(m.modules[0]), "sequential")
+_probe_shapes(lambda m: _input_shape(m.body[0]), "residual")
+_probe_shapes(lambda m: _input_shape(m.block), "repeat")
+_probe_shapes(lambda m: [m.in_features], "linear")
+_probe_shapes(lambda m: [m.in_channels, *[SPATIAL[m.spatial_dims]] * m.spatial_dims], *_CONVS)
+_probe_shapes(lambda m: [SEQUENCE], "embedding")
+_probe_shapes(lambda m: [SEQUENCE, m.input_size], "rnn", "lstm", "gru")
+_probe_shapes(lambda m: [SEQUENCE, m.embed_dim], "multihead_attention")
+_probe_shapes(lambda m: [SEQUENCE, m.d_model], "transformer_block")
+_probe_shapes(lambda m: [m.in_channels, SPATIAL[2], SPATIAL[2]], "resnet_basic", "resnet_bottleneck")
+
+
+def _input_shape(m: s.Module) -> list[int]:
+    if m.type not in PROBE_SHAPES:
+        raise ValueError(f"cannot infer a probe shape from a first {m.type}; give report.probe_shape")
+    return PROBE_SHAPES.get(m.type)(m)
+
+
 def probe_shape(first: s.Module, options: ReportOptions) -> list[int]:
+    """The probe's input shape without the batch: report.probe_shape, else what the first module
+    reads (a container's first child's); ValueError when that module does not say."""
     if options.probe_shape:
         return list(options.probe_shape)
-    m = first
-    while isinstance(m, (s.Sequential, s.Residual, s.Repeat)):
-        m = m.modules[0] if isinstance(m, s.Sequential) else m.body[0] if isinstance(m, s.Residual) else m.block
-    if isinstance(m, s.Linear):
-        return [m.in_features]
-    if isinstance(m, (s.Conv1d, s.Conv2d, s.Conv3d, s.ConvTranspose1d, s.ConvTranspose2d, s.ConvTranspose3d)):
-        return [m.in_channels, *[SPATIAL[m.spatial_dims]] * m.spatial_dims]
-    if isinstance(m, s.Embedding):
-        return [SEQUENCE]
-    if isinstance(m, (s.RNN, s.LSTM, s.GRU)):
-        return [SEQUENCE, m.input_size]
-    if isinstance(m, (s.MultiheadAttention, s.TransformerBlock)):
-        return [SEQUENCE, m.embed_dim if isinstance(m, s.MultiheadAttention) else m.d_model]
-    if isinstance(m, (s.ResNetBasicBlock, s.ResNetBottleneck)):
-        return [m.in_channels, SPATIAL[2], SPATIAL[2]]
-    raise ValueError(f"cannot infer a probe shape from a first {m.type}; give report.probe_shape")
+    return _input_shape(first)
 
 
 def _probe(spec: s.Spec, shape: list[int], batch: int, seed: int, device: torch.device) -> torch.Tensor:

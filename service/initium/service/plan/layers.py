@@ -1,4 +1,9 @@
-"""Layer types: each is a pure function from its spec to the tensors torch's state_dict holds for it."""
+"""Layer types: each is a pure function from its spec to the tensors torch's state_dict holds for it.
+
+The planner's part of the layer-type registry: every leaf type registers here (packed layers in
+layers_packed), composite blocks in composite, and the containers are walked by plan.tree.
+tests/service/test_layer_registry.py holds these together equal to the spec's module types.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ class LayerTensor:
 
 LayerFn = Callable[[Any], list[LayerTensor]]
 _LAYERS: Registry[LayerFn] = Registry("module type")
+# Containers hold modules, not tensors: plan.tree walks into them, so they register no layer function.
+CONTAINER_TYPES = ("sequential", "repeat", "residual")
 
 
 def register_layer(*names: str) -> Callable[[LayerFn], LayerFn]:

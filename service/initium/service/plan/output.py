@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from initium.schemas import plan as wire
-
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8}
+from initium.schemas.dtypes import dtype_info
 
 SINGLE_FILE = "weights.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -14,7 +13,7 @@ INDEX_FILE = "model.safetensors.index.json"
 
 def tensor_nbytes(t: wire.PlannedTensor) -> int:
     """Bytes of the tensor as written: its (sliced) output shape in its dtype."""
-    return math.prod(t.output_shape()) * _ITEMSIZE[t.dtype]
+    return math.prod(t.output_shape()) * dtype_info(t.dtype).itemsize
 
 
 def shard_files(tensors: list[wire.PlannedTensor], output: str, max_bytes: int) -> list[wire.Shard]:

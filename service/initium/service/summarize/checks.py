@@ -2,17 +2,23 @@
 
 Everything runs on the tensor's device on bounded work: KS on a strided sample of at most KS_SAMPLE
 values in float64, an exact SVD only for matrices up to EXACT_SVD_ELEMENTS entries (a few Lanczos
-steps estimate the spectral norm beyond that).
+steps estimate the spectral norm beyond that). What each law family allows (a KS test against its
+CDF, values at its bounds, an exact RMS, orthogonality) is its entry in LAW_CHECKS.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from initium.schemas.dtypes import DTYPES
 from initium.schemas.report import FitCheck, SpectralStats
 from initium.service.plan import distributions as d
+from initium.service.registry import Registry
 
 KS_SAMPLE = 20_000
 # A float64 SVD of 512 x 512 takes about 20 ms on 2 cores, of 768 x 768 50 ms (GPT-2 small has twelve).
@@ -20,7 +26,73 @@ EXACT_SVD_ELEMENTS = 1 << 18
 LANCZOS_STEPS = 24
 # The smallest gaps a low-precision dtype leaves between neighbouring values, relative: rounding
 # alone moves a std by about this much, which sampling-error flags must not mistake for a bug.
-ROUNDING = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
+ROUNDING = {
+    name: 2.0**-info.mantissa_bits
+    for name, info in ((n, DTYPES.get(n)) for n in DTYPES.names())
+    if info.mantissa_bits is not None
+}
+
+
+def _never(dist: Any) -> bool:
+    return False
+
+
+def _always(dist: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class LawCheck:
+    """What the report can check of a tensor drawn from one law family.
+
+    cdf: the law's CDF at float64 values, for the KS test (None: no KS; the fit still counts values).
+    bounds: the law's support [low, high], whose hits the report counts (None: unbounded).
+    exact_rms: whether the law fixes the entries' RMS exactly (the std flag's tolerance is then tight).
+    gram_gain: the gain g with W W^T = g^2 I (or W^T W), for the orthogonality error (None: not orthogonal).
+    """
+
+    cdf: Callable[[Any, torch.Tensor], torch.Tensor | None] | None = None
+    bounds: Callable[[Any], tuple[float, float]] | None = None
+    exact_rms: Callable[[Any], bool] = _never
+    gram_gain: Callable[[Any], float] | None = None
+
+
+LAW_CHECKS: Registry[LawCheck] = Registry("law check")
+
+
+def _uniform_cdf(dist: d.Uniform, x: torch.Tensor) -> torch.Tensor:
+    return ((x - dist.low) / (dist.high - dist.low)).clamp(0, 1)
+
+
+def _normal_cdf(dist: d.Normal, x: torch.Tensor) -> torch.Tensor | None:
+    if dist.scale <= 0:
+        return None
+    normal: torch.Tensor = torch.special.ndtr((x - dist.loc) / dist.scale)
+    return normal
+
+
+def _truncated_cdf(dist: d.TruncatedNormal, x: torch.Tensor) -> torch.Tensor:
+    lo, hi = (dist.low - dist.loc) / dist.scale, (dist.high - dist.loc) / dist.scale
+    z = torch.special.ndtr(((x - dist.loc) / dist.scale).clamp(lo, hi))
+    low, high = (torch.special.ndtr(torch.tensor(v, dtype=torch.float64)).item() for v in (lo, hi))
+    truncated: torch.Tensor = (z - low) / (high - low)
+    return truncated
+
+
+def _support(dist: d.Uniform | d.TruncatedNormal) -> tuple[float, float]:
+    return dist.low, dist.high
+
+
+LAW_CHECKS.register("constant")(LawCheck(exact_rms=_always))
+LAW_CHECKS.register("uniform")(LawCheck(cdf=_uniform_cdf, bounds=_support))
+LAW_CHECKS.register("normal")(LawCheck(cdf=_normal_cdf))
+LAW_CHECKS.register("truncated_normal")(LawCheck(cdf=_truncated_cdf, bounds=_support))
+LAW_CHECKS.register("orthogonal")(LawCheck(exact_rms=_always, gram_gain=lambda dist: dist.gain))
+LAW_CHECKS.register("eye")(LawCheck(exact_rms=lambda dist: dist.noise == 0))
+LAW_CHECKS.register("dirac")(LawCheck(exact_rms=_always))
+LAW_CHECKS.register("delta_orthogonal")(LawCheck(exact_rms=_always))
+LAW_CHECKS.register("sparse")(LawCheck())
+LAW_CHECKS.register("looks_linear")(LawCheck(exact_rms=_always))
 
 
 def kolmogorov_pvalue(d_stat: float, n: int) -> float:
@@ -34,18 +106,9 @@ def kolmogorov_pvalue(d_stat: float, n: int) -> float:
 
 
 def cdf(dist: d.Distribution, x: torch.Tensor) -> torch.Tensor | None:
-    if isinstance(dist, d.Uniform):
-        return ((x - dist.low) / (dist.high - dist.low)).clamp(0, 1)
-    if isinstance(dist, d.Normal) and dist.scale > 0:
-        normal: torch.Tensor = torch.special.ndtr((x - dist.loc) / dist.scale)
-        return normal
-    if isinstance(dist, d.TruncatedNormal):
-        lo, hi = (dist.low - dist.loc) / dist.scale, (dist.high - dist.loc) / dist.scale
-        z = torch.special.ndtr(((x - dist.loc) / dist.scale).clamp(lo, hi))
-        low, high = (torch.special.ndtr(torch.tensor(v, dtype=torch.float64)).item() for v in (lo, hi))
-        truncated: torch.Tensor = (z - low) / (high - low)
-        return truncated
-    return None
+    """The law's CDF at `x` (float64), or None where the report runs no KS test for its family."""
+    law_cdf = LAW_CHECKS.get(dist.family).cdf
+    return None if law_cdf is None else law_cdf(dist, x)
 
 
 def fit(values: torch.Tensor, dist: d.Distribution | None, dtype: str) -> FitCheck | None:
@@ -54,7 +117,7 @@ def fit(values: torch.Tensor, dist: d.Distribution | None, dtype: str) -> FitChe
         return None
     flat = values.reshape(-1)
     sample = flat[:: max(1, flat.numel() // KS_SAMPLE)][:KS_SAMPLE].to(torch.float64)
-    unique = int(torch.unique(sample).numel()) if dtype in ("float16", "bfloat16") else None
+    unique = int(torch.unique(sample).numel()) if DTYPES.get(dtype).low_precision else None
     expected = cdf(dist, torch.sort(sample).values)
     if expected is None or sample.numel() == 0:
         return FitCheck(ks_statistic=None, ks_pvalue=None, sample_size=int(sample.numel()), unique_values=unique)
@@ -68,9 +131,10 @@ def fit(values: torch.Tensor, dist: d.Distribution | None, dtype: str) -> FitChe
 
 
 def _at_bounds(flat: torch.Tensor, dist: d.Distribution) -> int | None:
-    if not isinstance(dist, (d.Uniform, d.TruncatedNormal)):
+    support = LAW_CHECKS.get(dist.family).bounds
+    if support is None:
         return None
-    bounds = torch.tensor([dist.low, dist.high], dtype=torch.float64).to(flat.dtype).to(flat.device)
+    bounds = torch.tensor(support(dist), dtype=torch.float64).to(flat.dtype).to(flat.device)
     return int(((flat == bounds[0]) | (flat == bounds[1])).sum())
 
 
@@ -157,18 +221,17 @@ def _lanczos_norm(w: torch.Tensor, steps: int = LANCZOS_STEPS) -> float:
 
 
 def _orthogonality_error(w: torch.Tensor, dist: d.Distribution | None) -> float | None:
-    if not isinstance(dist, d.Orthogonal):
+    gram_gain = None if dist is None else LAW_CHECKS.get(dist.family).gram_gain
+    if dist is None or gram_gain is None:
         return None
     w = w.to(torch.float64)
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
     eye = torch.eye(gram.shape[0], dtype=torch.float64, device=w.device)
-    return float((gram - dist.gain**2 * eye).abs().max())
+    return float((gram - gram_gain(dist) ** 2 * eye).abs().max())
 
 
 def _exact_rms(dist: d.Distribution) -> bool:
-    if isinstance(dist, d.Eye):
-        return dist.noise == 0
-    return isinstance(dist, (d.Orthogonal, d.DeltaOrthogonal, d.LooksLinear, d.Dirac, d.Constant))
+    return LAW_CHECKS.get(dist.family).exact_rms(dist)
 
 
 def flags(n: int, mean: float | None, std: float | None, m4: float | None, dist: d.Distribution | None,

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from initium.client import IntegrityError, RetryPolicy
-from initium.client._base import Fetch
 from initium.client._download import adownload, download
+from initium.client._fetch import Fetch
 
 BODY = os.urandom(3 * (1 << 20) + 12345)  # a bit over three 1 MiB chunks
 SHA = hashlib.sha256(BODY).hexdigest()

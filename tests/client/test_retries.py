@@ -28,7 +28,7 @@ from initium.client import (
     RetryPolicy,
     ServerError,
 )
-from initium.client._base import parse_retry_after
+from initium.client._retry import parse_retry_after
 from tests.conftest import MLP_REQUEST
 
 STATUS = {"id": "a" * 64, "state": "queued", "created_at": "t", "updated_at": "t", "links": {

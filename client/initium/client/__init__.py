@@ -3,7 +3,6 @@
 from typing import Any
 
 from initium.client._async import AsyncClient
-from initium.client._base import RetryPolicy, build_request
 from initium.client._client import Client
 from initium.client._errors import (
     APIConnectionError,
@@ -22,7 +21,9 @@ from initium.client._errors import (
     RequestTooLargeError,
     ServerError,
 )
+from initium.client._request import build_request
 from initium.client._result import InitResult
+from initium.client._retry import RetryPolicy
 
 
 def spec_from_module(*args: Any, **kwargs: Any) -> Any:

@@ -1,8 +1,8 @@
 """The asynchronous client: Client's calls on httpx.AsyncClient, for asyncio pipelines.
 
 The calls themselves (what to send, how to read it), the retry policy, the settings and the
-download bookkeeping are the ones Client uses (initium.client._base, _download); only sending and
-sleeping are awaited here.
+download bookkeeping are the ones Client uses (initium.client._calls, _retry, _settings,
+_download); only sending and sleeping are awaited here.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 import httpx
 
-from initium.client import _base as api
-from initium.client._base import ClientBase, RequestLike
-from initium.client._download import adownload
+from initium.client import _calls as api
+from initium.client._base import ClientBase
+from initium.client._download import adownload, artifact_fetches
+from initium.client._request import RequestLike
 from initium.client._result import InitResult
+from initium.client._wait import progress_bar, wait_outcome
 from initium.schemas.catalog import SchemeInfo
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
@@ -48,11 +50,11 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         started = time.monotonic()
-        with api.progress_bar(self.progress) as bar:
+        with progress_bar(self.progress) as bar:
             while True:
                 status = await self.status(job_id)
                 bar.show(status)
-                if (done := api.wait_outcome(status, timeout, started)) is not None:
+                if (done := wait_outcome(status, timeout, started)) is not None:
                     return done
                 await asyncio.sleep(self.settings.poll_interval)
 
@@ -85,7 +87,7 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         status = await self.submit(request, **parts)
         if status.state != "succeeded":
             status = await self.wait(status.id, timeout)
-        result_path, fetches = api.artifact_fetches(status, path, self.cache)
+        result_path, fetches = artifact_fetches(status, path, self.cache)
         for fetch in fetches:
             if self.cache is None or not self.cache.reuse(fetch):
                 await adownload(self._http, fetch, self.settings.retry, self.progress)
@@ -94,17 +96,17 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         return InitResult(status, result_path, await self.report(status.id))
 
     async def _call(self, call: api.Call[T]) -> T:
-        """Send with retries (see [Note: retries] in initium.client._base); one idempotency key."""
+        """Send with retries (see [Note: retries] in initium.client._retry); one idempotency key."""
         headers = {"Idempotency-Key": api.new_idempotency_key()}
         for attempt in itertools.count(1):
             try:
                 try:
                     response = await self._http.request(call.method, call.path, json=call.json, headers=headers)
                 except httpx.TransportError as exc:
-                    raise api.connection_error(self.settings, exc) from exc
+                    raise api.connection_error(self.base_url, exc) from exc
                 return api.parse(call, response)
             except Exception as error:
-                await asyncio.sleep(api.retry_delay(self.settings, attempt, error))
+                await asyncio.sleep(self.settings.retry.wait_after(attempt, error))
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:

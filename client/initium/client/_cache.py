@@ -24,10 +24,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from initium.client._base import Fetch
+from initium.client._fetch import Fetch
 
 CACHE_ENV = "INITIUM_CACHE_DIR"
 _OFF = ("", "0", "off", "false", "no", "none")

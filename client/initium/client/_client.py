@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from initium.client import _base as api
-from initium.client._base import ClientBase, PolicyLike, RequestLike, build_request
-from initium.client._download import download
+from initium.client import _calls as api
+from initium.client._base import ClientBase
+from initium.client._download import artifact_fetches, download
+from initium.client._fetch import Fetch, file_url, weights_url
+from initium.client._request import PolicyLike, RequestLike, build_request
 from initium.client._result import InitResult
+from initium.client._wait import ProgressBar, progress_bar, wait_outcome
 from initium.schemas.catalog import SchemeInfo
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
@@ -59,8 +62,8 @@ class Client(ClientBase[httpx.Client]):
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Poll until the job succeeds; raises JobFailedError or JobTimeoutError."""
         started = time.monotonic()
-        with api.progress_bar(self.progress) as bar:
-            while (done := api.wait_outcome(self._tracked(job_id, bar), timeout, started)) is None:
+        with progress_bar(self.progress) as bar:
+            while (done := wait_outcome(self._tracked(job_id, bar), timeout, started)) is None:
                 time.sleep(self.settings.poll_interval)
         return done
 
@@ -97,11 +100,11 @@ class Client(ClientBase[httpx.Client]):
 
     def download(self, job_id: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream the (single-file) weights to `path`, resuming a dropped connection, and verify them."""
-        return self._download(api.Fetch(api.weights_url(job_id), Path(path), sha256, size or 0))
+        return self._download(Fetch(weights_url(job_id), Path(path), sha256, size or 0))
 
     def download_file(self, job_id: str, name: str, path: str | Path, sha256: str, size: int | None = None) -> Path:
         """Stream one of the job's files (a shard, or the shard index) and verify its sha256."""
-        return self._download(api.Fetch(api.file_url(job_id, name), Path(path), sha256, size or 0))
+        return self._download(Fetch(file_url(job_id, name), Path(path), sha256, size or 0))
 
     def initialize(
         self,
@@ -121,7 +124,7 @@ class Client(ClientBase[httpx.Client]):
         status = self.submit(request, **parts)
         if status.state != "succeeded":
             status = self.wait(status.id, timeout)
-        result_path, fetches = api.artifact_fetches(status, path, self.cache)
+        result_path, fetches = artifact_fetches(status, path, self.cache)
         for fetch in fetches:
             if self.cache is None or not self.cache.reuse(fetch):
                 self._download(fetch)
@@ -156,25 +159,26 @@ class Client(ClientBase[httpx.Client]):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _call(self, call: api.Call[T]) -> T:
-        """Send with retries (see [Note: retries]); one idempotency key for every attempt."""
+        """Send with retries (see [Note: retries] in initium.client._retry); one idempotency key for every
+        attempt."""
         headers = {"Idempotency-Key": api.new_idempotency_key()}
         for attempt in itertools.count(1):
             try:
                 try:
                     response = self._http.request(call.method, call.path, json=call.json, headers=headers)
                 except httpx.TransportError as exc:
-                    raise api.connection_error(self.settings, exc) from exc
+                    raise api.connection_error(self.base_url, exc) from exc
                 return api.parse(call, response)
             except Exception as error:
-                time.sleep(api.retry_delay(self.settings, attempt, error))
+                time.sleep(self.settings.retry.wait_after(attempt, error))
         raise AssertionError("unreachable")
 
-    def _tracked(self, job_id: str, bar: api.ProgressBar) -> JobStatus:
+    def _tracked(self, job_id: str, bar: ProgressBar) -> JobStatus:
         status = self.status(job_id)
         bar.show(status)
         return status
 
-    def _download(self, fetch: api.Fetch) -> Path:
+    def _download(self, fetch: Fetch) -> Path:
         return download(self._http, fetch, self.settings.retry, self.progress)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Streamed, resumable, verified downloads.
+"""Streamed, resumable, verified downloads, and where a finished job's files go.
 
 The file streams into `.<name>.<sha256[:16]>.part` beside the target, hashed as it arrives. When the
 connection drops, the next request asks for the rest (`Range: bytes=N-`) only if the file is still
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,10 +21,34 @@ from typing import IO
 import httpx
 from tqdm import tqdm
 
-from initium.client._base import Fetch, RetryPolicy, raise_for_status
+from initium.client._cache import DownloadCache
+from initium.client._calls import raise_for_status
 from initium.client._errors import APIConnectionError, APIStatusError, IntegrityError
+from initium.client._fetch import Fetch, file_url, is_sharded, weights_url
+from initium.client._retry import RetryPolicy
+from initium.schemas.job import JobStatus
 
 CHUNK = 1 << 20
+
+
+def artifact_fetches(
+    status: JobStatus, path: str | Path | None, cache: DownloadCache | None = None
+) -> tuple[Path, list[Fetch]]:
+    """Where a finished job's files go, and the path the result names: the safetensors file, or
+    for sharded output the index beside its shards (one directory, as Hugging Face lays it out).
+    Without `path`: the download cache's folder for this artifact, else a fresh temporary directory."""
+    if status.sha256 is None:
+        raise IntegrityError(f"job {status.id} succeeded without a sha256")
+    cached = cache.folder(status.sha256) if cache else None  # None also when the cache is unusable
+    # The folder for sharded output; without a path, also where the single file goes.
+    folder = Path(path) if path else cached or Path(tempfile.mkdtemp(prefix="initium-"))
+    if is_sharded(status):
+        fetches = [Fetch(file_url(status.id, f.name), folder / f.name, f.sha256, f.size, cached and cached / f.name)
+                   for f in status.files]  # fmt: skip
+        return folder / status.files[-1].name, fetches
+    name = f"{status.id[:16]}.safetensors"
+    target = Path(path) if path else folder / name
+    return target, [Fetch(weights_url(status.id), target, status.sha256, status.size or 0, cached and cached / name)]
 
 
 def download(http: httpx.Client, fetch: Fetch, retry: RetryPolicy, progress: bool | None = None) -> Path:

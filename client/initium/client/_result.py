@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from initium.client._base import is_sharded
+from initium.client._fetch import is_sharded
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 

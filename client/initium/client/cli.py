@@ -29,7 +29,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from initium.client._base import build_request
 from initium.client._cache import DownloadCache, default_cache_dir
 from initium.client._client import Client
 from initium.client._errors import (
@@ -41,6 +40,7 @@ from initium.client._errors import (
     RequestInvalidError,
     RequestTooLargeError,
 )
+from initium.client._request import build_request
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the app's store, settings, limits and supervisor, as Annotated aliases."""
+"""FastAPI dependencies: the app's store, presets, limits, metrics and supervisor, as Annotated aliases."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ def _limits(settings: Annotated[Settings, Depends(_state("settings"))]) -> Limit
 StoreDep = Annotated[JobStore, Depends(_state("store"))]
 VerifiedDep = Annotated[VerifiedFiles, Depends(_state("verified"))]
 PresetsDep = Annotated[PresetStore, Depends(_state("presets"))]
-SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 LimitsDep = Annotated[Limits, Depends(_limits)]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
 SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_state("supervisor"))]

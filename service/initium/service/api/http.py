@@ -17,16 +17,6 @@ from initium.service import errors as e
 
 log = logging.getLogger("initium.api")
 
-STATUS: dict[type[e.InitiumError], int] = {
-    e.AuthenticationError: 401,
-    e.RequestInvalidError: 422,
-    e.LimitExceededError: 413,
-    e.JobNotFoundError: 404,
-    e.JobNotReadyError: 409,
-    e.JobFailedError: 409,
-    e.ConflictError: 409,
-    e.ArtifactCorruptError: 500,
-}
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}
 
 
@@ -89,7 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.InitiumError)
     async def initium_error(request: Request, exc: e.InitiumError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
-        return error_response(STATUS.get(type(exc), 500), exc.type, exc.message, exc.loc, headers)
+        # Each error class carries its status (initium.service.errors), so local mode needs no HTTP layer.
+        return error_response(exc.status, exc.type, exc.message, exc.loc, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -112,4 +113,53 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
+        log.close()
+
+
+# redis-server for the scaled-out tests (the topology, job records in Redis). `make test` installs it
+# (Debian); without it those tests skip, unless INITIUM_REQUIRE_REDIS is set (as the Makefile does),
+# where a missing server is a failure.
+REDIS = shutil.which("redis-server")
+if REDIS is None and os.environ.get("INITIUM_REQUIRE_REDIS"):
+    raise RuntimeError("INITIUM_REQUIRE_REDIS is set but redis-server is not installed (apt-get install redis-server)")
+needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server on a free loopback port for the session; yields its URL (no database: tests
+    pick theirs, /0 to /15, or a key prefix of their own)."""
+    port = free_port()
+    root = tmp_path_factory.mktemp("redis")
+    assert REDIS is not None
+    cmd = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API server for the session: moto's server mode in a subprocess on a free loopback
+    port (started here, so `make test` starts nothing by hand); yields its URL. boto3 gets fake
+    credentials and a region from the environment, as a deployment gives real ones."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        os.environ[name] = value
+    os.environ.pop("AWS_PROFILE", None)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(lambda: process.poll() is None and httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200, 30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
         log.close()

@@ -50,6 +50,32 @@ def test_compose_has_one_worker_per_gpu_on_the_shared_volume() -> None:
     assert {"artifacts", "redis-data"} <= set(_compose()["volumes"])
 
 
+def test_compose_minio_is_the_artifact_store_of_the_api_and_every_worker() -> None:
+    """MinIO serves S3 on the port the services are pointed at, keeps its objects on a volume, and
+    the API and each worker use it (the same bucket and prefix) once it is healthy."""
+    from initium.service.config import Settings
+
+    services = _compose()["services"]
+    minio = services["minio"]
+    assert minio["command"][0] == "server" and minio["command"][minio["command"].index("--address") + 1] == ":9000"
+    assert {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} <= set(minio["environment"])
+    assert any(v.endswith(":/data") and v.startswith("minio-data") for v in minio["volumes"])
+    assert "ready" in minio["healthcheck"]["test"]
+    assert "minio-data" in _compose()["volumes"]
+    users = [services["api"], *(s for name, s in services.items() if name.startswith("worker-"))]
+    stores = {u["environment"]["INITIUM_ARTIFACT_STORE"] for u in users}
+    assert len(stores) == 1 and stores.pop().startswith("s3://")
+    for service in users:
+        env = service["environment"]
+        assert env["INITIUM_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"] and env["AWS_DEFAULT_REGION"]
+        assert "MINIO_ROOT_PASSWORD" in env["AWS_SECRET_ACCESS_KEY"]  # the credentials MinIO was started with
+        assert service["depends_on"]["minio"]["condition"] == "service_healthy"
+        # The service's settings accept what compose gives them.
+        store, endpoint = env["INITIUM_ARTIFACT_STORE"], env["INITIUM_S3_ENDPOINT_URL"]
+        assert Settings(artifact_store=store, s3_endpoint_url=endpoint).artifact_store == store
+
+
 def test_worker_command_in_compose_is_a_real_cli_command() -> None:
     from initium.client.cli import build_parser
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from initium.service.plan.planner import Limits
+from initium.service.write.artifacts import Artifacts, open_artifacts
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,12 @@ class Settings(BaseSettings):
         2_000_000_000, description="Celery: a single-file job larger than this runs as parts on several workers "
         "(a sharded one runs one part per shard)",
     )  # fmt: skip
+    artifact_store: str = Field(
+        "local", pattern=r"^(local|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)$",
+        description="where artifacts live: 'local' (under data_dir) or 's3://bucket/prefix' (S3 or MinIO; "
+        "region and credentials from the standard AWS_* variables)",
+    )  # fmt: skip
+    s3_endpoint_url: str | None = Field(None, description="an S3-compatible server (MinIO: http://minio:9000)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="worker device")
     poll_interval: Annotated[float, Field(gt=0, le=5)] = 0.05
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000
@@ -47,6 +54,10 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         """What one request may ask for: the planner's view of these settings."""
         return Limits(self.max_parameters, self.max_tensors, max_depth=self.max_depth, max_modules=self.max_modules)
+
+    def artifacts(self) -> Artifacts:
+        """The artifact store these settings name (an S3 bucket is created if missing)."""
+        return open_artifacts(self.artifact_store, self.data_dir, self.s3_endpoint_url)
 
     def key_hashes(self) -> list[str]:
         return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]

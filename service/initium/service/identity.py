@@ -38,3 +38,9 @@ def tensor_key(seed: int, name: str) -> tuple[int, int]:
     """The Philox key (two 32-bit words) of one tensor (see [Note: seeding])."""
     digest = hashlib.sha256(canonical_json([ALGORITHM.id, ALGORITHM.version, seed, name])).digest()
     return int.from_bytes(digest[0:4], "little"), int.from_bytes(digest[4:8], "little")
+
+
+def part_name(name: str, axis: int, start: int, stop: int) -> str:
+    """How a part is named: in messages, and as its Philox key (so the axis-0 form, name[start:stop],
+    must never change: it fixes the bytes of every existing packed tensor); name[:, start:stop] for axis 1."""
+    return f"{name}[{':, ' * axis}{start}:{stop}]"

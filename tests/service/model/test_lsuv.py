@@ -54,7 +54,7 @@ def test_written_values_are_the_draws_times_the_scale_and_reproducible(tmp_path:
         planned = next(t for t in plan.tensors if t.name == f"{layer.name}.weight")
         assert torch.equal(written[planned.name], materialize(planned, 11, torch.device("cpu"), layer.scale))
     again = run_job(JobStore(tmp_path / "again"), body)
-    assert JobStore(tmp_path / "again").load(again).sha256 == store.load(job_id).sha256
+    assert JobStore(tmp_path / "again").records.load(again).sha256 == store.records.load(job_id).sha256
 
 
 def test_lsuv_needs_a_tree_spec() -> None:

@@ -37,8 +37,9 @@ def request(output: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def create(store: JobStore, body: dict[str, Any]) -> str:
     req = InitRequest.model_validate(body)
-    job_id = make_plan(req).request_id
-    store.create(job_id, req, Progress(tensors_done=0, tensors_total=9, bytes_done=0, bytes_total=0))
+    plan = make_plan(req)
+    job_id = plan.request_id
+    store.create(req, plan, Progress(tensors_done=0, tensors_total=9, bytes_done=0, bytes_total=0))
     return job_id
 
 
@@ -46,7 +47,7 @@ def alone(tmp: Path, body: dict[str, Any]) -> dict[str, str]:
     store = JobStore(tmp / "alone")
     job_id = create(store, body)
     run_one(store, job_id, CPU)
-    return {f.name: f.sha256 for f in store.load(job_id).files}
+    return {f.name: f.sha256 for f in store.records.load(job_id).files}
 
 
 def fanned_out(tmp: Path, body: dict[str, Any], shuffle: int | None, duplicate: bool = False) -> JobStore:
@@ -76,7 +77,7 @@ def fanned_out(tmp: Path, body: dict[str, Any], shuffle: int | None, duplicate: 
 def test_parts_in_any_order_give_one_workers_bytes(tmp_path: Path, output: dict[str, Any] | None, shuffle: int) -> None:
     body = request(output)
     store = fanned_out(tmp_path, body, shuffle)
-    (record,) = list(store.records())
+    (record,) = list(store.records.records())
     assert record.state == "succeeded", record.error
     assert {f.name: f.sha256 for f in record.files} == alone(tmp_path, body)
     assert record.progress.tensors_done == record.progress.tensors_total
@@ -87,7 +88,7 @@ def test_duplicated_tasks_change_nothing(tmp_path: Path) -> None:
     """Redelivery can run a part or the finalizer twice; the second finds its work done."""
     body = request()
     store = fanned_out(tmp_path, body, shuffle=3, duplicate=True)
-    (record,) = list(store.records())
+    (record,) = list(store.records.records())
     assert record.state == "succeeded" and {f.name: f.sha256 for f in record.files} == alone(tmp_path, body)
 
 
@@ -103,8 +104,9 @@ def test_a_part_that_keeps_killing_its_worker_fails_the_job(tmp_path: Path) -> N
     job_id = create(store, request())
     published: list[Any] = []
     run_one(store, job_id, CPU, lambda s, j, d: fanout.coordinate(s, j, d, 20_000, lambda n, a: published.append(a)))
-    (store.artifact(job_id, "parts") / "0.attempts").write_text(str(MAX_ATTEMPTS))
+    for _ in range(MAX_ATTEMPTS):  # the part's earlier starts, each of which killed its worker
+        store.records.count_part_attempt(job_id, 0)
     fanout.run_part(store, job_id, 0, CPU, 20_000, lambda n, a: None)
-    record = store.load(job_id)
+    record = store.records.load(job_id)
     assert record.state == "failed" and record.error is not None
     assert "part 1 of" in record.error.message and "stopped its worker" in record.error.message

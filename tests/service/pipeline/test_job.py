@@ -18,6 +18,7 @@ from initium.schemas.job import Progress
 from initium.schemas.report import Report
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.model.modules import build
+from initium.service.pipeline.job import execute_job
 from initium.service.pipeline.loop import MAX_ATTEMPTS, Worker
 from initium.service.plan.planner import make_plan
 
@@ -32,7 +33,7 @@ def run_job(store: JobStore, body: dict[str, Any]) -> str:
     request = InitRequest.model_validate(body)
     plan = make_plan(request)
     progress = Progress(tensors_done=0, tensors_total=plan.totals.tensors, bytes_done=0, bytes_total=plan.totals.bytes)
-    store.create(plan.request_id, request, progress)
+    store.create(request, plan, progress)
     Worker(store, torch.device("cpu")).run_pending()
     return plan.request_id
 
@@ -44,7 +45,7 @@ def store(tmp_path: Path) -> JobStore:
 
 def test_golden_sha256_on_cpu(store: JobStore, mlp_request: dict[str, Any]) -> None:
     job_id = run_job(store, mlp_request)
-    record = store.load(job_id)
+    record = store.records.load(job_id)
     assert record.state == "succeeded"
     data = store.artifact(job_id, WEIGHTS).read_bytes()
     assert hashlib.sha256(data).hexdigest() == record.sha256 == GOLDEN_SHA256
@@ -52,7 +53,7 @@ def test_golden_sha256_on_cpu(store: JobStore, mlp_request: dict[str, Any]) -> N
 
 def test_golden_sha256_float64(store: JobStore, mlp_request: dict[str, Any]) -> None:
     """float64 keeps every bit of the transforms, so it pins the arithmetic that float32 rounds away."""
-    assert store.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
+    assert store.records.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
 
 
 def test_golden_sha256_without_the_fast_path(
@@ -62,8 +63,8 @@ def test_golden_sha256_without_the_fast_path(
     from initium.service.materialize import fastpath
 
     monkeypatch.setattr(fastpath, "AVAILABLE", False)
-    assert store.load(run_job(store, mlp_request)).sha256 == GOLDEN_SHA256
-    assert store.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
+    assert store.records.load(run_job(store, mlp_request)).sha256 == GOLDEN_SHA256
+    assert store.records.load(run_job(store, {**mlp_request, "dtype": "float64"})).sha256 == GOLDEN_SHA256_FLOAT64
 
 
 def test_weights_load_strictly_into_the_torch_module(store: JobStore, mlp_request: dict[str, Any]) -> None:
@@ -113,7 +114,7 @@ def test_report_measures_what_was_written(store: JobStore, mlp_request: dict[str
     w = report.tensors[0]
     assert w.std == pytest.approx(w.expected_std, rel=0.03)
     assert report.provenance.seed == 7 and report.provenance.device.startswith("cpu")
-    assert report.artifact.sha256 == store.load(job_id).sha256
+    assert report.artifact.sha256 == store.records.load(job_id).sha256
     assert report.totals.parameters == 784 * 512 + 512 + 5130
     assert set(report.provenance.timings.model_dump()) == {
         "plan",
@@ -129,10 +130,10 @@ def test_report_measures_what_was_written(store: JobStore, mlp_request: dict[str
 def test_a_failing_job_fails_cleanly(store: JobStore, mlp_request: dict[str, Any]) -> None:
     request = InitRequest.model_validate(mlp_request)
     plan = make_plan(request)
-    store.create(plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
+    store.create(request, plan, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
     (store.job_dir(plan.request_id) / "request.json").write_text(json.dumps({"spec": 1}))
     Worker(store, torch.device("cpu")).run_pending()
-    record = store.load(plan.request_id)
+    record = store.records.load(plan.request_id)
     assert record.state == "failed" and record.error is not None
     assert "ValidationError" in record.error.message
     assert not store.artifact(plan.request_id, WEIGHTS).exists()
@@ -142,25 +143,34 @@ def test_a_failing_job_fails_cleanly(store: JobStore, mlp_request: dict[str, Any
 def test_a_job_that_keeps_killing_its_worker_is_failed(store: JobStore, mlp_request: dict[str, Any]) -> None:
     request = InitRequest.model_validate(mlp_request)
     plan = make_plan(request)
-    record = store.create(
-        plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0)
-    )
-    store.save(record.model_copy(update={"state": "running", "attempts": MAX_ATTEMPTS}))
+    store.create(request, plan, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
+    running = {"state": "running", "attempts": MAX_ATTEMPTS}
+    store.records.update(plan.request_id, lambda r: r.model_copy(update=running))
     Worker(store, torch.device("cpu")).run_pending()
-    final = store.load(plan.request_id)
+    final = store.records.load(plan.request_id)
     assert final.state == "failed" and final.error is not None and "stopped 3 times" in final.error.message
 
 
 def test_an_interrupted_job_resumes(store: JobStore, mlp_request: dict[str, Any]) -> None:
     request = InitRequest.model_validate(mlp_request)
     plan = make_plan(request)
-    record = store.create(
-        plan.request_id, request, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0)
-    )
-    store.save(record.model_copy(update={"state": "running", "attempts": 1}))  # a worker died mid-job
+    store.create(request, plan, Progress(tensors_done=0, tensors_total=4, bytes_done=0, bytes_total=0))
+    running = {"state": "running", "attempts": 1}  # a worker died mid-job
+    store.records.update(plan.request_id, lambda r: r.model_copy(update=running))
     Worker(store, torch.device("cpu")).run_pending()
-    final = store.load(plan.request_id)
+    final = store.records.load(plan.request_id)
     assert final.state == "succeeded" and final.attempts == 2 and final.sha256 == GOLDEN_SHA256
+
+
+def test_a_late_failing_attempt_never_overwrites_a_success(store: JobStore, mlp_request: dict[str, Any]) -> None:
+    """The hardening issue's reproduction: a slower duplicate attempt (a redelivery after an API
+    crash) fails after another attempt succeeded; the success stands (see [Note: job records])."""
+    job_id = run_job(store, mlp_request)
+    done = store.records.load(job_id)
+    assert done.state == "succeeded"
+    (store.job_dir(job_id) / "plan.json").write_text("{}")  # the late attempt cannot even read its plan
+    execute_job(store, job_id, torch.device("cpu"))
+    assert store.records.load(job_id) == done
 
 
 def test_a_tensor_parallel_slice_is_that_part_of_the_whole(store: JobStore, mlp_request: dict[str, Any]) -> None:
@@ -200,7 +210,7 @@ def test_recurrent_and_attention_weights_load_into_torch(store: JobStore) -> Non
         ]},
     }  # fmt: skip
     job_id = run_job(store, body)
-    assert store.load(job_id).state == "succeeded", store.load(job_id).error
+    assert store.records.load(job_id).state == "succeeded", store.records.load(job_id).error
     module = build(InitRequest.model_validate(body).spec).to_empty(device="cpu")
     module.load_state_dict(load_file(store.artifact(job_id, WEIGHTS)), strict=True)
     assert torch.equal(module.rnn.bias_ih_l1_reverse[16:32], torch.ones(16))

@@ -11,7 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from initium.schemas.plan import PlannedTensor
+from initium.service.write.directory import LocalArtifacts
 from initium.service.write.safetensors import SafetensorsStreamWriter, build_header
+
+JOB = "0" * 64
 
 
 def _planned(name: str, shape: list[int], dtype: str = "float32") -> PlannedTensor:
@@ -41,11 +44,14 @@ def test_stream_equals_safetensors_reference(tmp_path: Path) -> None:
     }
     dtypes = {"a": "float32", "b": "bfloat16", "c": "int64", "d": "float16"}
     plan = [_planned(k, list(v.shape), dtypes[k]) for k, v in tensors.items()]
-    path = tmp_path / "x.safetensors"
-    with SafetensorsStreamWriter(path, plan, {"format": "pt", "k": "v"}) as writer:
+    store = LocalArtifacts(tmp_path)
+    path = store.path(JOB, "x.safetensors")
+    with SafetensorsStreamWriter(store.writer(JOB, "x.safetensors"), plan, {"format": "pt", "k": "v"}) as writer:
         for name, value in tensors.items():
             writer.write(name, value)
-        sha = writer.close()
+        info = writer.close()
+    sha = info.sha256
+    assert info.name == "x.safetensors" and info.size == writer.bytes_written == path.stat().st_size
     loaded = load_file(path)
     for name, value in tensors.items():
         assert torch.equal(loaded[name], value) and loaded[name].dtype == value.dtype
@@ -69,11 +75,16 @@ def test_stream_equals_safetensors_reference(tmp_path: Path) -> None:
 
 def test_writer_refuses_out_of_order_and_missing_tensors(tmp_path: Path) -> None:
     plan = [_planned("a", [2]), _planned("b", [2])]
-    path = tmp_path / "y.safetensors"
-    with pytest.raises(ValueError, match="expected a"), SafetensorsStreamWriter(path, plan, {}) as writer:
+    store = LocalArtifacts(tmp_path)
+    path = store.path(JOB, "y.safetensors")
+    with (
+        pytest.raises(ValueError, match="expected a"),
+        SafetensorsStreamWriter(store.writer(JOB, "y.safetensors"), plan, {}) as writer,
+    ):
         writer.write("b", torch.zeros(2))
-    assert not path.exists()
-    writer = SafetensorsStreamWriter(path, plan, {})
+    assert not path.exists() and store.names(JOB) == []
+    writer = SafetensorsStreamWriter(store.writer(JOB, "y.safetensors"), plan, {})
     writer.write("a", torch.zeros(2))
     with pytest.raises(ValueError, match="1 planned tensors were never written"):
         writer.close()
+    assert not path.exists() and not list(path.parent.iterdir())  # nothing half-written stays

@@ -23,6 +23,7 @@ from initium.service.api.security import BodyLimit, require_api_key
 from initium.service.config import Settings, get_settings
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import CeleryQueue, Dispatcher, StoreQueue, make_celery
+from initium.service.jobs.records import open_records
 from initium.service.jobs.store import JobStore
 from initium.service.jobs.submit import VerifiedFiles
 from initium.service.jobs.supervisor import WorkerSupervisor
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.store = JobStore(settings.data_dir)
+    # Under Celery the records live in Redis beside the broker; else files in the data directory.
+    records = open_records(settings.broker_url, settings.data_dir)
+    app.state.store = JobStore(settings.data_dir, records, settings.artifacts())
     app.state.presets = PresetStore(settings.data_dir)
     app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()

@@ -50,7 +50,7 @@ class Metrics:
     def observe_store(self, store: JobStore) -> None:
         """Queue depth now, and each job that finished since the last scrape, once. Jobs already
         finished when the API started are not counted (they belong to an earlier process's series)."""
-        records = list(store.records())
+        records = list(store.records.records())
         self.queue_depth.set(sum(r.state in ("queued", "running") for r in records))
         finished = {(r.id, r.updated_at): r for r in records if r.state in ("succeeded", "failed")}
         if self._counted is None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
-
-from celery import Celery
+from typing import TYPE_CHECKING, Protocol
 
 from initium.service.jobs.store import JobStore
+
+if TYPE_CHECKING:  # imported when used: local mode and the embedded worker submit jobs without Celery
+    from celery import Celery
 
 log = logging.getLogger("initium.engine")
 
@@ -31,11 +32,13 @@ def make_celery(broker_url: str, visibility_timeout_s: float) -> Celery:
     """The Celery app both sides share: only the settings that make 'no job lost' true on Redis.
 
     acks_late + reject_on_worker_lost: a message is acknowledged only once its task has returned, and a
-    killed pool process sends it back to the queue at once (the attempt cap in job.json stops a job
+    killed pool process sends it back to the queue at once (the attempt cap in the job's record stops a job
     that kills every worker from looping). prefetch 1: a worker reserves only the job it runs. The
     visibility timeout must exceed the longest job, or Redis redelivers a job that is still running.
-    JSON only: nothing is ever unpickled. No result backend: results are files and job.json.
+    JSON only: nothing is ever unpickled. No result backend: results are artifacts and job records.
     """
+    from celery import Celery
+
     app = Celery("initium", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import JobRecord, JobStatus, Links, Progress
@@ -24,8 +21,10 @@ from initium.service.errors import (
 )
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
-from initium.service.jobs.store import HASHED, REPORT, WEIGHTS, JobStore, atomic_write, now
+from initium.service.jobs.records import now
+from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.plan.planner import Limits, make_plan
+from initium.service.write.artifacts import Artifacts, Stamp, hashed_sha256, sha256_of
 
 log = logging.getLogger("initium.api")
 
@@ -55,12 +54,10 @@ def submit(store: JobStore, request: InitRequest, limits: Limits, presets: Prese
     plan = plan_request(request, limits, presets)
     log.info("submitted job %s (%d tensors, %d bytes)", plan.request_id, plan.totals.tensors, plan.totals.bytes)
     progress = Progress(tensors_done=0, tensors_total=plan.totals.tensors, bytes_done=0, bytes_total=plan.totals.bytes)
-    if not store.exists(plan.request_id):
-        return Submission(to_status(store.create(plan.request_id, request, progress)), created=True)
-    record = store.load(plan.request_id)
-    if record.state == "failed":
-        return Submission(to_status(store.requeue(record, progress)), created=True)
-    return Submission(to_status(record), created=False)
+    # A new job, or a failed one started afresh (same id, same bytes if it succeeds), is created
+    # with the plan just made: workers read it and never plan again.
+    record, created = store.create(request, plan, progress)
+    return Submission(to_status(record), created=created)
 
 
 def dispatch(dispatcher: Dispatcher, job_id: str) -> None:
@@ -79,7 +76,7 @@ def to_status(record: JobRecord) -> JobStatus:
 
 
 def require_succeeded(store: JobStore, job_id: str) -> JobRecord:
-    record = store.load(job_id)
+    record = store.records.load(job_id)
     if record.state == "failed":
         message = record.error.message if record.error else "unknown error"
         raise JobFailedError(f"job {job_id} failed ({message}); resubmit the request to retry", ("id",))
@@ -92,87 +89,86 @@ def require_succeeded(store: JobStore, job_id: str) -> JobRecord:
 
 def load_report(store: JobStore, job_id: str) -> Report:
     require_succeeded(store, job_id)
-    return Report.model_validate_json(store.artifact(job_id, REPORT).read_bytes())
+    return Report.model_validate_json(store.artifacts.get(job_id, REPORT))
 
 
-def weights_path_and_sha(store: JobStore, job_id: str, verified: VerifiedFiles) -> tuple[str, str]:
+@dataclass(frozen=True)
+class StoredFile:
+    """A job's file, checked against its sha256, ready to serve from the artifact store (size in bytes)."""
+
+    job_id: str
+    name: str
+    sha256: str
+    size: int
+
+
+def weights_file(store: JobStore, job_id: str, verified: VerifiedFiles) -> StoredFile:
     """The single weights file to serve (sharded jobs name their files instead)."""
     record = require_succeeded(store, job_id)
-    if record.files and record.files[-1].name != WEIGHTS:
+    if record.files[-1].name != WEIGHTS:  # a succeeded job lists its files, the main one last
         names = ", ".join(f.name for f in record.files)
         raise JobNotReadyError(
             f"job {job_id} wrote sharded files ({names}); GET /v1/initializations/{job_id}/files/<name> for each",
             ("id",),
         )
-    return file_path_and_sha(store, job_id, WEIGHTS, verified)
+    return job_file(store, job_id, WEIGHTS, verified)
 
 
-def file_path_and_sha(store: JobStore, job_id: str, name: str, verified: VerifiedFiles) -> tuple[str, str]:
-    """One of the job's files, checked against its sha256 first (once per file version). Only names
-    the job recorded are served, so nothing a user sends becomes a path."""
+def job_file(store: JobStore, job_id: str, name: str, verified: VerifiedFiles) -> StoredFile:
+    """One of the job's files, checked against its sha256 first (once per stored version). Only names
+    the job recorded are served, so nothing a user sends names an object."""
     record = require_succeeded(store, job_id)
-    known = {f.name: f.sha256 for f in record.files} or ({WEIGHTS: record.sha256} if record.sha256 else {})
+    known = {f.name: f.sha256 for f in record.files}
     if name not in known:
         raise JobNotFoundError(f"job {job_id} has no file {name!r}; its files: {', '.join(known)}", ("name",))
-    path = store.artifact(job_id, name)
     sha256 = known[name]
-    if sha256 is None or not verified.matches(path, sha256):
-        # Never serve a file that is not what the job wrote: fail the job, so resubmitting regenerates it.
+    size = verified.matching_size(store.artifacts, job_id, name, sha256)
+    if size is None:
+        # Never serve a file that is not what the job wrote: fail the job (the one exit from succeeded,
+        # see [Note: job records]), so resubmitting regenerates it.
         error = ErrorInfo(type="artifact_corrupt", message="the stored weights no longer match their sha256")
-        store.save(record.model_copy(update={"state": "failed", "error": error}))
+        store.records.invalidate(job_id, error)
         raise ArtifactCorruptError(f"job {job_id}'s stored weights no longer match their sha256; resubmit the request")
-    store.touch(job_id)
-    return str(path), sha256
+    store.artifacts.touch(job_id)
+    return StoredFile(job_id=job_id, name=name, sha256=sha256, size=size)
 
 
 class VerifiedFiles:
-    """Files known to hold their sha256, by (path, size, mtime, inode): a large artifact is hashed at
-    most once per API process, and not at all when the worker that wrote it stamped it (HASHED)."""
+    """Stored files known to hold their sha256, by (job, name, stamp): a large artifact is hashed at
+    most once per API process, and not at all when the worker that wrote it stamped it
+    (write.artifacts.record_hashed): local stamps are size, mtime and inode; S3's, size and ETag."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, int, int, int], str] = {}
+        self._seen: dict[tuple[str, str, Stamp], str] = {}
 
-    def matches(self, path: Path, sha256: str) -> bool:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return False
-        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    def matching_size(self, artifacts: Artifacts, job_id: str, name: str, sha256: str) -> int | None:
+        """The file's size when its stored version holds `sha256`; None when it is missing or differs."""
+        stamp = artifacts.stamp(job_id, name)
+        if stamp is None:
+            return None
+        key = (job_id, name, stamp)
         if key not in self._seen:
-            self._seen[key] = _stamped_sha256(path, key) or _sha256_of(path)
-        return hmac.compare_digest(self._seen[key], sha256)
+            try:
+                self._seen[key] = hashed_sha256(artifacts, job_id, name, stamp) or _sha256_of(artifacts, job_id, name)
+            except FileNotFoundError:  # removed since its stamp was read
+                return None
+        return stamp.size if hmac.compare_digest(self._seen[key], sha256) else None
 
 
-def _stamped_sha256(path: Path, key: tuple[str, int, int, int]) -> str | None:
-    """The sha256 the worker computed while writing `path`, if the file is untouched since."""
-    try:
-        stamp = json.loads((path.parent / HASHED).read_bytes())[path.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(stamp, dict) or (stamp.get("size"), stamp.get("mtime_ns"), stamp.get("ino")) != key[1:]:
-        return None
-    sha256 = stamp.get("sha256")
-    return sha256 if isinstance(sha256, str) else None
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _sha256_of(artifacts: Artifacts, job_id: str, name: str) -> str:
+    return sha256_of(artifacts, job_id, name)
 
 
 def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool]:
     """Keep a report under its request id; True when it is new. The same request and algorithm
     version give the same bytes, so one id recorded with two artifacts is a conflict."""
     request_id, sha256 = report.provenance.request_id, report.artifact.sha256
-    path = store.report_path(request_id)
-    created = not path.exists()
-    if created:
-        atomic_write(path, report.model_dump_json().encode())
+    stored = store.artifacts.get_report(request_id)
+    created = stored is None
+    if stored is None:
+        store.artifacts.put_report(request_id, report.model_dump_json().encode())
     else:
-        kept = Report.model_validate_json(path.read_bytes())
+        kept = Report.model_validate_json(stored)
         if kept.artifact.sha256 != sha256:
             raise ConflictError(
                 f"request {request_id} is recorded with artifact {kept.artifact.sha256}, not {sha256}; "
@@ -184,7 +180,7 @@ def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool
 
 
 def recorded_report(store: JobStore, request_id: str) -> Report:
-    path = store.report_path(request_id)
-    if not path.exists():
+    stored = store.artifacts.get_report(request_id)
+    if stored is None:
         raise JobNotFoundError(f"no report recorded for {request_id}; POST it to /v1/reports", ("id",))
-    return Report.model_validate_json(path.read_bytes())
+    return Report.model_validate_json(stored)

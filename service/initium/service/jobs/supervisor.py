@@ -28,7 +28,10 @@ class WorkerSupervisor:
             "--data-dir", str(self.settings.data_dir),
             "--device", self.settings.device,
             "--poll-interval", str(self.settings.poll_interval),
+            "--artifact-store", self.settings.artifact_store,
         ]  # fmt: skip
+        if self.settings.s3_endpoint_url:
+            cmd += ["--s3-endpoint-url", self.settings.s3_endpoint_url]
         self.process = subprocess.Popen(cmd, env=os.environ.copy())
         log.info("worker process %d started", self.process.pid)
 

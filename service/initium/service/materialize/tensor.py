@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from initium.schemas.dtypes import DTYPES
 from initium.schemas.plan import PlannedTensor
-from initium.service.identity import tensor_key
+from initium.service.identity import part_name, tensor_key
 from initium.service.materialize.sampling import Stream, sample
 from initium.service.plan.distributions import planned_distribution
-from initium.service.plan.resolve import part_name
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-    "int64": torch.int64,
-}
+# The wire dtype name -> torch's dtype, from the one table (initium.schemas.dtypes).
+TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, DTYPES.get(name).torch) for name in DTYPES.names()}
 
 
 def pick_device(preference: str) -> torch.device:

@@ -1,13 +1,11 @@
-"""The report's network-level part: when to run the probe, feeding it from the written file, and
-the warnings a reader should see first."""
+"""The report's network-level part: when to run the probe, feeding it the job's tensors, and the
+warnings a reader should see first."""
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from initium.schemas.plan import Plan
@@ -19,8 +17,11 @@ from initium.service.model.propagation import propagate
 AUTO_MAX_PARAMETERS = 200_000_000
 
 
-def run_probe(request: InitRequest, plan: Plan, files: dict[str, Path], device: torch.device) -> Propagation | None:
-    """`files`: tensor name -> the (temporary) file that holds it."""
+def run_probe(
+    request: InitRequest, plan: Plan, values: Callable[[str], torch.Tensor], device: torch.device
+) -> Propagation | None:
+    """`values`: a tensor's name -> its values, exactly the bytes written (the pipeline generates
+    them again from the plan rather than read back files it just wrote: see pipeline.job)."""
     options = request.report
     if not isinstance(request.spec, Spec) or options.propagation == "off":
         return None
@@ -30,23 +31,15 @@ def run_probe(request: InitRequest, plan: Plan, files: dict[str, Path], device: 
         return Propagation(
             probe_shape=[], skipped=f"{plan.totals.parameters:,} parameters; set report.propagation to 'on' to probe"
         )
-    with contextlib.ExitStack() as stack:
-        opened = {
-            path: stack.enter_context(safe_open(str(path), framework="pt", device=str(device)))
-            for path in set(files.values())
-        }
+    names = [t.name for t in plan.tensors]
 
-        def load(prefix: str, module: nn.Module) -> None:
-            # A unit's tensors, by prefix; the probe runs in float32 whatever the file's dtype.
-            state = {
-                n[len(prefix) + 1 :]: opened[path].get_tensor(n).float()
-                for n, path in files.items()
-                if n.startswith(prefix + ".")
-            }
-            module.load_state_dict(state, strict=True)
-            module.float()
+    def load(prefix: str, module: nn.Module) -> None:
+        # A unit's tensors, by prefix; the probe runs in float32 whatever the file's dtype.
+        state = {n[len(prefix) + 1 :]: values(n).float() for n in names if n.startswith(prefix + ".")}
+        module.load_state_dict(state, strict=True)
+        module.float()
 
-        return propagate(request.spec, load, options, request.seed, device)
+    return propagate(request.spec, load, options, request.seed, device)
 
 
 def collect_warnings(plan: Plan, stats: list[TensorStats], propagation: Propagation | None) -> list[str]:

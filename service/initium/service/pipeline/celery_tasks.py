@@ -17,6 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from initium.service.config import Settings
 from initium.service.jobs.queue import QUEUE, RUN_JOB, make_celery
+from initium.service.jobs.records import open_records
 from initium.service.jobs.store import JobStore
 from initium.service.materialize.sampling import warm_up
 from initium.service.materialize.tensor import pick_device
@@ -36,6 +37,12 @@ def _device() -> torch.device:
     return pick_device(settings.device)
 
 
+@functools.cache
+def _store() -> JobStore:
+    """The jobs, their records in Redis beside the broker (the API reads the same ones)."""
+    return JobStore(settings.data_dir, open_records(settings.broker_url, settings.data_dir), settings.artifacts())
+
+
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up(**_: object) -> None:
     """In each pool process (never the parent, which must not touch CUDA): compile the sampler now."""
@@ -51,17 +58,17 @@ def _publish(name: str, args: list[object]) -> None:
 def run_job(job_id: str) -> None:
     """A job: run here, or split into parts for every worker (see [Note: fan-out])."""
     coordinate = functools.partial(fanout.coordinate, part_bytes=settings.part_bytes, publish=_publish)
-    run_one(JobStore(settings.data_dir), job_id, _device(), coordinate)
+    run_one(_store(), job_id, _device(), coordinate)
 
 
 @app.task(name=fanout.RUN_PART, ignore_result=True)  # type: ignore[untyped-decorator]
 def run_part(job_id: str, k: int) -> None:
-    fanout.run_part(JobStore(settings.data_dir), job_id, k, _device(), settings.part_bytes, _publish)
+    fanout.run_part(_store(), job_id, k, _device(), settings.part_bytes, _publish)
 
 
 @app.task(name=fanout.FINALIZE, ignore_result=True)  # type: ignore[untyped-decorator]
 def finalize(job_id: str) -> None:
-    fanout.finalize(JobStore(settings.data_dir), job_id, _device(), settings.part_bytes)
+    fanout.finalize(_store(), job_id, _device(), settings.part_bytes)
 
 
 def worker_argv(name: str, loglevel: str = "INFO") -> list[str]:

@@ -19,13 +19,14 @@ from types import FrameType
 
 import torch
 
-from initium.schemas.errors import ErrorInfo
 from initium.service import logs
+from initium.service.jobs.records import start_attempt
 from initium.service.jobs.store import HEARTBEAT, JobStore
 from initium.service.materialize.sampling import warm_up
 from initium.service.materialize.tensor import pick_device
 from initium.service.pipeline.job import execute_job
 from initium.service.summarize import stats
+from initium.service.write.artifacts import open_artifacts
 
 log = logging.getLogger("initium.worker")
 
@@ -79,25 +80,16 @@ class Worker:
 def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job) -> None:
     """The task both engines run: one attempt at a job, unless it is finished or out of attempts.
     `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts."""
-    record = store.load(job_id)
-    if record.state in ("succeeded", "failed"):
-        return
-    if record.attempts >= MAX_ATTEMPTS:
-        error = ErrorInfo(
-            type="job_failed",
-            message=f"the worker stopped {record.attempts} times while running this job; "
-            "it may need more memory than the worker has",
-        )
-        store.save(record.model_copy(update={"state": "failed", "error": error}))
-        return
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    store.save(record.model_copy(update={"state": "running", "attempts": record.attempts + 1, "worker": worker}))
+    record = start_attempt(store.records, job_id, worker, MAX_ATTEMPTS)
+    if record.state != "running":
+        return  # finished, or failed now for having stopped its workers MAX_ATTEMPTS times
     token = logs.job_id.set(job_id)
     try:
         started = time.perf_counter()
-        log.info("job started (attempt %d) on %s", record.attempts + 1, worker)
+        log.info("job started (attempt %d) on %s", record.attempts, worker)
         execute(store, job_id, device)
-        log.info("job %s in %.3f s", store.load(job_id).state, time.perf_counter() - started)
+        log.info("job %s in %.3f s", store.records.load(job_id).state, time.perf_counter() - started)
     finally:
         logs.job_id.reset(token)
 
@@ -107,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     parser.add_argument("--poll-interval", type=float, default=0.05)
+    parser.add_argument("--artifact-store", default=os.environ.get("INITIUM_ARTIFACT_STORE", "local"),
+                        help="local (under --data-dir) or s3://bucket/prefix")  # fmt: skip
+    parser.add_argument("--s3-endpoint-url", default=os.environ.get("INITIUM_S3_ENDPOINT_URL"))
     args = parser.parse_args(argv)
     logs.configure()
-    worker = Worker(JobStore(args.data_dir), pick_device(args.device), args.poll_interval)
+    artifacts = open_artifacts(args.artifact_store, args.data_dir, args.s3_endpoint_url)
+    worker = Worker(JobStore(args.data_dir, artifacts=artifacts), pick_device(args.device), args.poll_interval)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.run()

@@ -11,6 +11,7 @@ from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.request import InitRequest
 from initium.schemas.schemes import SchemeParams
 from initium.service.errors import RequestInvalidError
+from initium.service.identity import part_name
 from initium.service.plan import distributions as d
 from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, Part
@@ -205,12 +206,6 @@ def _plan_part(
     return wire.PlannedPart(
         rows=(part.start, part.stop), axis=part.axis, roles=list(block.roles), **resolution.fields()
     )
-
-
-def part_name(name: str, axis: int, start: int, stop: int) -> str:
-    """How a part is named: in messages, and as its Philox key (so the axis-0 form, name[start:stop],
-    must never change: it fixes the bytes of every existing packed tensor); name[:, start:stop] for axis 1."""
-    return f"{name}[{':, ' * axis}{start}:{stop}]"
 
 
 def _summarize(common: dict[str, Any], fans: tuple[int, int], parts: list[wire.PlannedPart]) -> wire.PlannedTensor:

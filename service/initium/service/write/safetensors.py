@@ -9,20 +9,16 @@ Format: 8-byte little-endian header length, the JSON header padded with spaces t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 import torch
 
+from initium.schemas.dtypes import dtype_info
+from initium.schemas.job import FileInfo
 from initium.schemas.plan import PlannedTensor
 from initium.service.plan.output import tensor_nbytes
-
-SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64"}
+from initium.service.write.artifacts import ArtifactWriter
 
 
 def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> bytes:
@@ -32,7 +28,7 @@ def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> byte
     for t in tensors:
         end = offset + tensor_nbytes(t)
         entries[t.name] = {
-            "dtype": SAFETENSORS_DTYPES[t.dtype],
+            "dtype": dtype_info(t.dtype).safetensors,
             "shape": t.output_shape(),
             "data_offsets": [offset, end],
         }
@@ -43,22 +39,27 @@ def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> byte
 
 
 class SafetensorsStreamWriter:
-    """Write tensors one at a time to `path`, in plan order; hash as it goes; fsync on close."""
+    """Write tensors one at a time into an artifact writer (write.artifacts), in plan order; the
+    artifact writer hashes as it goes and commits the file whole on close."""
 
     def __init__(
-        self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str], with_header: bool = True
+        self, sink: ArtifactWriter, tensors: list[PlannedTensor], metadata: dict[str, str], with_header: bool = True
     ) -> None:
         """with_header=False writes only the tensors' data: one part of a file whose header and
         other parts are written elsewhere (a job fanned out over several workers)."""
-        self.path = path
+        self.sink = sink
         self._expected = list(tensors)
         self._next = 0
-        self._sha = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115  (closed in close())
-        self.bytes_written = 0
         if with_header:
-            self._emit(build_header(tensors, metadata))
+            try:
+                sink.write(build_header(tensors, metadata))
+            except BaseException:
+                sink.abort()
+                raise
+
+    @property
+    def bytes_written(self) -> int:
+        return self.sink.bytes_written
 
     def write(self, name: str, values: torch.Tensor) -> None:
         """Append the next tensor; its name, dtype and size must be what the header promised."""
@@ -70,32 +71,19 @@ class SafetensorsStreamWriter:
         data = values.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         if data.nbytes != tensor_nbytes(planned):
             raise ValueError(f"{name}: {data.nbytes} bytes, the header promised {tensor_nbytes(planned)}")
-        self._emit(data.data)
+        self.sink.write(data.data)
         self._next += 1
 
-    def _emit(self, chunk: bytes | memoryview) -> None:
-        # Both release the GIL on large buffers, so the hash runs beside the write on another core
-        # (480 MB written and hashed on tmpfs: 0.45 s serially, 0.30 s side by side).
-        hashed = self._hasher.submit(self._sha.update, chunk)
-        self._file.write(chunk)
-        hashed.result()
-        self.bytes_written += len(chunk)
-
-    def close(self) -> str:
-        """Flush to disk and return the file's sha256; every planned tensor must have been written."""
-        self._hasher.shutdown()
+    def close(self) -> FileInfo:
+        """Commit the file (durable, visible under its name); every planned tensor must have been
+        written, else the file is dropped. Returns its name, sha256 and size."""
         if self._next != len(self._expected):
-            self._file.close()
+            self.sink.abort()
             raise ValueError(f"{len(self._expected) - self._next} planned tensors were never written")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return self._sha.hexdigest()
+        return self.sink.commit()
 
     def abort(self) -> None:
-        self._hasher.shutdown()
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        self.sink.abort()
 
     def __enter__(self) -> SafetensorsStreamWriter:
         return self

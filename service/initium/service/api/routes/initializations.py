@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service.api.deps import DispatcherDep, LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
+from initium.service.api.downloads import serve_file
 from initium.service.api.http import body_route_responses, error_responses
 from initium.service.api.report_html import render_report
 from initium.service.jobs import submit as jobs
@@ -19,21 +20,12 @@ router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
 _LOOKUP = error_responses(404, 409)
-_FILES = error_responses(404, 409, 500)
+# Errors as JSON beside the files' bytes: the same explicit content an HTML route's errors get.
+_FILES = error_responses(404, 409, 500, html=True)
 
-
-class ArtifactResponse(FileResponse):
-    """Starlette reads a file in 64 KiB pieces, each a hop to a worker thread; at 1 MiB a GPT-2 file
-    (475 MiB) is 475 hops instead of 7,600: a loopback GET of it took 0.41 s instead of 1.6 s."""
-
-    chunk_size = 1 << 20
-
-
-def _artifact(path: str, sha256: str, filename: str, media_type: str = "application/octet-stream") -> ArtifactResponse:
-    """A stored file with its sha256 as the ETag (Range and If-Range come from Starlette); the URL is
-    content-addressed, so its bytes never change."""
-    headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=31536000, immutable"}
-    return ArtifactResponse(path, media_type=media_type, filename=filename, headers=headers)
+# Stored files stream from the artifact store in 1 MiB pieces (each a hop to a worker thread: at
+# Starlette's 64 KiB a loopback GET of GPT-2's 475 MiB took 1.6 s instead of 0.41 s).
+# See [Note: downloads stream through the API] in initium.service.api.downloads.
 
 
 @router.post("", status_code=202, response_model=JobStatus, responses=body_route_responses(JobStatus))
@@ -59,23 +51,30 @@ def submit(
 @router.get("/{job_id}", response_model=JobStatus, responses=error_responses(404))
 def status(job_id: JobId, store: StoreDep) -> JobStatus:
     """State (queued, running, succeeded, failed), progress, error and links."""
-    return jobs.to_status(store.load(job_id))
+    return jobs.to_status(store.records.load(job_id))
+
+
+class ArtifactResponse(StreamingResponse):
+    """What the file routes answer (for the OpenAPI document): bytes, streamed."""
+
+    media_type = "application/octet-stream"
 
 
 @router.get("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES)
-def weights(job_id: JobId, store: StoreDep, verified: VerifiedDep) -> ArtifactResponse:
+def weights(job_id: JobId, request: Request, store: StoreDep, verified: VerifiedDep) -> Response:
     """The safetensors file, checked against its sha256; supports Range and If-Range; the ETag is the sha256."""
-    path, sha256 = jobs.weights_path_and_sha(store, job_id, verified)
-    return _artifact(path, sha256, filename=f"{job_id[:16]}.safetensors")
+    stored = jobs.weights_file(store, job_id, verified)
+    return serve_file(
+        store.artifacts, stored, request.headers, f"{job_id[:16]}.safetensors", "application/octet-stream"
+    )
 
 
 @router.get("/{job_id}/files/{name}", response_class=ArtifactResponse, responses=_FILES)
-def file(job_id: JobId, name: str, store: StoreDep, verified: VerifiedDep) -> ArtifactResponse:
+def file(job_id: JobId, name: str, request: Request, store: StoreDep, verified: VerifiedDep) -> Response:
     """One written file (a shard or the shard index) by the name the job status lists; Range and ETag."""
-    path, sha256 = jobs.file_path_and_sha(store, job_id, name, verified)
-    if name.endswith(".json"):
-        return _artifact(path, sha256, filename=name, media_type="application/json")
-    return _artifact(path, sha256, filename=name)
+    stored = jobs.job_file(store, job_id, name, verified)
+    media_type = "application/json" if name.endswith(".json") else "application/octet-stream"
+    return serve_file(store.artifacts, stored, request.headers, name, media_type)
 
 
 @router.get("/{job_id}/report", response_model=Report, responses=_LOOKUP)

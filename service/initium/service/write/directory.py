@@ -1,0 +1,172 @@
+"""Write: the artifact store in a local directory (one machine, or a shared POSIX volume).
+
+    <data_dir>/jobs/<id>/<name>        a job's artifacts, in the folder its records use too
+    <data_dir>/reports/<id>.json       reports kept for the record
+
+A writer is a temporary file of the attempt's own beside its target, fsynced and renamed into place
+on commit (write.artifacts describes the interface).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from initium.schemas.job import FileInfo
+from initium.service.write.artifacts import (
+    ACCESSED,
+    NAME,
+    READ_CHUNK,
+    ArtifactWriter,
+    HashingWriter,
+    Stamp,
+    Usage,
+    attempt_suffix,
+    check_id,
+    check_name,
+    compose_by_copy,
+)
+
+
+class _LocalWriter(HashingWriter):
+    """A temporary file of this attempt's own beside the target; fsync, then os.replace onto the name.
+    A duplicate attempt renames identical bytes over it (same job id, same bytes)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        super().__init__(name)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = path.with_name(f".{path.name}.{attempt_suffix()}")
+        self._file = open(self._tmp, "xb")  # noqa: SIM115  (closed in _finish or _discard)
+
+    def _store(self, chunk: bytes | memoryview) -> None:
+        self._file.write(chunk)
+
+    def _finish(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def _discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalArtifacts:
+    """Artifacts in a local directory (one machine, or a shared POSIX volume). The job's folder is
+    the one its record lives in (jobs.store), so delete_job removes the record with it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.jobs = self.root / "jobs"
+        self.reports = self.root / "reports"
+
+    def path(self, job_id: str, name: str) -> Path:
+        """Where `name` lives on disk (for tests and local readers that want a file)."""
+        return self.jobs / check_id(job_id) / check_name(name)
+
+    def writer(self, job_id: str, name: str) -> ArtifactWriter:
+        return _LocalWriter(self.path(job_id, name), name)
+
+    def put(self, job_id: str, name: str, data: bytes) -> FileInfo:
+        _atomic_write(self.path(job_id, name), data)
+        return FileInfo(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    def get(self, job_id: str, name: str) -> bytes:
+        return self.path(job_id, name).read_bytes()
+
+    def exists(self, job_id: str, name: str) -> bool:
+        return self.path(job_id, name).is_file()
+
+    def compose(self, job_id: str, name: str, header: bytes, parts: Sequence[str]) -> FileInfo:
+        return compose_by_copy(self, job_id, name, header, parts)
+
+    def stamp(self, job_id: str, name: str) -> Stamp | None:
+        try:
+            st = self.path(job_id, name).stat()
+        except FileNotFoundError:
+            return None
+        return Stamp(size=st.st_size, version=f"{st.st_mtime_ns}:{st.st_ino}")
+
+    def read(self, job_id: str, name: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        f = open(self.path(job_id, name), "rb")  # noqa: SIM115  (opened now: a missing file raises here)
+        return _read_file(f, start, end)
+
+    def names(self, job_id: str) -> list[str]:
+        """Every file of the job's folder, which it shares with the job's records (job.json and the like)."""
+        folder = self.jobs / check_id(job_id)
+        if not folder.is_dir():
+            return []
+        found = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        return sorted(n for n in found if NAME.match(n))
+
+    def delete(self, job_id: str, names: Iterable[str]) -> None:
+        folders = set()
+        for name in names:
+            path = self.path(job_id, name)
+            path.unlink(missing_ok=True)
+            if "/" in name:
+                folders.add(path.parent)
+        for folder in folders:  # a folder left empty (parts/) goes too
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def delete_job(self, job_id: str) -> None:
+        shutil.rmtree(self.jobs / check_id(job_id), ignore_errors=True)
+
+    def clean(self, job_id: str) -> None:
+        for path in (self.jobs / check_id(job_id)).rglob(".*.partial"):
+            path.unlink(missing_ok=True)
+
+    def touch(self, job_id: str) -> None:
+        (self.jobs / check_id(job_id) / ACCESSED).touch()
+
+    def usage(self, job_id: str) -> Usage:
+        folder = self.jobs / check_id(job_id)
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+        try:
+            used: float | None = (folder / ACCESSED).stat().st_mtime
+        except FileNotFoundError:
+            used = None
+        return Usage(bytes=size, last_used=used)
+
+    def put_report(self, request_id: str, data: bytes) -> None:
+        _atomic_write(self.reports / f"{check_id(request_id)}.json", data)
+
+    def get_report(self, request_id: str) -> bytes | None:
+        try:
+            return (self.reports / f"{check_id(request_id)}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def _read_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    with file:
+        file.seek(start)
+        left = None if end is None else max(end - start, 0)
+        while left is None or left > 0:
+            chunk = file.read(READ_CHUNK if left is None else min(READ_CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk

@@ -1,0 +1,30 @@
+"""The shard index (model.safetensors.index.json) and the metadata every written file carries."""
+
+from __future__ import annotations
+
+import json
+
+from initium.schemas.plan import Plan
+from initium.schemas.request import InitRequest
+from initium.service.identity import ALGORITHM
+
+
+def index_bytes(plan: Plan) -> bytes:
+    """model.safetensors.index.json as huggingface_hub writes it: total_size and the weight map."""
+    index = {
+        "metadata": {"total_size": sum(shard.bytes for shard in plan.shards)},
+        "weight_map": {name: shard.file for shard in plan.shards for name in shard.tensors},
+    }
+    return (json.dumps(index, indent=2) + "\n").encode()
+
+
+def metadata_for(plan: Plan, request: InitRequest) -> dict[str, str]:
+    # safetensors metadata is str -> str only (huggingface/safetensors#278); transformers requires
+    # format=pt to load the file.
+    return {
+        "format": "pt",
+        "initium.request_id": plan.request_id,
+        "initium.seed": str(request.seed),
+        "initium.algorithm": ALGORITHM.id,
+        "initium.algorithm_version": str(ALGORITHM.version),
+    }

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from initium.schemas.plan import Algorithm
 from initium.schemas.request import InitRequest
+from initium.service.errors import JobNotFoundError
 
 # Philox4x32-10 keyed by sha256(seed, name), counter = element index, float64 transforms from
 # device-independent arithmetic, rounded once to the dtype (initium.service.materialize.philox).
@@ -44,3 +46,15 @@ def part_name(name: str, axis: int, start: int, stop: int) -> str:
     """How a part is named: in messages, and as its Philox key (so the axis-0 form, name[start:stop],
     must never change: it fixes the bytes of every existing packed tensor); name[:, start:stop] for axis 1."""
     return f"{name}[{':, ' * axis}{start}:{stop}]"
+
+
+# A job id: the request id, a sha256 in lowercase hex.
+JOB_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_id(job_id: str) -> str:
+    """`job_id` itself once it is 64 lowercase hex digits, before it names a file or a key; else
+    JobNotFoundError (a malformed id is an unknown id: 404, not a problem with the caller's body)."""
+    if not JOB_ID.match(job_id):
+        raise JobNotFoundError(f"no job {job_id!r}: ids are 64 lowercase hex digits", ("id",))
+    return job_id

@@ -28,9 +28,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import re
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +38,8 @@ from initium.schemas.job import FileInfo, JobRecord, JobState, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
 from initium.service.errors import JobNotFoundError
+from initium.service.identity import JOB_ID, check_id
+from initium.service.write.artifacts import atomic_write
 
 log = logging.getLogger("initium.jobs")
 
@@ -53,7 +52,6 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 # What a success published; a second success (a duplicate attempt) must not change it.
 FROZEN_WHEN_SUCCEEDED = ("sha256", "size", "files", "progress")
-_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class JobRecords(Protocol):
@@ -114,25 +112,6 @@ def open_records(broker_url: str | None, data_dir: Path) -> JobRecords:
 def now() -> str:
     """A record's timestamp: UTC, ISO 8601, milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """`data` under `path`, via a temporary name in the same folder: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_id(job_id: str) -> str:
-    """A job id is a 64-digit lowercase hex digest before it names a file or a key."""
-    if not _ID.match(job_id):
-        raise JobNotFoundError(f"no job {job_id!r}: ids are 64 lowercase hex digits", ("id",))
-    return job_id
 
 
 def not_found(job_id: str) -> JobNotFoundError:
@@ -348,7 +327,7 @@ class FileJobRecords:
 
     def records(self) -> Iterator[JobRecord]:
         for entry in self.jobs.iterdir():
-            if _ID.match(entry.name):
+            if JOB_ID.match(entry.name):
                 try:
                     yield self.load(entry.name)
                 except (JobNotFoundError, ValueError):

@@ -23,7 +23,8 @@ from initium.schemas.job import JobRecord, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
 from initium.service.errors import JobNotFoundError
-from initium.service.jobs.records import Change, apply, check_id, fresh, invalidated, not_found, restart
+from initium.service.identity import check_id
+from initium.service.jobs.records import Change, apply, fresh, invalidated, not_found, restart
 
 T = TypeVar("T")
 

@@ -17,7 +17,6 @@ Ids are validated hex digests before they touch a path, so nothing a user sends 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +24,10 @@ from pathlib import Path
 from initium.schemas.job import JobRecord, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
-from initium.service.errors import JobNotFoundError
+from initium.service.identity import JOB_ID, check_id
 from initium.service.jobs.records import FileJobRecords, JobRecords
 from initium.service.write.artifacts import Artifacts, open_artifacts
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
 WEIGHTS = "weights.safetensors"
 REPORT = "report.json"
 HEARTBEAT = "worker.heartbeat"
@@ -61,9 +59,7 @@ class JobStore:
         self.artifacts: Artifacts = artifacts if artifacts is not None else open_artifacts("local", data_dir)
 
     def job_dir(self, job_id: str) -> Path:
-        if not _ID.match(job_id):
-            raise JobNotFoundError(f"no job {job_id!r}: ids are 64 lowercase hex digits", ("id",))
-        return self.jobs / job_id
+        return self.jobs / check_id(job_id)
 
     def create(self, request: InitRequest, plan: Plan, progress: Progress) -> tuple[JobRecord, bool]:
         """records.create, then the queue marker when the job is new or restarted (True). The job's
@@ -82,7 +78,7 @@ class JobStore:
 
     def queued_ids(self) -> list[str]:
         """Ids the worker still owes, oldest first."""
-        entries = [e for e in os.scandir(self.queue) if _ID.match(e.name)]
+        entries = [e for e in os.scandir(self.queue) if JOB_ID.match(e.name)]
         entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
         return [e.name for e in entries]
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from initium.schemas.job import FileInfo
-from initium.service.errors import JobNotFoundError
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
 # A file name, optionally under one folder (parts/0.data); never starting with a dot, so temporary
 # names (".<name>.<attempt>.partial") and the store's own objects cannot be named by a caller.
 NAME = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -135,12 +134,6 @@ class Artifacts(Protocol):
     def get_report(self, request_id: str) -> bytes | None:
         """A report kept for the record, None when there is none."""
         ...
-
-
-def check_id(job_id: str) -> str:
-    if not _ID.match(job_id):
-        raise JobNotFoundError(f"no job {job_id!r}: ids are 64 lowercase hex digits", ("id",))
-    return job_id
 
 
 def check_name(name: str) -> str:
@@ -267,3 +260,17 @@ def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None) 
         s3.ensure_bucket()
         return s3
     raise ValueError(f"artifact store {store!r}: use 'local' or 's3://bucket/prefix'")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """`data` under `path` via a temporary name in the same folder (created if missing): a reader
+    sees the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

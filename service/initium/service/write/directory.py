@@ -13,12 +13,12 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from initium.schemas.job import FileInfo
+from initium.service.identity import check_id
 from initium.service.write.artifacts import (
     ACCESSED,
     NAME,
@@ -27,8 +27,8 @@ from initium.service.write.artifacts import (
     HashingWriter,
     Stamp,
     Usage,
+    atomic_write,
     attempt_suffix,
-    check_id,
     check_name,
     compose_by_copy,
 )
@@ -59,18 +59,6 @@ class _LocalWriter(HashingWriter):
         self._tmp.unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class LocalArtifacts:
     """Artifacts in a local directory (one machine, or a shared POSIX volume). The job's folder is
     the one its record lives in (jobs.store), so delete_job removes the record with it."""
@@ -88,7 +76,7 @@ class LocalArtifacts:
         return _LocalWriter(self.path(job_id, name), name)
 
     def put(self, job_id: str, name: str, data: bytes) -> FileInfo:
-        _atomic_write(self.path(job_id, name), data)
+        atomic_write(self.path(job_id, name), data)
         return FileInfo(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
     def get(self, job_id: str, name: str) -> bytes:
@@ -150,7 +138,7 @@ class LocalArtifacts:
         return Usage(bytes=size, last_used=used)
 
     def put_report(self, request_id: str, data: bytes) -> None:
-        _atomic_write(self.reports / f"{check_id(request_id)}.json", data)
+        atomic_write(self.reports / f"{check_id(request_id)}.json", data)
 
     def get_report(self, request_id: str) -> bytes | None:
         try:

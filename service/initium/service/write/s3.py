@@ -22,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from initium.schemas.job import FileInfo
+from initium.service.identity import check_id
 from initium.service.write.artifacts import (
     ACCESSED,
     READ_CHUNK,
@@ -29,7 +30,6 @@ from initium.service.write.artifacts import (
     HashingWriter,
     Stamp,
     Usage,
-    check_id,
     check_name,
     compose_by_copy,
 )

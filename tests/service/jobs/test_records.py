@@ -83,7 +83,7 @@ def test_every_transition_is_allowed_or_refused_by_the_table(records: JobRecords
     stored = records.update(job_id, lambda r: r.model_copy(update={"state": after, "worker": "other:2"}))
     expected = {("queued", "queued"), ("queued", "running"), ("queued", "failed"), ("running", "running"),
                 ("running", "queued"), ("running", "succeeded"), ("running", "failed"), ("failed", "failed"),
-                ("failed", "queued"), ("succeeded", "succeeded")}  # fmt: skip
+                ("failed", "queued"), ("failed", "succeeded"), ("succeeded", "succeeded")}  # fmt: skip
     assert ((before, after) in expected) == (after in TRANSITIONS[before])
     if (before, after) in expected:
         assert stored.state == after and stored.worker == "other:2"
@@ -107,6 +107,18 @@ def test_a_success_never_changes_its_files_progress_or_state(records: JobRecords
         assert records.update(job_id, change) == done
     assert succeed(records, job_id, OTHER_FILES) == done  # a duplicate attempt with other bytes
     assert succeed(records, job_id, FILES) == done  # the same success again: nothing to write
+
+
+def test_a_success_after_a_duplicate_attempts_failure_counts(records: JobRecords) -> None:
+    """The race the other way round: the attempt that fails finishes first; the one that writes the
+    job's bytes still makes it a success, with the error cleared."""
+    job_id = new_job(records)
+    start_attempt(records, job_id, "slow:1", 3)
+    start_attempt(records, job_id, "fast:2", 3)
+    assert fail(records, job_id, "the fast attempt ran out of memory").state == "failed"
+    done = succeed(records, job_id, FILES)
+    assert done.state == "succeeded" and done.error is None and done.sha256 == FILES[-1].sha256
+    assert done.files == FILES and done.progress.tensors_done == done.progress.tensors_total
 
 
 def test_a_late_failing_attempt_after_a_success_leaves_it_untouched(

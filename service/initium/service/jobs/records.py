@@ -8,14 +8,17 @@ result is checked against one table of transitions:
 
     queued    -> queued, running, failed
     running   -> running, queued, succeeded, failed
-    failed    -> failed, queued
+    failed    -> failed, queued, succeeded
     succeeded -> succeeded, with sha256, size, files and progress unchanged
 
 A change the table refuses leaves the record as it is (logged at INFO) and `update` returns the
 stored record, so a duplicate or late attempt can never overwrite a success: its failure, its
 progress or its own success with other bytes is dropped. The one exit from `succeeded` is
 `invalidate`, used only when the API finds the stored bytes no longer match their sha256: the job
-is then failed, so that resubmitting the request generates it again.
+is then failed, so that resubmitting the request generates it again. failed -> succeeded is the
+other race, the other way round: of two attempts at once (a redelivered job), the one that failed
+may finish first; the other's success, the job's bytes whole and hashed, then still counts (the
+error is cleared), rather than leaving a job failed whose weights are in place.
 
 Two backends: FileJobRecords (files under the data directory, the local default) and
 RedisJobRecords (initium.service.jobs.records_redis, under Celery: no shared volume needed).
@@ -47,7 +50,7 @@ Change = Callable[[JobRecord], JobRecord]
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     "queued": frozenset({"queued", "running", "failed"}),
     "running": frozenset({"running", "queued", "succeeded", "failed"}),
-    "failed": frozenset({"failed", "queued"}),
+    "failed": frozenset({"failed", "queued", "succeeded"}),
     "succeeded": frozenset({"succeeded"}),
 }
 # What a success published; a second success (a duplicate attempt) must not change it.
@@ -182,14 +185,16 @@ def start_attempt(records: JobRecords, job_id: str, worker: str, max_attempts: i
 
 
 def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecord:
-    """running -> succeeded with `files` (the last one is the main file: the weights, or the shard
-    index, whose sha256 and size the record carries) and progress at its totals."""
+    """running (or failed by a duplicate attempt meanwhile) -> succeeded with `files` (the last one is
+    the main file: the weights, or the shard index, whose sha256 and size the record carries),
+    progress at its totals and no error."""
 
     def change(record: JobRecord) -> JobRecord:
         main, p = files[-1], record.progress
         progress = p.model_copy(update={"tensors_done": p.tensors_total, "bytes_done": p.bytes_total})
         update: dict[str, object] = {
             "state": "succeeded",
+            "error": None,
             "sha256": main.sha256,
             "size": main.size,
             "files": files,

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from initium.service.plan.planner import Limits
+from initium.service.plan.limits import Limits
 from initium.service.write.artifacts import Artifacts, open_artifacts
 
 

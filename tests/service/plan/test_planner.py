@@ -9,7 +9,8 @@ import pytest
 
 from initium.schemas import InitRequest
 from initium.service.errors import LimitExceededError, RequestInvalidError
-from initium.service.plan.planner import Limits, make_plan
+from initium.service.plan.limits import Limits
+from initium.service.plan.planner import make_plan
 
 
 def _plan(body: dict[str, Any], limits: Limits | None = None) -> Any:

@@ -14,7 +14,7 @@ from initium.service.jobs.queue import Dispatcher
 from initium.service.jobs.store import JobStore
 from initium.service.jobs.submit import VerifiedFiles
 from initium.service.jobs.supervisor import WorkerSupervisor
-from initium.service.plan.planner import Limits
+from initium.service.plan.limits import Limits
 
 
 def _state(name: str) -> Callable[[Request], Any]:

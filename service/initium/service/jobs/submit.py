@@ -23,7 +23,8 @@ from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
 from initium.service.jobs.records import now
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
-from initium.service.plan.planner import Limits, make_plan
+from initium.service.plan.limits import Limits
+from initium.service.plan.planner import make_plan
 from initium.service.write.artifacts import Artifacts, Stamp, hashed_sha256, sha256_of
 
 log = logging.getLogger("initium.api")

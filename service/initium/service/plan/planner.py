@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from initium.schemas import plan as wire
 from initium.schemas import spec as s
@@ -16,22 +15,13 @@ from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
 from initium.service.plan.layers import get_layer
+from initium.service.plan.limits import Limits
 from initium.service.plan.manifest import manifest_followers, manifest_sites
 from initium.service.plan.output import shard_files, tensor_nbytes
 from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.schemes_structural import UNKNOWN_REASON
 from initium.service.plan.tree import describe_activation, followed_by, walk
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for on this server."""
-
-    max_parameters: int = 20_000_000_000
-    max_tensors: int = 1_000_000
-    max_depth: int = 64
-    max_modules: int = 200_000
 
 
 def make_plan(

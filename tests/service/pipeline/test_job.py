@@ -18,7 +18,7 @@ from initium.schemas.job import Progress
 from initium.schemas.report import Report
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.model.modules import build
-from initium.service.pipeline.job import execute_job
+from initium.service.pipeline.job import JobRun, execute_job
 from initium.service.pipeline.loop import MAX_ATTEMPTS, Worker
 from initium.service.plan.planner import make_plan
 
@@ -219,3 +219,34 @@ def test_recurrent_and_attention_weights_load_into_torch(store: JobStore) -> Non
     report = Report.model_validate_json(store.artifact(job_id, REPORT).read_bytes())
     bias = next(t for t in report.tensors if t.name == "rnn.bias_ih_l0")
     assert bias.scheme == "mixed: ones, zeros" and bias.mean == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("output", ["single", "sharded"])
+def test_the_probe_sees_exactly_the_written_bytes(store: JobStore, output: str) -> None:
+    """[Note: what the probe reads]: elementwise laws drawn again, whole-tensor laws (orthogonal)
+    read back by their byte range; either way each tensor equals what the file holds."""
+    body = {
+        "spec": {"name": "m", "modules": [
+            {"type": "linear", "name": "a", "in_features": 24, "out_features": 16}, {"type": "tanh"},
+            {"type": "linear", "name": "b", "in_features": 16, "out_features": 8}]},
+        "policy": {"rules": [
+            {"match": {"name": "a.weight"}, "init": {"scheme": "orthogonal"}},
+            {"match": {"name": "b.weight"}, "init": {"scheme": "xavier_normal"}},
+            {"match": {"role": "bias"}, "init": {"scheme": "uniform", "a": -0.1, "b": 0.1}}]},
+        "seed": 11, "dtype": "bfloat16",
+        "output": {"format": output, "max_shard_bytes": 600},
+    }  # fmt: skip
+    job_id = run_job(store, body)
+    record = store.records.load(job_id)
+    assert record.state == "succeeded", record.error
+    run = JobRun.load(store, job_id, torch.device("cpu"))
+    source = run.probe_source(store.artifacts, job_id)
+    written: dict[str, torch.Tensor] = {}
+    for f in record.files:
+        if f.name.endswith(".safetensors"):
+            written |= load_file(str(store.job_dir(job_id) / f.name))
+    assert sorted(written) == sorted(t.name for t in run.plan.tensors)
+    assert not next(t for t in run.plan.tensors if t.name == "a.weight").elementwise  # read back
+    for name, values in written.items():
+        got = source(name)
+        assert got.dtype == values.dtype and torch.equal(got, values), name

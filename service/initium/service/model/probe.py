@@ -20,8 +20,8 @@ AUTO_MAX_PARAMETERS = 200_000_000
 def run_probe(
     request: InitRequest, plan: Plan, values: Callable[[str], torch.Tensor], device: torch.device
 ) -> Propagation | None:
-    """`values`: a tensor's name -> its values, exactly the bytes written (the pipeline generates
-    them again from the plan rather than read back files it just wrote: see pipeline.job)."""
+    """`values`: a tensor's name -> its values, exactly the bytes written (the pipeline draws
+    elementwise laws again and reads the others back: [Note: what the probe reads] in pipeline.job)."""
     options = request.report
     if not isinstance(request.spec, Spec) or options.propagation == "off":
         return None

@@ -22,14 +22,14 @@ from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
 from initium.service.jobs.records import fail, set_progress, succeed
 from initium.service.jobs.store import REPORT, JobStore
-from initium.service.materialize.tensor import materialize
+from initium.service.materialize.tensor import TORCH_DTYPES, materialize
 from initium.service.model.lsuv import lsuv_scales
 from initium.service.model.probe import collect_warnings, run_probe
 from initium.service.plan.output import INDEX_FILE, tensor_nbytes
 from initium.service.summarize.report import build_report, tensor_stats
-from initium.service.write.artifacts import ArtifactWriter, record_hashed
+from initium.service.write.artifacts import Artifacts, ArtifactWriter, record_hashed
 from initium.service.write.index import index_bytes, metadata_for
-from initium.service.write.safetensors import SafetensorsStreamWriter
+from initium.service.write.safetensors import SafetensorsStreamWriter, tensor_locations
 
 ProgressFn = Callable[[Progress], None]
 TensorDone = Callable[[PlannedTensor], None]
@@ -99,25 +99,32 @@ class JobRun:
                 tensor_done(planned)
             return writer.close()
 
-    def generator(self) -> Callable[[str], torch.Tensor]:
-        """A tensor's name -> its values generated again: bit for bit what was written, since they
-        depend only on (seed, name, index, law, dtype) and the LSUV factor."""
+    def probe_source(self, artifacts: Artifacts, job_id: str) -> Callable[[str], torch.Tensor]:
+        """A tensor's name -> its values, exactly the bytes written, for the probe.
+        [Note: what the probe reads] An elementwise law is drawn again: as cheap as its first draw,
+        bit for bit the same (values depend only on seed, name, index, law, dtype and the LSUV
+        factor), and no I/O. A whole-tensor law (orthogonal: a QR per matrix) is read back instead,
+        as a ranged read of its own bytes from the stored file, which costs the same in any
+        artifact store and for a job whose parts were written on other workers."""
         by_name = {t.name: t for t in self.plan.tensors}
+        where = tensor_locations(self.plan, metadata_for(self.plan, self.request))
 
         def values(name: str) -> torch.Tensor:
-            return materialize(by_name[name], self.request.seed, self.device, self.scales.get(name, 1.0))
+            planned = by_name[name]
+            if planned.elementwise:
+                return materialize(planned, self.request.seed, self.device, self.scales.get(name, 1.0))
+            file, start, stop = where[name]
+            data = bytearray(b"".join(artifacts.read(job_id, file, start, stop)))
+            flat = torch.frombuffer(data, dtype=TORCH_DTYPES[planned.dtype]) if data else torch.empty(0)
+            return flat.reshape(planned.output_shape()).to(self.device)
 
         return values
 
-    def report(self, files: list[FileInfo]) -> wire.Report:
-        """The report over the written files (the last is the main one), with the probe's findings.
-        [Note: the probe generates again] The probe is fed by generating the tensors again, not by
-        reading back the files just written: that costs one more pass of the sampler (cheap on a
-        GPU, and the probe runs only on networks it can afford), but needs no I/O at all, works the
-        same whatever the artifact store (an S3 finalizer would download the whole file) and for a
-        fanned-out job, whose tensors were written on other workers."""
+    def report(self, files: list[FileInfo], probe_source: Callable[[str], torch.Tensor]) -> wire.Report:
+        """The report over the written files (the last is the main one), with the probe's findings;
+        `probe_source` gives the probe each tensor's values (see probe_source)."""
         t = time.perf_counter()
-        propagation = run_probe(self.request, self.plan, self.generator(), self.device)
+        propagation = run_probe(self.request, self.plan, probe_source, self.device)
         self.clock.add("propagate", t)
         timings = wire.StageTimings(**self.clock.seconds, total=time.perf_counter() - self.started)
         main = files[-1]
@@ -183,7 +190,7 @@ def finish_job(store: JobStore, job_id: str, run: JobRun, files: list[FileInfo])
     index = index_bytes(run.plan) if run.request.output.format == "sharded" else None
     if index is not None:
         files = [*files, FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(index).hexdigest(), size=len(index))]
-    report = run.report(files)
+    report = run.report(files, run.probe_source(store.artifacts, job_id))
     store.artifacts.put(job_id, REPORT, report.model_dump_json(indent=1).encode())
     if index is not None:
         store.artifacts.put(job_id, INDEX_FILE, index)

@@ -16,7 +16,7 @@ import torch
 
 from initium.schemas.dtypes import dtype_info
 from initium.schemas.job import FileInfo
-from initium.schemas.plan import PlannedTensor
+from initium.schemas.plan import Plan, PlannedTensor
 from initium.service.plan.output import tensor_nbytes
 from initium.service.write.artifacts import ArtifactWriter
 
@@ -36,6 +36,22 @@ def build_header(tensors: list[PlannedTensor], metadata: dict[str, str]) -> byte
     body = json.dumps(entries, separators=(",", ":")).encode()
     body += b" " * (-len(body) % 8)
     return len(body).to_bytes(8, "little") + body
+
+
+def tensor_locations(plan: Plan, metadata: dict[str, str]) -> dict[str, tuple[str, int, int]]:
+    """Where each tensor's bytes sit in the written files: name -> (file, start, stop), in bytes from
+    the start of the file. The plan fixes the header, so this needs no file: the same for a file
+    written whole, one assembled from parts, and one in object storage."""
+    by_name = {t.name: t for t in plan.tensors}
+    where: dict[str, tuple[str, int, int]] = {}
+    for shard in plan.shards:
+        tensors = [by_name[name] for name in shard.tensors]
+        offset = len(build_header(tensors, metadata))
+        for planned in tensors:
+            end = offset + tensor_nbytes(planned)
+            where[planned.name] = (shard.file, offset, end)
+            offset = end
+    return where
 
 
 class SafetensorsStreamWriter:

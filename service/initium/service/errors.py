@@ -9,6 +9,7 @@ InitiumError                 anything else the service raises on purpose (500)
 +-- JobFailedError           the job failed; its artifact will never exist (409)
 +-- ConflictError            a name and version exist with other content (409)
 +-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
++-- StoreUnavailableError    the artifact store cannot be reached or refuses for now (503, Retry-After)
 
 The status lives here, not in the HTTP layer, so local mode (initium.service.pipeline.local) raises
 the client's errors exactly as the API would answer without importing fastapi.
@@ -25,6 +26,7 @@ class InitiumError(Exception):
 
     type = "internal_error"
     status = 500
+    retry_after_s: int | None = None  # sent as Retry-After: waiting this long may cure the error
 
     def __init__(self, message: str, loc: Sequence[str | int] = ()) -> None:
         super().__init__(message)
@@ -70,3 +72,17 @@ class ConflictError(InitiumError):
 class ArtifactCorruptError(InitiumError):
     type = "artifact_corrupt"
     status = 500
+
+
+class StoreUnavailableError(InitiumError):
+    """The artifact store cannot be reached, times out or refuses for now (S3 down, throttling, its
+    bucket gone); `reason` is the short cause (e.g. 'EndpointConnectionError', 'SlowDown') that
+    readiness reports. Nothing was lost: the same call succeeds once the store is back."""
+
+    type = "store_unavailable"
+    status = 503
+    retry_after_s = 5
+
+    def __init__(self, message: str, loc: Sequence[str | int] = (), reason: str = "unavailable") -> None:
+        super().__init__(message, loc)
+        self.reason = reason

@@ -21,12 +21,14 @@ from initium.service.api.metrics import Metrics
 from initium.service.api.routes import catalog, health, initializations, plans, reports
 from initium.service.api.security import BodyLimit, require_api_key
 from initium.service.config import Settings, get_settings
+from initium.service.errors import StoreUnavailableError
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import CeleryQueue, Dispatcher, StoreQueue, make_celery
 from initium.service.jobs.records import open_records
 from initium.service.jobs.store import JobStore
 from initium.service.jobs.submit import VerifiedFiles
 from initium.service.jobs.supervisor import WorkerSupervisor
+from initium.service.write.artifacts import open_artifacts
 
 log = logging.getLogger("initium.api")
 
@@ -42,7 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Under Celery the records live in Redis beside the broker; else files in the data directory.
     records = open_records(settings.broker_url, settings.data_dir)
-    app.state.store = JobStore(settings.data_dir, records, settings.artifacts())
+    # The API's own artifact store: on S3 it fails fast (a 503 the client retries) and starts while
+    # S3 is down, which /readyz then reports; see [Note: S3 patience] in initium.service.write.s3.
+    artifacts = open_artifacts(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url, serving=True)
+    app.state.store = JobStore(settings.data_dir, records, artifacts)
     app.state.presets = PresetStore(settings.data_dir)
     app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()
@@ -90,7 +95,13 @@ async def _evict(store: JobStore, settings: Settings) -> None:
     if settings.store_max_bytes is None and settings.store_max_age_s is None:
         return
     while True:
-        removed = await asyncio.to_thread(store.evict, settings.store_max_bytes, settings.store_max_age_s, time.time())
+        try:
+            removed = await asyncio.to_thread(
+                store.evict, settings.store_max_bytes, settings.store_max_age_s, time.time()
+            )
+        except StoreUnavailableError as exc:  # S3 is down: the next round tries again (the task must live on)
+            log.warning("eviction skipped: %s", exc.message)
+            removed = []
         if removed:
             log.info("evicted %d finished jobs: %s", len(removed), ", ".join(r[:12] for r in removed))
         await asyncio.sleep(settings.evict_interval_s)

@@ -30,6 +30,7 @@ _MEANING = {
     413: "the body or the model is over a configured limit",
     422: "the body does not validate; `loc` names the field",
     500: "a stored artifact no longer matches its recorded sha256",
+    503: "the artifact store is unreachable or refusing for now (type store_unavailable); retry after Retry-After",
 }
 
 
@@ -78,7 +79,9 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | in
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.InitiumError)
     async def initium_error(request: Request, exc: e.InitiumError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else {}
+        if exc.retry_after_s is not None:  # e.g. the artifact store is down: the client waits this long
+            headers["Retry-After"] = str(exc.retry_after_s)
         # Each error class carries its status (initium.service.errors), so local mode needs no HTTP layer.
         return error_response(exc.status, exc.type, exc.message, exc.loc, headers)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -31,6 +32,9 @@ from pathlib import Path
 from typing import Protocol
 
 from initium.schemas.job import FileInfo
+from initium.service.errors import StoreUnavailableError
+
+log = logging.getLogger("initium.store")
 
 # A file name, optionally under one folder (parts/0.data); never starting with a dot, so temporary
 # names (".<name>.<attempt>.partial") and the store's own objects cannot be named by a caller.
@@ -77,7 +81,11 @@ class ArtifactWriter(Protocol):
 
 class Artifacts(Protocol):
     """Where a job's bytes live. Every method validates job_id (64 hex digits, JobNotFoundError
-    otherwise) and name (ValueError otherwise)."""
+    otherwise) and name (ValueError otherwise); a store that is down raises StoreUnavailableError."""
+
+    def check(self) -> None:
+        """Cheaply, for readiness: StoreUnavailableError (with its `reason`) unless the store is usable now."""
+        ...
 
     def writer(self, job_id: str, name: str) -> ArtifactWriter: ...
 
@@ -245,9 +253,11 @@ def sha256_of(store: Artifacts, job_id: str, name: str) -> str:
     return digest.hexdigest()
 
 
-def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None) -> Artifacts:
+def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None, *, serving: bool = False) -> Artifacts:
     """The store a setting names: "local" (under data_dir) or "s3://bucket[/prefix]" (boto3 reads the
-    region and credentials from the standard AWS variables; endpoint_url for MinIO and the like)."""
+    region and credentials from the standard AWS variables; endpoint_url for MinIO and the like).
+    A worker's S3 store waits out blips and creates its bucket, or raises StoreUnavailableError; the
+    API's (`serving`) fails fast and starts even while S3 is down (its /readyz says so until it is back)."""
     if store == "local":
         from initium.service.write.directory import LocalArtifacts
 
@@ -256,8 +266,13 @@ def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None) 
         from initium.service.write.s3 import S3Artifacts
 
         bucket, _, prefix = store.removeprefix("s3://").partition("/")
-        s3 = S3Artifacts(bucket, prefix, endpoint_url=endpoint_url)
-        s3.ensure_bucket()
+        s3 = S3Artifacts(bucket, prefix, endpoint_url=endpoint_url, serving=serving)
+        try:
+            s3.ensure_bucket()
+        except StoreUnavailableError as exc:
+            if not serving:
+                raise
+            log.warning("%s", exc.message)
         return s3
     raise ValueError(f"artifact store {store!r}: use 'local' or 's3://bucket/prefix'")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from initium.schemas.job import FileInfo
+from initium.service.errors import StoreUnavailableError
 from initium.service.identity import check_id
 from initium.service.write.artifacts import (
     ACCESSED,
@@ -67,6 +68,12 @@ class LocalArtifacts:
         self.root = Path(data_dir)
         self.jobs = self.root / "jobs"
         self.reports = self.root / "reports"
+
+    def check(self) -> None:
+        if not self.jobs.is_dir():
+            raise StoreUnavailableError(
+                f"the artifact store {self.jobs} is missing: mount the data volume (INITIUM_DATA_DIR)", reason="missing"
+            )
 
     def path(self, job_id: str, name: str) -> Path:
         """Where `name` lives on disk (for tests and local readers that want a file)."""

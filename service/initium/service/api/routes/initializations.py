@@ -19,9 +19,8 @@ from initium.service.jobs import submit as jobs
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
-_LOOKUP = error_responses(404, 409)
 # Errors as JSON beside the files' bytes: the same explicit content an HTML route's errors get.
-_FILES = error_responses(404, 409, 500, html=True)
+_FILES = error_responses(404, 409, 500, 503, html=True)
 
 # Stored files stream from the artifact store in 1 MiB pieces (each a hop to a worker thread: at
 # Starlette's 64 KiB a loopback GET of GPT-2's 475 MiB took 1.6 s instead of 0.41 s).
@@ -77,13 +76,13 @@ def file(job_id: JobId, name: str, request: Request, store: StoreDep, verified: 
     return serve_file(store.artifacts, stored, request.headers, name, media_type)
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=_LOOKUP)
+@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404, 409, 503))
 def report(job_id: JobId, store: StoreDep) -> Report:
     """Per-tensor expected vs measured statistics, totals and provenance."""
     return jobs.load_report(store, job_id)
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=error_responses(404, 409, html=True))
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=error_responses(404, 409, 503, html=True))
 def report_html(job_id: JobId, store: StoreDep) -> HTMLResponse:
     """The same report as a self-contained page."""
     return HTMLResponse(render_report(jobs.load_report(store, job_id)))

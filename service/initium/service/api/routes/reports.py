@@ -12,7 +12,11 @@ from initium.service.jobs import submit as jobs
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
 
-@router.post("", status_code=201, response_model=RecordedReport, responses=body_route_responses(RecordedReport))
+# The reports live in the artifact store: 503 while it is down.
+_RECORD = {**body_route_responses(RecordedReport), **error_responses(503)}
+
+
+@router.post("", status_code=201, response_model=RecordedReport, responses=_RECORD)
 def record(report: Report, response: Response, store: StoreDep) -> RecordedReport:
     """Keep a report under its request id: 201 when new, 200 when this report's artifact is already
     recorded, 409 when the id is recorded with another artifact (the same request cannot give two)."""
@@ -22,7 +26,7 @@ def record(report: Report, response: Response, store: StoreDep) -> RecordedRepor
     return recorded
 
 
-@router.get("/{request_id}", response_model=Report, responses=error_responses(404))
+@router.get("/{request_id}", response_model=Report, responses=error_responses(404, 503))
 def recorded(request_id: str, store: StoreDep) -> Report:
     """A report kept with POST /v1/reports."""
     return jobs.recorded_report(store, request_id)

@@ -14,7 +14,7 @@ from initium.schemas import InitRequest
 from initium.schemas.job import Progress
 from initium.service.errors import ArtifactCorruptError
 from initium.service.jobs import submit as jobs
-from initium.service.jobs.store import WEIGHTS, JobStore
+from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.jobs.submit import VerifiedFiles, weights_file
 from initium.service.plan.planner import make_plan
 from tests.conftest import wait_for_job
@@ -42,6 +42,31 @@ def test_a_tampered_artifact_fails_its_job_and_is_regenerated(
     assert again.status_code == 202
     assert wait_for_job(app_client, job_id)["sha256"] == done["sha256"]
     assert app_client.get(done["links"]["weights"]).content == good.content
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_report_gone_from_the_store_fails_the_job_and_resubmitting_regenerates_it(
+    app_client: TestClient, mlp_request: dict[str, Any], damage: str
+) -> None:
+    """The report's kind of fault is the weights': never a bare 500 internal_error."""
+    mlp_request["seed"] = 4343 if damage == "missing" else 4344
+    job_id = app_client.post("/v1/initializations", json=mlp_request).json()["id"]
+    done = wait_for_job(app_client, job_id)
+    store: JobStore = app_client.app.state.store  # type: ignore[attr-defined]
+    kept = app_client.get(done["links"]["report"]).json()
+    path = store.artifact(job_id, REPORT)
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    gone = app_client.get(done["links"]["report"])
+    assert gone.status_code == 500 and gone.json()["error"]["type"] == "artifact_corrupt"
+    assert app_client.get(done["links"]["report_html"]).status_code == 409  # failed now: resubmit
+    assert app_client.get(f"/v1/initializations/{job_id}").json()["state"] == "failed"
+    assert app_client.post("/v1/initializations", json=mlp_request).status_code == 202
+    again = wait_for_job(app_client, job_id)
+    assert again["sha256"] == done["sha256"]
+    assert app_client.get(done["links"]["report"]).json()["artifact"] == kept["artifact"]
 
 
 def test_a_file_is_hashed_once_per_version(tmp_path: Path, mlp_request: dict[str, Any]) -> None:

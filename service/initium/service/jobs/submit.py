@@ -6,6 +6,8 @@ import hmac
 import logging
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
@@ -89,8 +91,18 @@ def require_succeeded(store: JobStore, job_id: str) -> JobRecord:
 
 
 def load_report(store: JobStore, job_id: str) -> Report:
+    """A succeeded job's report; one that is gone from the store (or no longer parses) fails the
+    job as artifact_corrupt, as weights that no longer match their sha256 do, so resubmitting
+    regenerates both."""
     require_succeeded(store, job_id)
-    return Report.model_validate_json(store.artifacts.get(job_id, REPORT))
+    try:
+        return Report.model_validate_json(store.artifacts.get(job_id, REPORT))
+    except (FileNotFoundError, ValidationError):
+        error = ErrorInfo(type="artifact_corrupt", message="the stored report is missing or unreadable")
+        store.records.invalidate(job_id, error)
+        raise ArtifactCorruptError(
+            f"job {job_id}'s stored report is missing or unreadable; resubmit the request"
+        ) from None
 
 
 @dataclass(frozen=True)

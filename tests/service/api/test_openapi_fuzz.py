@@ -3,7 +3,7 @@ negative mode, from outside it) never get a 5xx, and every response matches what
 promises: status code, content type, headers and body schema.
 
 The example count is bounded and derandomized so CI is fast and repeatable; for a longer hunt, run
-`INITIUM_FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/service/test_openapi_fuzz.py`.
+`INITIUM_FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/service/api/test_openapi_fuzz.py`.
 """
 
 from __future__ import annotations

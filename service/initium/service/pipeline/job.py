@@ -153,7 +153,7 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
 def mark_succeeded(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
     """The job's record once its files are in place (the last file is the main one: the weights, or
     the shard index); what attempts that died left unfinished goes with it. Each file is stamped as
-    this worker hashed it, so the API serves it without hashing it again (jobs.VerifiedFiles)."""
+    this worker hashed it, so the API serves it without hashing it again (jobs.submit.VerifiedFiles)."""
     store.artifacts.clean(job_id)
     record_hashed(store.artifacts, job_id, files)
     succeed(store.records, job_id, files)

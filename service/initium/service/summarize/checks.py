@@ -175,7 +175,7 @@ def _lanczos_norm(w: torch.Tensor, steps: int = LANCZOS_STEPS) -> float:
     iteration crawls: 40 steps landed 0.5-0.8% low on GPT-2's shapes, at 80 products with w (the
     cost). 24 Lanczos steps (48 products) landed within 0.36% on GPT-2 and Llama shapes (27 Gaussian
     matrices, 256 x 2048 to 50257 x 768; within 0.1% on most), and are exact on low-rank and
-    orthogonal matrices (tests/service/pipeline/test_checks.py). The start vector
+    orthogonal matrices (tests/service/summarize/test_checks.py). The start vector
     comes from a fixed CPU generator, so the report is the same on every device.
     """
     rows, cols = w.shape

@@ -55,9 +55,10 @@ class Settings(BaseSettings):
         """What one request may ask for: the planner's view of these settings."""
         return Limits(self.max_parameters, self.max_tensors, max_depth=self.max_depth, max_modules=self.max_modules)
 
-    def artifacts(self) -> Artifacts:
-        """The artifact store these settings name (an S3 bucket is created if missing)."""
-        return open_artifacts(self.artifact_store, self.data_dir, self.s3_endpoint_url)
+    def artifacts(self, serving: bool = False) -> Artifacts:
+        """The artifact store these settings name (an S3 bucket is created if missing); `serving`:
+        the API's client, which answers within seconds when the store is down (see write.s3)."""
+        return open_artifacts(self.artifact_store, self.data_dir, self.s3_endpoint_url, serving=serving)
 
     def key_hashes(self) -> list[str]:
         return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]

@@ -28,7 +28,6 @@ from initium.service.jobs.records import open_records
 from initium.service.jobs.store import JobStore
 from initium.service.jobs.submit import VerifiedFiles
 from initium.service.jobs.supervisor import WorkerSupervisor
-from initium.service.write.artifacts import open_artifacts
 
 log = logging.getLogger("initium.api")
 
@@ -46,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     records = open_records(settings.broker_url, settings.data_dir)
     # The API's own artifact store: on S3 it fails fast (a 503 the client retries) and starts while
     # S3 is down, which /readyz then reports; see [Note: S3 patience] in initium.service.write.s3.
-    artifacts = open_artifacts(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url, serving=True)
+    artifacts = settings.artifacts(serving=True)
     app.state.store = JobStore(settings.data_dir, records, artifacts)
     app.state.presets = PresetStore(settings.data_dir)
     app.state.verified = VerifiedFiles()

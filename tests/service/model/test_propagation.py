@@ -106,3 +106,23 @@ def test_the_probe_skips_what_it_cannot_run(store: JobStore) -> None:
         "policy": {"rules": [{"init": {"scheme": "normal"}}]},
     }
     assert _report(store, manifest).propagation is None
+
+
+@pytest.mark.parametrize(
+    "first",
+    [{"type": "sequential", "modules": []}, {"type": "sequential", "modules": [{"type": "sequential", "modules": []}]}],
+    ids=["empty", "nested-empty"],
+)
+def test_a_probe_that_cannot_start_is_skipped_and_the_job_succeeds(store: JobStore, first: dict[str, Any]) -> None:
+    """An empty container first used to raise IndexError out of the probe and fail a finished job:
+    a statistic that cannot be computed is reported with the reason, never a failed job."""
+    body = {"spec": {"name": "m", "modules": [first, {"type": "linear", "in_features": 4, "out_features": 4}]},
+            "policy": {"preset": "xavier"}, "report": {"propagation": "on"}}  # fmt: skip
+    job_id = run_job(store, body)
+    record = store.records.load(job_id)
+    assert record.state == "succeeded", record.error
+    skipped = _report(store, body).propagation
+    assert skipped is not None and "empty sequential" in (skipped.skipped or "") and "probe_shape" in skipped.skipped
+    # The advice works: with report.probe_shape given, the probe runs.
+    probed = _report(store, {**body, "report": {"propagation": "on", "probe_shape": [4]}}).propagation
+    assert probed is not None and probed.skipped is None and probed.layers

@@ -65,8 +65,8 @@ def _probe_shapes(fn: ProbeShape, *names: str) -> None:
 
 
 _CONVS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-_probe_shapes(lambda m: _input_shape(m.modules[0]), "sequential")
-_probe_shapes(lambda m: _input_shape(m.body[0]), "residual")
+_probe_shapes(lambda m: _input_shape(_first(m.modules, "sequential")), "sequential")
+_probe_shapes(lambda m: _input_shape(_first(m.body, "residual")), "residual")
 _probe_shapes(lambda m: _input_shape(m.block), "repeat")
 _probe_shapes(lambda m: [m.in_features], "linear")
 _probe_shapes(lambda m: [m.in_channels, *[SPATIAL[m.spatial_dims]] * m.spatial_dims], *_CONVS)
@@ -75,6 +75,12 @@ _probe_shapes(lambda m: [SEQUENCE, m.input_size], "rnn", "lstm", "gru")
 _probe_shapes(lambda m: [SEQUENCE, m.embed_dim], "multihead_attention")
 _probe_shapes(lambda m: [SEQUENCE, m.d_model], "transformer_block")
 _probe_shapes(lambda m: [m.in_channels, SPATIAL[2], SPATIAL[2]], "resnet_basic", "resnet_bottleneck")
+
+
+def _first(children: list[s.Module], container: str) -> s.Module:
+    if not children:
+        raise ValueError(f"cannot infer a probe shape from an empty {container}; give report.probe_shape")
+    return children[0]
 
 
 def _input_shape(m: s.Module) -> list[int]:
@@ -106,7 +112,7 @@ def propagate(spec: s.Spec, load: Loader, options: ReportOptions, seed: int, dev
         shape = probe_shape(spec.modules[0], options)
         x = _probe(spec, shape, options.probe_batch, seed, device)
         return _run(spec, x, shape, load, options, seed, device)
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:  # any of it: a statistic that cannot be computed never fails the job (DESIGN 6)
         return Propagation(probe_shape=options.probe_shape or [], skipped=f"{type(exc).__name__}: {exc}")
 
 

@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ def attempt_suffix() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
 
 
-class HashingWriter:
+class HashingWriter(ABC):
     """The part of a writer common to every store: sequential chunks, sha256 and size as they go.
     Subclasses implement _store(chunk), _finish() -> None and _discard()."""
 
@@ -198,14 +199,17 @@ class HashingWriter:
         self._hasher.shutdown()
         self._discard()
 
+    @abstractmethod
     def _store(self, chunk: bytes | memoryview) -> None:
-        raise NotImplementedError
+        """Keep `chunk`, after the ones before it (a file write, a multipart buffer)."""
 
+    @abstractmethod
     def _finish(self) -> None:
-        raise NotImplementedError
+        """Make everything stored visible under the final name at once (rename, complete upload)."""
 
+    @abstractmethod
     def _discard(self) -> None:
-        raise NotImplementedError
+        """Drop everything stored, leaving nothing under the final name (unlink, abort upload)."""
 
 
 def compose_by_copy(store: Artifacts, job_id: str, name: str, header: bytes, parts: Sequence[str]) -> FileInfo:

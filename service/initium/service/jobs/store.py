@@ -45,14 +45,14 @@ def _last_use(job_dir: Path, record: JobRecord, served: float | None) -> float:
 
 class JobStore:
     """A deployment's jobs: their records (files under data_dir unless `records` says otherwise),
-    the queue markers, the artifacts' folders and the reports kept for the record."""
+    the queue markers and their artifacts (the local store unless `artifacts` says otherwise, which
+    also keeps the reports posted for the record)."""
 
     def __init__(self, data_dir: Path, records: JobRecords | None = None, artifacts: Artifacts | None = None) -> None:
         self.root = data_dir
         self.jobs = data_dir / "jobs"
         self.queue = data_dir / "queue"
-        self.reports = data_dir / "reports"
-        for d in (self.jobs, self.queue, self.reports):
+        for d in (self.jobs, self.queue):
             d.mkdir(parents=True, exist_ok=True)
         self.records: JobRecords = records if records is not None else FileJobRecords(data_dir)
         # The job's bytes (weights, report, parts): write.artifacts, the only code that touches them.

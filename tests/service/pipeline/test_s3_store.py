@@ -93,13 +93,19 @@ def test_the_design_example_on_s3_gives_the_golden_bytes_and_ranges(
     assert report["artifact"]["sha256"] == GOLDEN_SHA256 and report["propagation"] is not None
 
 
+def _job_and_report(client: TestClient, body: dict[str, Any], request_id: str) -> tuple[dict[str, Any], Any]:
+    """A succeeded job's status, and its report readdressed to `request_id` (to post for the record)."""
+    done = _run(client, body)
+    report = client.get(done["links"]["report"]).json()
+    report["provenance"]["request_id"] = request_id
+    return done, report
+
+
 def test_a_report_for_the_record_is_kept_in_s3(
     s3_app: tuple[TestClient, S3Artifacts], mlp_request: dict[str, Any]
 ) -> None:
     client, s3 = s3_app
-    done = _run(client, mlp_request)
-    report = client.get(done["links"]["report"]).json()
-    report["provenance"]["request_id"] = "e" * 64
+    _, report = _job_and_report(client, mlp_request, "e" * 64)
     assert client.post("/v1/reports", json=report).status_code == 201
     assert s3.get_report("e" * 64) is not None
     assert client.get(f"/v1/reports/{'e' * 64}").json()["artifact"]["sha256"] == GOLDEN_SHA256
@@ -161,9 +167,7 @@ def test_a_store_that_is_down_answers_503_and_readiness_names_it(
     s3_app: tuple[TestClient, S3Artifacts], mlp_request: dict[str, Any]
 ) -> None:
     client, s3 = s3_app
-    done = _run(client, mlp_request)
-    report = client.get(done["links"]["report"]).json()
-    report["provenance"]["request_id"] = "d" * 64
+    done, report = _job_and_report(client, mlp_request, "d" * 64)
     data_dir = client.app.state.settings.data_dir  # type: ignore[attr-defined]
     started = time.monotonic()
     # Nothing listens on the port: the app still starts (readiness reports it), and fails fast.

@@ -153,8 +153,9 @@ def main() -> int:
             sys.setprofile(None)
             threading.setprofile(None)  # type: ignore[arg-type]
     climbs = sorted((a, b) for a, b in tracer.edges if is_climb(a, b, args.old))
-    print(f"modules run: {len(tracer.modules)} (API side {len(tracer.by_phase['api'])}, worker side "
-          f"{len(tracer.by_phase['worker'])})")  # fmt: skip
+    shared = len(tracer.by_phase["api"] & tracer.by_phase["worker"])
+    print(f"modules run: {len(tracer.modules)} distinct (API side {len(tracer.by_phase['api'])}, worker side "
+          f"{len(tracer.by_phase['worker'])}, {shared} on both)")  # fmt: skip
     print(f"climbs back into the planner from worker-side code: {len(climbs)}")
     for a, b in climbs:
         print(f"  {a} -> {b}")

@@ -1,1 +1,2 @@
-"""The HTTP layer: app, dependencies, error mapping, security, metrics and routes; never imports torch."""
+"""The HTTP layer: app, dependencies, error mapping, security, metrics, routes, downloads and the HTML
+report; never imports torch."""

@@ -1,1 +1,2 @@
-"""The pipeline: one job run through materialize, summarize and write, fan-out, the worker loop and the Celery tasks."""
+"""The pipeline: one job run through materialize, summarize and write, fan-out, the worker loop, the
+Celery tasks and local mode's entry point."""

@@ -16,7 +16,8 @@ from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
 from initium.service.plan.distributions import Distribution, planned_distribution
 from initium.service.plan.output import tensor_nbytes
-from initium.service.summarize.checks import fit, flags, spectral
+from initium.service.summarize.checks import fit, flags
+from initium.service.summarize.spectral import spectral
 from initium.service.summarize.stats import Measured, measure
 
 

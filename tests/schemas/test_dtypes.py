@@ -33,6 +33,9 @@ def test_each_entry_is_torchs_and_safetensors(name: str) -> None:
     assert dtype.is_floating_point == info.floating
     if info.mantissa_bits is not None:
         assert torch.finfo(dtype).eps == 2.0**-info.mantissa_bits
+        assert torch.finfo(dtype).max == info.max_finite
+    else:
+        assert info.max_finite is None
     data = safetensors_torch.save({"t": torch.zeros(3, dtype=dtype)})
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     assert header["t"]["dtype"] == info.safetensors

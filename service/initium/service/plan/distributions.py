@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from initium.schemas import plan as wire
+from initium.service.plan.truncated import truncated_moments
 
 Family = Literal[
     "constant", "uniform", "normal", "truncated_normal", "orthogonal",
@@ -17,12 +18,10 @@ Family = Literal[
 ]  # fmt: skip
 
 
-def _phi(x: float) -> float:
-    return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+# How far an unbounded law's values are taken to reach: a draw beyond 6 std has probability 2e-9.
+REACH_STDS = 6.0
 
-
-def _cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2))
+Extent = tuple[float, float]  # the lowest and highest value a law draws
 
 
 class _Centered:
@@ -47,6 +46,10 @@ class Constant:
     def std(self) -> float:
         return 0.0
 
+    @property
+    def extent(self) -> Extent:
+        return self.value, self.value
+
 
 @dataclass(frozen=True)
 class Uniform:
@@ -57,11 +60,19 @@ class Uniform:
 
     @property
     def mean(self) -> float:
-        return (self.low + self.high) / 2
+        mid = (self.low + self.high) / 2
+        # Bounds near the float64 limit: their sum overflows, their halves do not.
+        return mid if math.isfinite(mid) else self.low / 2 + self.high / 2
 
     @property
     def std(self) -> float:
-        return (self.high - self.low) / math.sqrt(12)
+        width = self.high - self.low
+        root12 = math.sqrt(12)
+        return width / root12 if math.isfinite(width) else self.high / root12 - self.low / root12
+
+    @property
+    def extent(self) -> Extent:
+        return self.low, self.high
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,10 @@ class Normal:
     def std(self) -> float:
         return self.scale
 
+    @property
+    def extent(self) -> Extent:
+        return self.loc - REACH_STDS * self.scale, self.loc + REACH_STDS * self.scale
+
 
 @dataclass(frozen=True)
 class TruncatedNormal:
@@ -91,24 +106,21 @@ class TruncatedNormal:
     family: Family = "truncated_normal"
     elementwise: bool = True
 
-    def _standard(self) -> tuple[float, float, float]:
-        alpha = (self.low - self.loc) / self.scale
-        beta = (self.high - self.loc) / self.scale
-        return alpha, beta, _cdf(beta) - _cdf(alpha)
-
     @property
     def mean(self) -> float:
-        alpha, beta, z = self._standard()
-        return self.loc + self.scale * (_phi(alpha) - _phi(beta)) / z
+        return truncated_moments(self.loc, self.scale, self.low, self.high)[0]
 
     @property
     def std(self) -> float:
-        # Johnson, Kotz and Balakrishnan (1994), eq. 13.134: the variance of a doubly truncated normal.
-        alpha, beta, z = self._standard()
-        a_term = alpha * _phi(alpha) if math.isfinite(alpha) else 0.0
-        b_term = beta * _phi(beta) if math.isfinite(beta) else 0.0
-        shift = (_phi(alpha) - _phi(beta)) / z
-        return self.scale * math.sqrt(max(0.0, 1 + (a_term - b_term) / z - shift**2))
+        return truncated_moments(self.loc, self.scale, self.low, self.high)[1]
+
+    @property
+    def extent(self) -> Extent:
+        # Within 6 std of the mode (the point of [low, high] nearest loc) on either side: the density
+        # there is at most that of a normal 6 std out, relative to the mode's.
+        mode = min(max(self.loc, self.low), self.high)
+        reach = REACH_STDS * self.scale
+        return max(self.low, mode - reach), min(self.high, mode + reach)
 
 
 @dataclass(frozen=True)
@@ -126,9 +138,16 @@ class Orthogonal(_Centered):
         # The squared entries sum to gain^2 * min(rows, cols) exactly, over rows * cols entries.
         return self.gain / math.sqrt(max(self.rows, self.cols))
 
+    @property
+    def extent(self) -> Extent:
+        # An entry of a matrix with orthonormal rows or columns is at most 1 in magnitude.
+        return -abs(self.gain), abs(self.gain)
 
-def _pattern_std(mean_square: float, mean: float) -> float:
-    return math.sqrt(max(0.0, mean_square - mean * mean))
+
+def _pattern_std(ones: int, total: int) -> float:
+    """The std of a 0/1 pattern with `ones` ones among `total` entries, sqrt(p (1 - p)) in exact integers
+    (E[x^2] - E[x]^2 in floats cancels to nothing when p is near 1)."""
+    return math.sqrt(ones * (total - ones)) / total
 
 
 @dataclass(frozen=True)
@@ -149,12 +168,18 @@ class Eye:
 
     @property
     def mean(self) -> float:
-        return self.gain * self._ones() / (self.rows * self.cols)
+        return self.gain * (self._ones() / (self.rows * self.cols))
 
     @property
     def std(self) -> float:
-        n = self.rows * self.cols
-        return _pattern_std(self.gain**2 * self._ones() / n + self.noise**2, self.mean)
+        # The pattern and the noise are independent: their variances add (hypot: no overflow for a
+        # large gain, no cancellation for a small noise).
+        return math.hypot(abs(self.gain) * _pattern_std(self._ones(), self.rows * self.cols), self.noise)
+
+    @property
+    def extent(self) -> Extent:
+        reach = REACH_STDS * self.noise
+        return min(0.0, self.gain) - reach, max(0.0, self.gain) + reach
 
 
 @dataclass(frozen=True)
@@ -178,7 +203,11 @@ class Dirac:
 
     @property
     def std(self) -> float:
-        return _pattern_std(self.mean, self.mean)
+        return _pattern_std(self._ones(), self.out_channels * self.in_per_group * self.kernel)
+
+    @property
+    def extent(self) -> Extent:
+        return 0.0, 1.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +226,10 @@ class DeltaOrthogonal(_Centered):
     def std(self) -> float:
         return self.gain * math.sqrt(self.in_channels / (self.out_channels * self.in_channels * self.kernel))
 
+    @property
+    def extent(self) -> Extent:
+        return -abs(self.gain), abs(self.gain)
+
 
 @dataclass(frozen=True)
 class Sparse(_Centered):
@@ -211,7 +244,12 @@ class Sparse(_Centered):
 
     @property
     def std(self) -> float:
-        return self.scale * math.sqrt(1 - self.zeros / self.rows)
+        # (rows - zeros) / rows in integers: 1 - zeros / rows loses digits when nearly all are zero.
+        return self.scale * math.sqrt((self.rows - self.zeros) / self.rows)
+
+    @property
+    def extent(self) -> Extent:
+        return -REACH_STDS * self.scale, REACH_STDS * self.scale
 
 
 @dataclass(frozen=True)
@@ -227,6 +265,10 @@ class LooksLinear(_Centered):
     @property
     def std(self) -> float:
         return self.gain / math.sqrt(max(self.rows, self.half_cols))
+
+    @property
+    def extent(self) -> Extent:
+        return -abs(self.gain), abs(self.gain)
 
 
 Distribution = (

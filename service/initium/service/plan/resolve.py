@@ -13,6 +13,7 @@ from initium.schemas.schemes import SchemeParams
 from initium.service.errors import RequestInvalidError
 from initium.service.identity import part_name
 from initium.service.plan import distributions as d
+from initium.service.plan.admissible import check_law
 from initium.service.plan.fans import axes_fans
 from initium.service.plan.layers import LayerTensor, Part
 from initium.service.plan.rules import LabeledRule, last_match
@@ -183,13 +184,17 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
     try:
         if init.scheme == "auto":
             init, reason = choose(geometry, init.unknown_follower)
-        return Resolution(labeled, fans, init, reason, resolve(init, geometry))
+        dist = resolve(init, geometry)
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
             f"rule {labeled.label} cannot initialize {block.label}: {exc}; narrow the rule's match "
             '(e.g. add "role": "weight") or pick another scheme',
             (*labeled.loc, "init"),
         ) from None
+    # Fields are named as the rule gives them (auto's choice has none the request could change).
+    at = (labeled.rule.init, (*labeled.loc, "init"), f"rule {labeled.label} on {block.label}")
+    check_law(dist, "int64" if lt.integer else ctx.request.dtype, math.prod(block.shape), *at)
+    return Resolution(labeled, fans, init, reason, dist)
 
 
 def _plan_part(

@@ -11,35 +11,121 @@ from initium.schemas.schemes import SchemeParams
 
 
 class PowerSums(WireModel):
-    """n and the sums of x, x^2, x^3, x^4 over finite values: add them across shards for exact totals."""
+    """n and s_k, the sums of (x - shift)^k for k = 1..4, over the finite values x.
+
+    Shifted sums keep the moments exact where raw ones lose every digit: E[x^2] - E[x]^2 of a constant
+    float32 [1000, 1000] tensor gave std 1e-7 (issue 15); about its own first value, every deviation of
+    a constant tensor is exactly 0. Reports made before the shift have shift 0, raw power sums.
+    Combine the sums of parts of one tensor (shards, slices) with `merge`, not by adding s_k: parts
+    may have different shifts. `mean`, `central_moment` and `shifted` read the moments back.
+    """
 
     n: int
     s1: float
     s2: float
     s3: float
     s4: float
+    shift: float = Field(0.0, description="the s_k are sums of (x - shift)^k")
+
+    @property
+    def mean(self) -> float | None:
+        """The mean of the values; None for no values."""
+        return self.shift + self.s1 / self.n if self.n else None
+
+    def shifted(self, shift: float) -> PowerSums:
+        """The same values' sums about another shift, by the binomial theorem: exact algebra, and no
+        cancellation when the new shift is the mean (the pairwise update of Pebay 2008, SAND2008-6212)."""
+        t = self.shift - shift
+        # Products, not t**k: a float power raises OverflowError where a product gives inf (values
+        # near float64's limit), and a statistic must never fail a job.
+        t2 = t * t
+        n, s1, s2, s3, s4 = self.n, self.s1, self.s2, self.s3, self.s4
+        return PowerSums(
+            n=n,
+            s1=s1 + n * t,
+            s2=s2 + 2 * s1 * t + n * t2,
+            s3=s3 + 3 * s2 * t + 3 * s1 * t2 + n * t2 * t,
+            s4=s4 + 4 * s3 * t + 6 * s2 * t2 + 4 * s1 * t2 * t + n * t2 * t2,
+            shift=shift,
+        )
+
+    def central_moment(self, k: int) -> float | None:
+        """The mean of (x - mean)^k for k in 2..4 (population: divisor n; even k clipped at 0, which
+        only rounding can cross); None for no values."""
+        mean = self.mean
+        if mean is None:
+            return None
+        about_mean = self if mean == self.shift else self.shifted(mean)
+        value = (about_mean.s1, about_mean.s2, about_mean.s3, about_mean.s4)[k - 1] / self.n
+        return max(value, 0.0) if k % 2 == 0 else value
+
+    def merge(self, other: PowerSums) -> PowerSums:
+        """The sums over both parts' values: how the sums of shards add up to the whole. Parts with
+        one shift simply add; otherwise both are re-centred on the parts' common mean first."""
+        if not other.n or not self.n:
+            return self if not other.n else other
+        if self.shift == other.shift:
+            a, b = self, other
+        else:
+            mine, theirs = self.shift + self.s1 / self.n, other.shift + other.s1 / other.n
+            common = mine + (theirs - mine) * other.n / (self.n + other.n)
+            a, b = self.shifted(common), other.shifted(common)
+        return PowerSums(n=a.n + b.n, s1=a.s1 + b.s1, s2=a.s2 + b.s2, s3=a.s3 + b.s3, s4=a.s4 + b.s4, shift=a.shift)
 
 
 class FitCheck(WireModel):
     """The values against the scheme's own law, on a strided sample of at most `sample_size` values."""
 
     ks_statistic: float | None = Field(description="Kolmogorov-Smirnov D against the law's CDF")
-    ks_pvalue: float | None = Field(description="asymptotic (Stephens 1970); None for laws without a CDF here")
+    ks_pvalue: float | None = Field(
+        description="P(D >= ks_statistic) for sample_size draws of the law: exact (Durbin's matrix, Marsaglia, Tsang "
+        "and Wang 2003) where affordable, else Stephens' (1970) form, within 0.0015 of it there; None for laws "
+        "without a CDF here"
+    )
     sample_size: int
     at_bounds: int | None = Field(None, description="values equal to the law's bounds after rounding")
     unique_values: int | None = Field(None, description="distinct values in the sample (float16 and bfloat16)")
 
 
 class SpectralStats(WireModel):
-    """Of the [rows, prod(other dims)] matrix."""
+    """Of the [rows, prod(other dims)] matrix. A figure that cannot be given is None, and `missing`
+    says why; the statistics never fail a job."""
 
-    spectral_norm: float
-    condition_number: float | None = Field(description="None when a full SVD is too large for the report")
-    stable_rank: float = Field(description="||W||_F^2 / ||W||_2^2")
-    orthogonality_error: float | None = Field(None, description="max |W W^T - g^2 I| for orthogonal schemes")
-    exact: bool = Field(
-        description="singular values from a full SVD, else the largest from 24 Lanczos steps (within 0.4%)"
+    spectral_norm: float | None = Field(
+        description="||W||_2: exact from a full SVD; else a float64 Rayleigh quotient, never above the true norm"
     )
+    condition_number: float | None = Field(
+        description="None when a full SVD is too large for the report or the matrix is numerically singular"
+    )
+    stable_rank: float | None = Field(
+        description="||W||_F^2 / ||W||_2^2, within [1, min(rows, cols)]; from an estimate, never below the "
+        "true value and at most (1 + bound)^2 times it"
+    )
+    orthogonality_error: float | None = Field(None, description="max |W W^T - g^2 I| for orthogonal schemes")
+    exact: bool = Field(description="singular values from a full SVD, else the largest from Lanczos steps")
+    bound: float | None = Field(
+        None,
+        description="relative: ||W||_2 <= spectral_norm * (1 + bound); 0 for a full SVD, else with probability "
+        ">= 1 - 1e-3 over the Lanczos start vector (Kuczynski and Wozniakowski 1992)",
+    )
+    missing: str | None = Field(None, description="why the figures that are None are missing")
+
+
+class Histogram(WireModel):
+    """A tensor's values in equal bins over [low, high], next to the counts its law predicts.
+
+    The range is the law's (its support, else mean ± 4 std), so it needs no data; `len(counts)`
+    bins, the last one closed. `n` finite values were binned: the whole tensor, or an evenly strided
+    sample of it. For float16 and bfloat16, `expected` is the law rounded to the dtype.
+    """
+
+    low: float
+    high: float
+    counts: list[int] = Field(description="values per bin")
+    expected: list[float] = Field(description="the law's expected count per bin for n values")
+    below: int = Field(description="values under low")
+    above: int = Field(description="values over high")
+    n: int = Field(description="finite values binned (counts, below and above add up to it)")
 
 
 class TensorStats(WireModel):
@@ -57,6 +143,11 @@ class TensorStats(WireModel):
     fan_out: int
     expected_mean: float | None
     expected_std: float | None
+    rescale: float | None = Field(
+        None,
+        description="LSUV's factor on the drawn values (Mishkin and Matas 2016), already in expected_mean, "
+        "expected_std and the checks; None: not rescaled",
+    )
     mean: float | None
     std: float | None = Field(description="population standard deviation (divisor n)")
     min: float | None
@@ -69,7 +160,12 @@ class TensorStats(WireModel):
     power_sums: PowerSums | None = None
     fit: FitCheck | None = None
     spectral: SpectralStats | None = None
-    flags: list[str] = Field(default_factory=list, description="where measured and expected disagree")
+    histogram: Histogram | None = Field(None, description="kept for the job's largest weights")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="values not finite, or moments beyond sampling error of the law's: a job of correctly drawn "
+        "tensors carries any such flag with probability at most 0.001",
+    )
 
 
 class LayerSignal(WireModel):
@@ -84,6 +180,11 @@ class LayerSignal(WireModel):
     dead_fraction: float | None = Field(None, description="ReLU outputs: channels that are 0 for every sample")
     saturated_fraction: float | None = Field(None, description="tanh, sigmoid outputs: values within 1% of a bound")
     grad_std: float | None = None
+    grad_norm: float | None = Field(
+        None,
+        description="root mean square over the probe batch of each example's gradient norm at the output: "
+        "what a fan_in-scaled init keeps across layers of any width (He et al. 2015); the depth warnings compare it",
+    )
 
 
 class Propagation(WireModel):

@@ -16,10 +16,11 @@ from initium.schemas._base import WireModel
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 FanMode = Literal["fan_in", "fan_out"]
-# The nonlinearities torch.nn.init.calculate_gain knows; the same names, the same gains.
+# The nonlinearities torch.nn.init.calculate_gain knows (the same names, the same gains), and
+# LeCun's scaled tanh, 1.7159 tanh(2x / 3), with the variance-preserving gain initium derives for it.
 Nonlinearity = Literal[
     "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-    "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
+    "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu", "lecun_tanh",
 ]  # fmt: skip
 
 
@@ -207,6 +208,16 @@ class LooksLinear(WireModel):
     gain: NonNegativeFloat = 1.0
 
 
+class RandomWalk(WireModel):
+    """Sussillo and Abbott (2014), Random walk initialization for training very deep feedforward
+    networks: N(0, g^2 / N), N = fan_in, with the g that makes the log-norm of the back-propagated
+    gradient an unbiased random walk for the network's nonlinearity: linear exp(1 / (2N)), relu
+    sqrt(2) exp(1.2 / (max(N, 6) - 2.4)), tanh 1.13."""
+
+    scheme: Literal["random_walk"]
+    nonlinearity: Literal["linear", "relu", "tanh"]
+
+
 class IdentityPlusNoise(WireModel):
     """Le, Jaitly and Hinton (2015): gain * I plus N(0, std^2) noise, for square recurrent weights.
 
@@ -303,8 +314,8 @@ class ReluBias(WireModel):
 class Auto(WireModel):
     """Pick per tensor from its module and what follows it; the plan records which and why.
 
-    relu-like (relu, leaky_relu, gelu, silu): kaiming_normal; tanh, sigmoid: xavier_normal with
-    their gain; selu: lecun_normal; nothing: xavier_uniform; unknown (a manifest tensor without
+    relu-like (relu, leaky_relu, gelu, silu): kaiming_normal; tanh, sigmoid, lecun_tanh: xavier_normal
+    with their gain; selu: lecun_normal; nothing: xavier_uniform; unknown (a manifest tensor without
     followed_by): `unknown_follower`, with a plan warning; recurrent weights: orthogonal;
     embeddings, attention and raw parameters: N(0, 0.02^2); norms: 1 and 0, zero-centred norms
     (forward multiplies by 1 + weight) 0; biases: 0, but 1 for the LSTM forget gate's input bias.
@@ -343,6 +354,7 @@ SchemeParams = Annotated[
         | DeltaOrthogonal
         | Sparse
         | LooksLinear
+        | RandomWalk
         | IdentityPlusNoise
         | ScaledNormal
         | DepthScaledNormal
@@ -381,6 +393,7 @@ __all__ = [
     "Eye",
     "IdentityPlusNoise",
     "LooksLinear",
+    "RandomWalk",
     "Sparse",
     "TorchDefault",
     "VarianceScaling",

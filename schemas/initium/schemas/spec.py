@@ -45,6 +45,7 @@ from initium.schemas.spec_layers import (
     InstanceNorm3d,
     LayerNorm,
     LeakyReLU,
+    LecunTanh,
     Linear,
     MultiheadAttention,
     Parameter,
@@ -55,6 +56,18 @@ from initium.schemas.spec_layers import (
     Tanh,
 )
 from initium.schemas.spec_manifest import Manifest, ManifestTensor
+from initium.schemas.spec_pooling import (
+    POOLING_TYPES,
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AvgPool1d,
+    AvgPool2d,
+    AvgPool3d,
+    MaxPool1d,
+    MaxPool2d,
+    MaxPool3d,
+)
 
 
 class Repeat(_Module):
@@ -129,6 +142,16 @@ Module = Annotated[
         | InstanceNorm2d
         | InstanceNorm3d
         | Parameter
+        | LecunTanh
+        | MaxPool1d
+        | MaxPool2d
+        | MaxPool3d
+        | AvgPool1d
+        | AvgPool2d
+        | AvgPool3d
+        | AdaptiveAvgPool1d
+        | AdaptiveAvgPool2d
+        | AdaptiveAvgPool3d
         | Repeat
         | Residual
         | TransformerBlock
@@ -140,7 +163,7 @@ Module = Annotated[
 for _container in (Sequential, Repeat, Residual):
     _container.model_rebuild()
 
-ACTIVATION_TYPES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity")
+ACTIVATION_TYPES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "selu", "silu", "identity", "lecun_tanh")
 
 
 class Spec(WireModel):
@@ -157,6 +180,17 @@ class Spec(WireModel):
 
 __all__ = [
     "ACTIVATION_TYPES",
+    "POOLING_TYPES",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "LecunTanh",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",

@@ -146,6 +146,13 @@ class Tanh(_Module):
     type: Literal["tanh"]
 
 
+class LecunTanh(_Module):
+    """LeCun et al. (1998), Efficient BackProp, section 4.4: f(x) = 1.7159 tanh(2x / 3), scaled so
+    that f(+-1) = +-1 and its gain is about 1 over the range a normalized input covers."""
+
+    type: Literal["lecun_tanh"]
+
+
 class Sigmoid(_Module):
     type: Literal["sigmoid"]
 

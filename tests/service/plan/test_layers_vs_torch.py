@@ -50,6 +50,16 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "identity": [{}],
     "dropout": [{"p": 0.1}],
     "flatten": [{}],
+    "lecun_tanh": [{}],
+    "max_pool1d": [{"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}],
+    "max_pool2d": [{"kernel_size": [2, 3], "dilation": 2}],
+    "max_pool3d": [{"kernel_size": 2}],
+    "avg_pool1d": [{"kernel_size": 4, "count_include_pad": False}],
+    "avg_pool2d": [{"kernel_size": 3, "stride": 1, "padding": 1, "divisor_override": 9}],
+    "avg_pool3d": [{"kernel_size": [1, 2, 2]}],
+    "adaptive_avg_pool1d": [{"output_size": 4}],
+    "adaptive_avg_pool2d": [{"output_size": 1}, {"output_size": [None, 3]}],
+    "adaptive_avg_pool3d": [{"output_size": [2, 2, 2]}],
     "conv_transpose1d": [{"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2}],
     "conv_transpose2d": [
         {"in_channels": 3, "out_channels": 5, "kernel_size": [2, 3], "stride": 2, "output_padding": 1}

@@ -41,6 +41,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "delta_orthogonal": {"gain": 1.5},
     "sparse": {"sparsity": 0.25, "std": 0.3},
     "looks_linear": {"gain": 1.0},
+    "random_walk": {"nonlinearity": "relu"},
     "identity_plus_noise": {"gain": 1.0, "std": 0.05},
     "scaled_normal": {"std": 0.02},
     "depth_scaled_normal": {"std": 0.02},

@@ -67,10 +67,46 @@ class GRU(nn.GRU):
         return out
 
 
-class SelfAttention(nn.MultiheadAttention):
+# The key or value input of an attention layer that reads another sequence: (role, shape) -> values.
+Memory = Callable[[str, tuple[int, ...]], torch.Tensor]
+
+
+class MultiheadAttention(nn.MultiheadAttention):
+    """Self-attention on x; with kdim or vdim other than embed_dim the layer attends to another
+    sequence (an encoder's output), so its key [..., kdim] and value [..., vdim] come from `memory`
+    (the probe and LSUV draw them from the seeded probe stream, one token per query token)."""
+
+    memory: Memory | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = super().forward(x, x, x, need_weights=False)[0]
+        key = value = x
+        if not self._qkv_same_embed_dim:
+            if self.memory is None:
+                raise ValueError(
+                    f"this attention reads key width {self.kdim} and value width {self.vdim}, not its query's "
+                    f"{self.embed_dim}: it attends to another sequence, and none was given"
+                )
+            key = self.memory("key", (*x.shape[:-1], self.kdim)).to(x.dtype)
+            value = self.memory("value", (*x.shape[:-1], self.vdim)).to(x.dtype)
+        out: torch.Tensor = super().forward(x, key, value, need_weights=False)[0]
         return out
+
+
+class LecunTanh(nn.Module):
+    """LeCun et al. (1998), Efficient BackProp: 1.7159 tanh(2x / 3)."""
+
+    SCALE = 1.7159  # the bound of its outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.SCALE * torch.tanh(x * (2.0 / 3.0))
+
+
+def _pool_args(m: Any, *fields: str) -> dict[str, Any]:
+    return {field: _tuple(getattr(m, field)) for field in fields if getattr(m, field) is not None}
+
+
+_MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+_AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 
 
 # Every module type but the containers (below) and `parameter`, a raw tensor that build_sequential
@@ -99,8 +135,8 @@ _LEAVES: dict[str, Builder] = {
                               bidirectional=m.bidirectional, proj_size=m.proj_size),
     "gru": lambda m: GRU(m.input_size, m.hidden_size, m.num_layers, bias=m.bias, batch_first=True,
                             bidirectional=m.bidirectional),
-    "multihead_attention": lambda m: SelfAttention(m.embed_dim, m.num_heads, bias=m.bias, batch_first=True,
-                                                           add_bias_kv=m.add_bias_kv, kdim=m.kdim, vdim=m.vdim),
+    "multihead_attention": lambda m: MultiheadAttention(m.embed_dim, m.num_heads, bias=m.bias, batch_first=True,
+                                                        add_bias_kv=m.add_bias_kv, kdim=m.kdim, vdim=m.vdim),
     "relu": lambda m: nn.ReLU(),
     "leaky_relu": lambda m: nn.LeakyReLU(m.negative_slope),
     "tanh": lambda m: nn.Tanh(),
@@ -109,7 +145,17 @@ _LEAVES: dict[str, Builder] = {
     "selu": lambda m: nn.SELU(),
     "silu": lambda m: nn.SiLU(),
     "identity": lambda m: nn.Identity(),
+    "lecun_tanh": lambda m: LecunTanh(),
     "dropout": lambda m: nn.Dropout(m.p),
+    "max_pool1d": lambda m: nn.MaxPool1d(**_pool_args(m, *_MAX_POOL)),
+    "max_pool2d": lambda m: nn.MaxPool2d(**_pool_args(m, *_MAX_POOL)),
+    "max_pool3d": lambda m: nn.MaxPool3d(**_pool_args(m, *_MAX_POOL)),
+    "avg_pool1d": lambda m: nn.AvgPool1d(**_pool_args(m, *_AVG_POOL)),
+    "avg_pool2d": lambda m: nn.AvgPool2d(**_pool_args(m, *_AVG_POOL, "divisor_override")),
+    "avg_pool3d": lambda m: nn.AvgPool3d(**_pool_args(m, *_AVG_POOL, "divisor_override")),
+    "adaptive_avg_pool1d": lambda m: nn.AdaptiveAvgPool1d(_tuple(m.output_size)),
+    "adaptive_avg_pool2d": lambda m: nn.AdaptiveAvgPool2d(_tuple(m.output_size)),
+    "adaptive_avg_pool3d": lambda m: nn.AdaptiveAvgPool3d(_tuple(m.output_size)),
     "flatten": lambda m: nn.Flatten(m.start_dim, m.end_dim),
     # Composite blocks: torch classes with the parameter names plan/composite.py gives their leaves.
     "transformer_block": blocks.TransformerBlock,

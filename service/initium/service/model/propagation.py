@@ -24,7 +24,8 @@ from initium.schemas.report import LayerSignal, Propagation
 from initium.schemas.request import ReportOptions
 from initium.service.identity import tensor_key
 from initium.service.materialize.sampling import Stream, sample
-from initium.service.model.modules import build_module
+from initium.service.model.memory import attach_memory
+from initium.service.model.modules import LecunTanh, build_module
 from initium.service.model.propagation_checks import warnings_for
 from initium.service.plan import distributions as d
 from initium.service.registry import Registry
@@ -108,12 +109,22 @@ def _probe(spec: s.Spec, shape: list[int], batch: int, seed: int, device: torch.
 
 def propagate(spec: s.Spec, load: Loader, options: ReportOptions, seed: int, device: torch.device) -> Propagation:
     """Run the probe; a network the probe cannot pass through is reported as skipped, not failed."""
+
+    def load_with_memory(prefix: str, module: nn.Module) -> None:
+        load(prefix, module)
+        attach_memory(module, prefix, seed, device)  # what cross-attention layers attend to
+
     try:
         shape = probe_shape(spec.modules[0], options)
         x = _probe(spec, shape, options.probe_batch, seed, device)
-        return _run(spec, x, shape, load, options, seed, device)
+        return _run(spec, x, shape, load_with_memory, options, seed, device)
     except Exception as exc:  # any of it: a statistic that cannot be computed never fails the job (DESIGN 6)
-        return Propagation(probe_shape=options.probe_shape or [], skipped=f"{type(exc).__name__}: {exc}")
+        why = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
+        return Propagation(probe_shape=options.probe_shape or [], skipped=why)
+
+
+class ProbeError(Exception):
+    """The probe batch did not pass through one unit of the network; the message names the unit."""
 
 
 def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options: ReportOptions, seed: int,
@@ -153,10 +164,12 @@ def _forward(unit: Unit, x: torch.Tensor, load: Loader, device: torch.device, re
     handles = [
         leaf.register_forward_hook(_recorder(f"{unit.path}.{name}" if name else unit.path, leaf, records, track_grad))
         for name, leaf in module.named_modules()
-        if not list(leaf.children()) and _observed(leaf)
+        if _observed(leaf)
     ]
     try:
         out: torch.Tensor = module(x)
+    except Exception as exc:
+        raise ProbeError(f"{type(exc).__name__} at {unit.path} ({unit.module.type}): {exc}") from exc
     finally:
         for h in handles:
             h.remove()
@@ -203,11 +216,14 @@ class _Block(nn.Module):
 
 
 _OBSERVED = (nn.Linear, nn.modules.conv._ConvNd, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SELU,
-             nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding)  # fmt: skip
+             nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding, LecunTanh)  # fmt: skip
 
 
 def _observed(module: nn.Module) -> bool:
-    return isinstance(module, _OBSERVED)
+    # Leaves, and attention as a whole: torch's MultiheadAttention applies its out_proj weight
+    # itself, so that child never runs as a module and would record nothing.
+    leaf = not list(module.children()) or isinstance(module, nn.MultiheadAttention)
+    return leaf and isinstance(module, _OBSERVED)
 
 
 def _recorder(name: str, module: nn.Module, records: dict[str, LayerSignal], track_grad: bool) -> Callable[..., None]:
@@ -226,7 +242,9 @@ def _recorder(name: str, module: nn.Module, records: dict[str, LayerSignal], tra
 
 def _set_grad(records: dict[str, LayerSignal], name: str, g: torch.Tensor) -> None:
     if name in records:
-        records[name] = records[name].model_copy(update={"grad_std": float(g.double().std())})
+        g64 = g.double()
+        norm = float(g64.reshape(g64.shape[0], -1).square().sum(dim=1).mean().sqrt())
+        records[name] = records[name].model_copy(update={"grad_std": float(g64.std()), "grad_norm": norm})
 
 
 def _signal(name: str, module: nn.Module, y: torch.Tensor) -> LayerSignal:
@@ -239,6 +257,8 @@ def _signal(name: str, module: nn.Module, y: torch.Tensor) -> LayerSignal:
         dead = float((flat.amax(dim=1) <= 0).double().mean())
     if isinstance(module, nn.Tanh):
         saturated = float((y64.abs() > 0.99).double().mean())
+    if isinstance(module, LecunTanh):  # within 1% of its bound 1.7159, as for tanh's 1
+        saturated = float((y64.abs() > 0.99 * LecunTanh.SCALE).double().mean())
     if isinstance(module, nn.Sigmoid):
         saturated = float(((y64 < 0.01) | (y64 > 0.99)).double().mean())
     kind = "block" if isinstance(module, _Block) else type(module).__name__

@@ -60,6 +60,7 @@ class PartResult(BaseModel):
 class Lsuv(BaseModel):
     scales: dict[str, float]
     layers: list[wire.LsuvLayer]
+    skipped: str | None = None
 
 
 def split(plan: Plan, request: InitRequest, part_bytes: int) -> list[Shard]:
@@ -107,7 +108,8 @@ def coordinate(store: JobStore, job_id: str, device: torch.device, part_bytes: i
     # exactly the bytes a new attempt would write.
     try:
         run.rescale()
-        store.artifacts.put(job_id, LSUV, Lsuv(scales=run.scales, layers=run.lsuv_layers).model_dump_json().encode())
+        lsuv = Lsuv(scales=run.scales, layers=run.lsuv_layers, skipped=run.lsuv_skipped)
+        store.artifacts.put(job_id, LSUV, lsuv.model_dump_json().encode())
     except Exception as exc:
         fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)))
         return
@@ -174,6 +176,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         run.clock.add("write", t)
         lsuv = Lsuv.model_validate_json(store.artifacts.get(job_id, LSUV))
         run.scales, run.lsuv_layers = lsuv.scales, lsuv.layers  # the probe generates with the same factors
+        run.lsuv_skipped = lsuv.skipped
         files = finish_job(store, job_id, run, files)
     except Exception as exc:
         # A duplicate finalize that won stands (`fail` changes only a running job): nothing is lost.

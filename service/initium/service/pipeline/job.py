@@ -58,6 +58,7 @@ class JobRun:
     device: torch.device
     scales: dict[str, float] = field(default_factory=dict)
     lsuv_layers: list[wire.LsuvLayer] = field(default_factory=list)
+    lsuv_skipped: str | None = None  # why LSUV did not run: the weights are then the rules' draws
     stats: list[wire.TensorStats] = field(default_factory=list)
     clock: StageClock = field(default_factory=StageClock)
     started: float = field(default_factory=time.perf_counter)
@@ -74,7 +75,7 @@ class JobRun:
     def rescale(self) -> None:
         """LSUV's factors, when the policy asks for them (a forward pass over the network)."""
         t = time.perf_counter()
-        self.scales, self.lsuv_layers = lsuv_scales(self.request, self.plan, self.device)
+        self.scales, self.lsuv_layers, self.lsuv_skipped = lsuv_scales(self.request, self.plan, self.device)
         self.clock.add("lsuv", t)
 
     def write_shard(
@@ -89,9 +90,10 @@ class JobRun:
         t = time.perf_counter()
         with SafetensorsStreamWriter(sink, tensors, metadata, with_header) as writer:
             for planned in tensors:
-                values = materialize(planned, self.request.seed, self.device, self.scales.get(planned.name, 1.0))
+                scale = self.scales.get(planned.name, 1.0)
+                values = materialize(planned, self.request.seed, self.device, scale)
                 t = self.clock.add("materialize", t)
-                self.stats.append(tensor_stats(planned, values))
+                self.stats.append(tensor_stats(planned, values, scale, len(self.plan.tensors)))
                 t = self.clock.add("summarize", t)
                 writer.write(planned.name, values)
                 del values
@@ -132,7 +134,7 @@ class JobRun:
         return build_report(self.plan, self.request, self.stats, artifact, self.device, timings).model_copy(
             update={
                 "propagation": propagation,
-                "warnings": collect_warnings(self.plan, self.stats, propagation),
+                "warnings": collect_warnings(self.plan, self.stats, propagation, self.lsuv_skipped),
                 "lsuv": self.lsuv_layers or None,
             }
         )

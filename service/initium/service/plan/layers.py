@@ -177,6 +177,6 @@ def parameter(m: s.Parameter) -> list[LayerTensor]:
     return [LayerTensor("", shape, "weight", *fans)]
 
 
-@register_layer(*s.ACTIVATION_TYPES, "dropout", "flatten")
+@register_layer(*s.ACTIVATION_TYPES, *s.POOLING_TYPES, "dropout", "flatten")
 def stateless(m: s.Module) -> list[LayerTensor]:
     return []

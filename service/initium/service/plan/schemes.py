@@ -356,5 +356,27 @@ def looks_linear(p: wire.LooksLinear, g: Geometry) -> Distribution:
     return LooksLinear(p.gain, g.shape[0], (g.shape[1] // 2) * math.prod(g.shape[2:]))
 
 
+@register_scheme("random_walk")
+def random_walk(p: wire.RandomWalk, g: Geometry) -> Distribution:
+    r"""Sussillo, D. and Abbott, L. F. (2014), Random walk initialization for training very deep
+    feedforward networks (arXiv:1412.6558).
+
+    Back-propagation through a deep network multiplies the gradient by a fresh random matrix per
+    layer, so the log of its norm is a random walk; N(0, g^2 / N), N = fan_in, with the g that
+    makes the walk unbiased: linear g = \exp(1 / (2N)), relu g = \sqrt{2} \exp(1.2 / (\max(N, 6) - 2.4))
+    (the paper's equations; max(N, 6) keeps the fit away from its pole at 2.4), tanh g = 1.13 (no
+    closed form: the value TensorFlow's random-walk initializer, from the authors' group, fixes for
+    every width). Mean 0, std g / \sqrt{N}.
+    """
+    n = g.fan_in
+    if p.nonlinearity == "linear":
+        gain = math.exp(1.0 / (2.0 * n))
+    elif p.nonlinearity == "relu":
+        gain = math.sqrt(2.0) * math.exp(1.2 / (max(n, 6) - 2.4))
+    else:
+        gain = 1.13
+    return Normal(0.0, gain / math.sqrt(n))
+
+
 # The context-dependent and model-family schemes register themselves on import.
 from initium.service.plan import schemes_families, schemes_structural  # noqa: E402, F401

@@ -172,7 +172,7 @@ def _by_activation(follower: str | None, unknown_follower: str) -> tuple[wire.Sc
         slope = float(re.findall(r"[-+0-9.e]+", follower or "")[-1])
         params = wire.KaimingNormal(scheme="kaiming_normal", nonlinearity="leaky_relu", negative_slope=slope)
         return params, f"followed by leaky_relu({slope}): He et al. (2015)"
-    if kind in ("tanh", "sigmoid"):
+    if kind in ("tanh", "sigmoid", "lecun_tanh"):
         gain = calculate_gain(kind)
         return wire.XavierNormal(
             scheme="xavier_normal", gain=gain

@@ -73,7 +73,9 @@ def _visit(module: s.Module, path: str, here: tuple[str | int, ...], ctx: _Conte
         yield Leaf(path, module, here, ctx.residual, ctx.depth, ctx.repeats)
 
 
-_PASS_THROUGH = frozenset({"dropout", "flatten", "identity", *NORM_TYPES})
+# Pooling passes too: max pooling commutes with every monotone activation (relu(max(x)) = max(relu(x)))
+# and average pooling is linear, so the activation after a pool is the one the layer's outputs reach.
+_PASS_THROUGH = frozenset({"dropout", "flatten", "identity", *NORM_TYPES, *s.POOLING_TYPES})
 
 
 def followed_by(leaves: Sequence[Leaf], index: int) -> s.Module | None:

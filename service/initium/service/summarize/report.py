@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 import safetensors
 import torch
@@ -16,9 +18,13 @@ from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.request import InitRequest
 from initium.service.plan.distributions import Distribution, planned_distribution
 from initium.service.plan.output import tensor_nbytes
-from initium.service.summarize.checks import fit, flags
-from initium.service.summarize.spectral import spectral
+from initium.service.summarize.checks import fit, flags, rescaled
+from initium.service.summarize.histogram import histogram, keep_largest
+from initium.service.summarize.spectral import spectral, spectrum_missing
 from initium.service.summarize.stats import Measured, measure
+
+log = logging.getLogger("initium.worker")
+_T = TypeVar("_T")
 
 
 def _scheme_label(planned: PlannedTensor) -> str:
@@ -29,10 +35,15 @@ def _scheme_label(planned: PlannedTensor) -> str:
     return f"buffer:{planned.role}"
 
 
-def tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorStats:
+def tensor_stats(
+    planned: PlannedTensor, values: torch.Tensor, rescale: float = 1.0, tests: int = 1
+) -> wire.TensorStats:
+    """One tensor's statistics next to its law's. `rescale`: LSUV's factor on the drawn values (> 0),
+    which the expected moments and every check include; `tests`: how many tensors the job checks,
+    which share the flags' false-alarm level (summarize.checks, [Note: calibrated flags])."""
     m = measure(values)
-    dist = None if planned.distribution is None else planned_distribution(planned)
-    checks = _checks(planned, values, m, dist)
+    dist = None if planned.distribution is None else rescaled(planned_distribution(planned), rescale)
+    checks = _checks(planned, values, m, dist, tests)
     return wire.TensorStats(
         **checks,
         name=planned.name,
@@ -45,8 +56,9 @@ def tensor_stats(planned: PlannedTensor, values: torch.Tensor) -> wire.TensorSta
         rule=planned.rule,
         fan_in=planned.fan_in,
         fan_out=planned.fan_out,
-        expected_mean=planned.expected_mean,
-        expected_std=planned.expected_std,
+        expected_mean=None if planned.expected_mean is None else planned.expected_mean * rescale,
+        expected_std=None if planned.expected_std is None else planned.expected_std * rescale,
+        rescale=None if rescale == 1.0 else rescale,
         mean=m.mean,
         std=m.std,
         min=m.min,
@@ -63,17 +75,34 @@ class _Checks(TypedDict, total=False):
     power_sums: wire.PowerSums
     fit: wire.FitCheck | None
     spectral: wire.SpectralStats | None
+    histogram: wire.Histogram | None
     flags: list[str]
 
 
-def _checks(planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None) -> _Checks:
-    """The report's deeper checks; packed tensors with several laws and buffers get moments only."""
-    power = wire.PowerSums(n=m.n_finite, s1=m.power_sums[0], s2=m.power_sums[1], s3=m.power_sums[2], s4=m.power_sums[3])
-    checks = _Checks(frobenius_norm=math.sqrt(m.power_sums[1]), power_sums=power)
+def _or_missing(name: str, compute: Callable[[], _T], missing: Callable[[str], _T]) -> _T:
+    """A statistic that raises is reported missing, with its reason, and the job goes on: the report
+    is about the weights and never stands in their way (DESIGN.md section 1, issue 15)."""
+    try:
+        return compute()
+    except Exception as error:  # whatever it is: a statistic never fails a job
+        log.warning("%s: not computed", name, exc_info=True)
+        return missing(f"{type(error).__name__}: {error}")
+
+
+def _checks(
+    planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None, tests: int = 1
+) -> _Checks:
+    """The report's deeper checks; packed tensors with several laws and buffers get moments only. A
+    check that raises is missing (the spectrum says why; the fit's reason goes to the log)."""
+    checks = _Checks(frobenius_norm=math.sqrt(m.sum_of_squares), power_sums=m.power_sums)
     if planned.role in ("weight", "bias"):
-        checks["fit"] = fit(values, dist, planned.dtype)
-        checks["spectral"] = spectral(values, dist, m.power_sums[1]) if planned.role == "weight" else None
-        checks["flags"] = flags(m.n_finite, m.mean, m.std, m.central_m4, dist, planned.dtype)
+        checks["fit"] = _or_missing(f"{planned.name}: fit", lambda: fit(values, dist, planned.dtype), lambda _: None)
+        if planned.role == "weight":
+            checks["spectral"] = _or_missing(
+                f"{planned.name}: spectrum", lambda: spectral(values, dist, m.sum_of_squares), spectrum_missing
+            )
+        checks["histogram"] = histogram(planned, values, dist)  # the report keeps the largest few
+        checks["flags"] = flags(m, dist, planned.dtype, tests)
     return checks
 
 
@@ -107,7 +136,7 @@ def build_report(
         timings=timings,
         created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
-    return wire.Report(tensors=stats, totals=totals, artifact=artifact, provenance=provenance)
+    return wire.Report(tensors=keep_largest(stats), totals=totals, artifact=artifact, provenance=provenance)
 
 
 def _device_name(device: torch.device) -> str:

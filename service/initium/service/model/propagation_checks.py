@@ -1,6 +1,23 @@
-"""Warnings from a probe run: where the signal grows, shrinks, saturates or dies, and what to change."""
+"""Findings from a probe run: where the signal grows, shrinks, saturates or dies, each with the number
+that measures it, so a candidate fix is judged by the same numbers (model.advice re-probes them).
+
+[Note: what the depth signal compares] Forward, a layer's output std per element; backward, the
+gradient's norm per example (root mean square over the batch of each example's norm), not its std
+per element. A weight of variance c / fan_in gives E[y_i^2] = c E[x^2] for every output element,
+and E||W^T g||^2 = c ||g||^2 for the gradient: the sum over a layer's units, not each unit, is what
+carries through (He et al. 2015, section 2.2: under the forward condition the backward product is
+the ratio of the first and last widths, "not a diminishing number"). So a change of width (a 512-wide
+layer before a 10-class head) moves the per-element gradient std by sqrt(512 / 10) under a correct
+init; the per-example norm moves only by the per-layer factor c times the nonlinearity's, which
+compounds with depth (Schoenholz et al. 2017: chi^L, ordered below 1, chaotic above). Glorot and
+Bengio (2010, eq. 6-7) asked for both conditions at once and settled for the harmonic compromise,
+which they cannot both meet when widths differ; these checks flag what compounds, not the width.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 from initium.schemas.report import LayerSignal
 
@@ -8,62 +25,133 @@ SATURATION = 0.3  # share of tanh/sigmoid outputs within 1% of a bound that coun
 DEAD = 0.5  # share of ReLU channels that never fire
 _WEIGHTED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 
-
-def _fix_for(layers: list[LayerSignal]) -> str:
-    """The policy change for the nonlinearity the network uses most."""
-    kinds = [layer.type for layer in layers]
-    if "Tanh" in kinds or "Sigmoid" in kinds:
-        return "use xavier_normal with the nonlinearity's gain (tanh: 5/3), or the auto preset"
-    if any(k in kinds for k in ("ReLU", "LeakyReLU", "GELU", "SiLU")):
-        return 'use kaiming_normal with "nonlinearity": "relu" (He et al. 2015), or the auto preset'
-    return "use a variance-preserving scheme (lecun_normal or xavier_normal), or the auto preset"
+Kind = Literal["activations", "gradients", "saturation", "dead", "loss"]
+SCALE: frozenset[Kind] = frozenset({"activations", "gradients"})
 
 
-def _scale_warnings(layers: list[LayerSignal], factor: float, key: str, words: tuple[str, str], fix: str) -> list[str]:
-    """The first layer whose std is more than `factor` away from the first layer's, in `words`
-    (what growing and shrinking across depth mean for this quantity)."""
-    values = [(layer.name, getattr(layer, key)) for layer in layers if getattr(layer, key)]
+@dataclass(frozen=True)
+class Finding:
+    """One warning: what it is about, its text, and the number that measures it (larger is worse; the
+    warning fires when `measure` passes `limit`)."""
+
+    kind: Kind
+    text: str
+    measure: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What the checks read from one probe run."""
+
+    layers: list[LayerSignal]
+    loss: float | None
+    at_chance: float | None
+
+
+def depth_layers(layers: list[LayerSignal]) -> list[LayerSignal]:
+    """The layers the depth signal compares: between blocks (a repeat's copies) the residual stream,
+    since inside a residual branch a projection may be small on purpose (GPT-2's scaled init);
+    plain chains compare their weighted layers."""
+    blocks = [layer for layer in layers if layer.type == "block"]
+    return blocks if len(blocks) >= 2 else [layer for layer in layers if layer.type in _WEIGHTED]
+
+
+def _series(layers: list[LayerSignal], kind: Kind) -> list[tuple[str, float]]:
+    key = "std" if kind == "activations" else "grad_norm"
+    return [(layer.name, value) for layer in depth_layers(layers) if (value := getattr(layer, key))]
+
+
+def worst_factor(layers: list[LayerSignal], kind: Kind) -> float:
+    """The largest factor, either way, between any compared layer's value and the first's (1 when
+    fewer than two layers carry the value)."""
+    values = [value for _, value in _series(layers, kind)]
+    return max((max(v / values[0], values[0] / v) for v in values[1:]), default=1.0)
+
+
+_WORDS: dict[Kind, tuple[str, str, str]] = {
+    "activations": ("activations grow across depth", "activations shrink across depth", "std"),
+    "gradients": ("gradients vanish toward the input", "gradients explode toward the input", "per-example norm"),
+}
+
+
+def _scale(layers: list[LayerSignal], kind: Kind, factor: float) -> Finding | None:
+    """The first layer whose value is more than `factor` away from the first layer's."""
+    values = _series(layers, kind)
     if len(values) < 2:
-        return []
-    first_name, first = values[0]
+        return None
+    (first_name, first), (end_name, end) = values[0], values[-1]
+    grow, shrink, quantity = _WORDS[kind]
     for name, value in values[1:]:
         ratio = value / first
         if ratio > factor or ratio < 1 / factor:
-            end_name, end = values[-1]
-            return [
-                f"{words[0] if ratio > 1 else words[1]}: std {first:.3g} at {first_name}, beyond x{factor:g} "
-                f"({value:.3g}) first at {name}, {end:.3g} at {end_name}; {fix}"
-            ]
-    return []
+            text = (
+                f"{grow if ratio > 1 else shrink}: {quantity} {first:.3g} at {first_name}, beyond x{factor:g} "
+                f"({value:.3g}) first at {name}, {end:.3g} at {end_name}"
+            )
+            return Finding(kind, text, worst_factor(layers, kind), factor)
+    return None
+
+
+def _saturation(layers: list[LayerSignal]) -> Finding | None:
+    worst = max(layers, key=lambda x: x.saturated_fraction or 0.0, default=None)
+    first = next((x for x in layers if (x.saturated_fraction or 0) > SATURATION), None)
+    if worst is None or first is None:
+        return None
+    text = (
+        f"{first.type} units saturate: {first.saturated_fraction:.0%} of {first.name}'s outputs are within 1% of "
+        "a bound, where gradients vanish; the weights before it are too large"
+    )
+    return Finding("saturation", text, worst.saturated_fraction or 0.0, SATURATION)
+
+
+def _dead(layers: list[LayerSignal]) -> Finding | None:
+    worst = max(layers, key=lambda x: x.dead_fraction or 0.0, default=None)
+    first = next((x for x in layers if (x.dead_fraction or 0) > DEAD), None)
+    if worst is None or first is None:
+        return None
+    text = (
+        f"{first.dead_fraction:.0%} of {first.name}'s ReLU channels never fire on the probe; the scale or bias of "
+        "the layer before it pushes them below 0"
+    )
+    return Finding("dead", text, worst.dead_fraction or 0.0, DEAD)
+
+
+def _loss(loss: float | None, at_chance: float | None) -> Finding | None:
+    if loss is None or at_chance is None:
+        return None
+    gap, limit = abs(loss - at_chance), max(1.0, 0.5 * at_chance)
+    if gap <= limit:
+        return None
+    text = f"the loss at init is {loss:.3g}, far from log(C) = {at_chance:.3g}: the head's logits are too large"
+    return Finding("loss", text, gap, limit)
+
+
+def measure(probed: Probed, kind: Kind) -> float:
+    """The number a finding of `kind` is judged by, whether or not it fires."""
+    if kind in SCALE:
+        return worst_factor(probed.layers, kind)
+    if kind == "saturation":
+        return max((x.saturated_fraction or 0.0 for x in probed.layers), default=0.0)
+    if kind == "dead":
+        return max((x.dead_fraction or 0.0 for x in probed.layers), default=0.0)
+    if probed.loss is None or probed.at_chance is None:
+        return 0.0
+    return abs(probed.loss - probed.at_chance)
+
+
+def findings(probed: Probed, factor: float) -> list[Finding]:
+    """Every warning the probe run raises, in the order a reader should see them."""
+    found = [
+        _scale(probed.layers, "activations", factor),
+        _scale(probed.layers, "gradients", factor),
+        _saturation(probed.layers),
+        _dead(probed.layers),
+        _loss(probed.loss, probed.at_chance),
+    ]
+    return [f for f in found if f is not None]
 
 
 def warnings_for(layers: list[LayerSignal], factor: float, loss: float | None, at_chance: float | None) -> list[str]:
-    # Between blocks (a repeat's copies) the residual stream is the depth signal; inside a residual
-    # branch a projection may be small on purpose (GPT-2's scaled init). Plain chains compare layers.
-    blocks = [layer for layer in layers if layer.type == "block"]
-    weighted = blocks if len(blocks) >= 2 else [layer for layer in layers if layer.type in _WEIGHTED]
-    fix = _fix_for(layers)
-    out = _scale_warnings(
-        weighted, factor, "std", ("activations grow across depth", "activations shrink across depth"), fix
-    )
-    out += _scale_warnings(
-        weighted, factor, "grad_std", ("gradients vanish toward the input", "gradients explode toward the input"), fix
-    )
-    saturated = next((x for x in layers if (x.saturated_fraction or 0) > SATURATION), None)
-    if saturated is not None:
-        out.append(
-            f"{saturated.type} units saturate: {saturated.saturated_fraction:.0%} of {saturated.name}'s outputs are "
-            f"within 1% of a bound, where gradients vanish; the weights before it are too large: {_fix_for(layers)}"
-        )
-    dead = next((x for x in layers if (x.dead_fraction or 0) > DEAD), None)
-    if dead is not None:
-        out.append(
-            f"{dead.dead_fraction:.0%} of {dead.name}'s ReLU channels never fire on the probe; check the scale and "
-            "bias of the layer before it (relu_bias gives a small positive bias)"
-        )
-    if loss is not None and at_chance is not None and abs(loss - at_chance) > max(1.0, 0.5 * at_chance):
-        out.append(
-            f"the loss at init is {loss:.3g}, far from log(C) = {at_chance:.3g}: the head's logits are too large; "
-            "zero or shrink the classifier (role 'classifier' with mup, or a small normal)"
-        )
-    return out
+    """The findings' texts: what is wrong, without a fix (model.advice adds the fixes it verified)."""
+    return [f.text for f in findings(Probed(layers, loss, at_chance), factor)]

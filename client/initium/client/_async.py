@@ -101,7 +101,7 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         for attempt in itertools.count(1):
             try:
                 try:
-                    response = await self._http.request(call.method, call.path, json=call.json, headers=headers)
+                    response = await self._http.request(call.method, call.path, **call.send_args(headers))
                 except httpx.TransportError as exc:
                     raise api.connection_error(self.base_url, exc) from exc
                 return api.parse(call, response)

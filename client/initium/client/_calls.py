@@ -27,12 +27,23 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """One API call: the method, the path, the JSON body and how to read a successful answer."""
+    """One API call: the method, the path, the JSON body and how to read a successful answer.
+
+    `content` is a body already encoded as JSON, for a model whose floats may not be finite (a report
+    of an overflowed tensor): httpx's `json=` refuses NaN and Infinity, pydantic writes them as tokens.
+    """
 
     method: str
     path: str
     parse: Callable[[httpx.Response], T]
     json: Any = None
+    content: bytes | None = None
+
+    def send_args(self, headers: dict[str, str]) -> dict[str, Any]:
+        """The keyword arguments for httpx's request(): the body and the headers."""
+        if self.content is None:
+            return {"json": self.json, "headers": headers}
+        return {"content": self.content, "headers": {**headers, "content-type": "application/json"}}
 
 
 def new_idempotency_key() -> str:
@@ -108,4 +119,4 @@ def schemes_call() -> Call[list[SchemeInfo]]:
 
 
 def record_report_call(report: Report) -> Call[RecordedReport]:
-    return Call("POST", "/v1/reports", _model(RecordedReport), report.model_dump(mode="json"))
+    return Call("POST", "/v1/reports", _model(RecordedReport), content=report.model_dump_json().encode())

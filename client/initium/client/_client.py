@@ -165,7 +165,7 @@ class Client(ClientBase[httpx.Client]):
         for attempt in itertools.count(1):
             try:
                 try:
-                    response = self._http.request(call.method, call.path, json=call.json, headers=headers)
+                    response = self._http.request(call.method, call.path, **call.send_args(headers))
                 except httpx.TransportError as exc:
                     raise api.connection_error(self.base_url, exc) from exc
                 return api.parse(call, response)

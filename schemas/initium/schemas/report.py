@@ -202,6 +202,20 @@ class Propagation(WireModel):
     skipped: str | None = Field(None, description="why the probe did not run")
 
 
+# The layers with weights the probe records, by torch class name: a plain chain's depth signal.
+WEIGHTED_LAYER_TYPES = frozenset(
+    {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
+)
+
+
+def depth_layers(layers: list[LayerSignal]) -> list[LayerSignal]:
+    """The layers the depth signal compares (the worker's warnings and the report page alike):
+    between blocks (a repeat's copies) the residual stream, since inside a residual branch a
+    projection may be small on purpose (GPT-2's scaled init); plain chains compare their weighted layers."""
+    blocks = [layer for layer in layers if layer.type == "block"]
+    return blocks if len(blocks) >= 2 else [layer for layer in layers if layer.type in WEIGHTED_LAYER_TYPES]
+
+
 class LsuvLayer(WireModel):
     """One layer LSUV rescaled: its output std on the probe before and after, and the factor applied."""
 

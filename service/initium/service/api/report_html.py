@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from initium.schemas.report import Propagation, Report, TensorStats
+from initium.schemas.report import Propagation, Report, TensorStats, depth_layers
 from initium.service.api.report_svg import STYLE as PLOT_STYLE
 from initium.service.api.report_svg import depth_lines, histogram_plot, std_scatter
 
@@ -50,7 +50,6 @@ _PARAMETER_COLUMNS = (
 # Text columns align left (numbers right); the class also keeps a shape on one line.
 _TEXT_CLASS = {name: f' class="{name}"' for name in ("shape", "dtype", "scheme", "rule")}
 _BUFFER_COLUMNS = (("tensor", ""), ("shape", ""), ("dtype", ""), ("value", "min to max, when they differ"))
-_WEIGHTED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 _PARAMETER_ROLES = ("weight", "bias")
 
 
@@ -186,13 +185,12 @@ def _plots(report: Report) -> str:
 
 def _depth(p: Propagation | None) -> str:
     """Activation and gradient scale across the layers the depth warnings compare (the residual
-    stream between repeated blocks, else the weighted layers: model.propagation_checks.depth_layers,
-    the worker's), with the gradient as they measure it: each example's norm where the report has
+    stream between repeated blocks, else the weighted layers: schemas.report.depth_layers, as the
+    worker's), with the gradient as they measure it: each example's norm where the report has
     it (since issue 15), else the batch's std."""
     if p is None or not p.layers:
         return ""
-    blocks = [x for x in p.layers if x.type == "block"]
-    layers = blocks if len(blocks) >= 2 else [x for x in p.layers if x.type in _WEIGHTED]
+    layers = depth_layers(p.layers)
     names = [x.name for x in layers]
     activations: list[float | None] = [x.std for x in layers]
     if any(x.grad_norm for x in layers):

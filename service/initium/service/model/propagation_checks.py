@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from initium.schemas.report import LayerSignal
+from initium.schemas.report import LayerSignal, depth_layers
 
 SATURATION = 0.3  # share of tanh/sigmoid outputs within 1% of a bound that counts as saturated
 DEAD = 0.5  # share of ReLU channels that never fire
-_WEIGHTED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 
 Kind = Literal["activations", "gradients", "saturation", "dead", "loss"]
 SCALE: frozenset[Kind] = frozenset({"activations", "gradients"})
@@ -47,14 +46,6 @@ class Probed:
     layers: list[LayerSignal]
     loss: float | None
     at_chance: float | None
-
-
-def depth_layers(layers: list[LayerSignal]) -> list[LayerSignal]:
-    """The layers the depth signal compares: between blocks (a repeat's copies) the residual stream,
-    since inside a residual branch a projection may be small on purpose (GPT-2's scaled init);
-    plain chains compare their weighted layers."""
-    blocks = [layer for layer in layers if layer.type == "block"]
-    return blocks if len(blocks) >= 2 else [layer for layer in layers if layer.type in _WEIGHTED]
 
 
 def _series(layers: list[LayerSignal], kind: Kind) -> list[tuple[str, float]]:
@@ -93,28 +84,36 @@ def _scale(layers: list[LayerSignal], kind: Kind, factor: float) -> Finding | No
     return None
 
 
-def _saturation(layers: list[LayerSignal]) -> Finding | None:
-    worst = max(layers, key=lambda x: x.saturated_fraction or 0.0, default=None)
-    first = next((x for x in layers if (x.saturated_fraction or 0) > SATURATION), None)
-    if worst is None or first is None:
+def _share(layers: list[LayerSignal], field: str, threshold: float) -> tuple[LayerSignal, float] | None:
+    """The first layer whose `field` (a share of units) is over `threshold`, and the worst share."""
+    first = next((x for x in layers if (getattr(x, field) or 0.0) > threshold), None)
+    if first is None:
         return None
+    return first, max(getattr(x, field) or 0.0 for x in layers)
+
+
+def _saturation(layers: list[LayerSignal]) -> Finding | None:
+    found = _share(layers, "saturated_fraction", SATURATION)
+    if found is None:
+        return None
+    first, worst = found
     text = (
         f"{first.type} units saturate: {first.saturated_fraction:.0%} of {first.name}'s outputs are within 1% of "
         "a bound, where gradients vanish; the weights before it are too large"
     )
-    return Finding("saturation", text, worst.saturated_fraction or 0.0, SATURATION)
+    return Finding("saturation", text, worst, SATURATION)
 
 
 def _dead(layers: list[LayerSignal]) -> Finding | None:
-    worst = max(layers, key=lambda x: x.dead_fraction or 0.0, default=None)
-    first = next((x for x in layers if (x.dead_fraction or 0) > DEAD), None)
-    if worst is None or first is None:
+    found = _share(layers, "dead_fraction", DEAD)
+    if found is None:
         return None
+    first, worst = found
     text = (
         f"{first.dead_fraction:.0%} of {first.name}'s ReLU channels never fire on the probe; the scale or bias of "
         "the layer before it pushes them below 0"
     )
-    return Finding("dead", text, worst.dead_fraction or 0.0, DEAD)
+    return Finding("dead", text, worst, DEAD)
 
 
 def _loss(loss: float | None, at_chance: float | None) -> Finding | None:

@@ -34,8 +34,9 @@ def test_each_entry_is_torchs_and_safetensors(name: str) -> None:
     if info.mantissa_bits is not None:
         assert torch.finfo(dtype).eps == 2.0**-info.mantissa_bits
         assert torch.finfo(dtype).max == info.max_finite
+        assert torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps == info.smallest_subnormal
     else:
-        assert info.max_finite is None
+        assert info.max_finite is None and info.smallest_subnormal is None
     data = safetensors_torch.save({"t": torch.zeros(3, dtype=dtype)})
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     assert header["t"]["dtype"] == info.safetensors

@@ -17,13 +17,16 @@ from initium.schemas.registry import Registry
 class DTypeInfo:
     """One dtype: `itemsize` in bytes, its safetensors header code, the name of its torch attribute,
     for floats the mantissa bits (the relative spacing of neighbouring values is 2^-bits) and the
-    largest finite value (torch.finfo(dtype).max; beyond it a value rounds to infinity)."""
+    largest finite value (torch.finfo(dtype).max; beyond it a value rounds to infinity) and the
+    smallest subnormal one (torch.finfo(dtype).smallest_normal * eps: below its smallest normal
+    number a dtype's rounding is this absolute step, not a relative one)."""
 
     itemsize: int
     safetensors: str
     torch: str
     mantissa_bits: int | None  # None: an integer dtype (no rounding)
     max_finite: float | None = None  # None: an integer dtype
+    smallest_subnormal: float | None = None  # None: an integer dtype
 
     @property
     def floating(self) -> bool:
@@ -37,10 +40,10 @@ class DTypeInfo:
 
 DTYPES: Registry[DTypeInfo] = Registry("dtype")
 for _name, _info in {
-    "float32": DTypeInfo(4, "F32", "float32", 23, 3.4028234663852886e38),
-    "float16": DTypeInfo(2, "F16", "float16", 10, 65504.0),
-    "bfloat16": DTypeInfo(2, "BF16", "bfloat16", 7, 3.3895313892515355e38),
-    "float64": DTypeInfo(8, "F64", "float64", 52, 1.7976931348623157e308),
+    "float32": DTypeInfo(4, "F32", "float32", 23, 3.4028234663852886e38, 1.401298464324817e-45),
+    "float16": DTypeInfo(2, "F16", "float16", 10, 65504.0, 5.960464477539063e-08),
+    "bfloat16": DTypeInfo(2, "BF16", "bfloat16", 7, 3.3895313892515355e38, 9.183549615799121e-41),
+    "float64": DTypeInfo(8, "F64", "float64", 52, 1.7976931348623157e308, 5e-324),
     "int64": DTypeInfo(8, "I64", "int64", None),
 }.items():
     DTYPES.register(_name)(_info)

@@ -71,8 +71,8 @@ class Lsuv(WireModel):
     output std is within `tolerance` of `target_std`, at most `max_iterations` times.
     """
 
-    target_std: Annotated[float, Field(gt=0)] = 1.0
-    tolerance: Annotated[float, Field(gt=0)] = 0.1
+    target_std: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    tolerance: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.1
     max_iterations: Annotated[int, Field(ge=1, le=100)] = 10
     start: Literal["orthogonal", "policy"] = "orthogonal"
 

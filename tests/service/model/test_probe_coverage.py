@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from initium.schemas.report import Report
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
@@ -104,7 +102,8 @@ def test_lsuv_that_cannot_run_fails_the_job_naming_the_field(store: JobStore) ->
     job_id = run_job(store, body)
     record = store.records.load(job_id)
     assert record.state == "failed"
-    message = record.error.message if record.error is not None else ""
+    assert record.error is not None and record.error.loc == ["policy", "lsuv"]
+    message = record.error.message
     assert "LSUV cannot pass the probe batch" in message and "mat1 and mat2" in message and "policy.lsuv" in message
     assert not store.artifact(job_id, WEIGHTS).exists()
 
@@ -147,3 +146,11 @@ def test_a_probe_asked_for_on_a_manifest_says_why_it_did_not_run(store: JobStore
     report = _run(store, body)
     assert report.propagation is not None and "send a tree spec" in (report.propagation.skipped or "")
     assert f"signal propagation skipped: {report.propagation.skipped}" in report.warnings
+
+
+def test_an_embedding_inside_a_sequential_is_fed_token_ids(store: JobStore) -> None:
+    embedding = {"type": "embedding", "num_embeddings": 100, "embedding_dim": 16}
+    modules = [{"type": "sequential", "modules": [embedding]}, {"type": "linear", "in_features": 16, "out_features": 4}]
+    report = _run(store, {"spec": {"name": "m", "modules": modules}, "policy": {"preset": "auto"}})
+    assert report.propagation is not None and report.propagation.skipped is None
+    assert [layer.name for layer in report.propagation.layers] == ["0.0", "1"]

@@ -141,3 +141,36 @@ def test_moments_that_do_not_converge_are_refused_not_guessed(monkeypatch: pytes
         plan({"scheme": "truncated_normal", "a": 8.0, "b": 9.0})
     truncated.truncated_moments.cache_clear()
     assert refused.value.loc == [*FIELD, "b"] and "did not converge in 32 bits" in refused.value.message
+
+
+def test_the_field_at_fault_is_the_one_that_scales_the_law() -> None:
+    """identity_plus_noise's gain (not its std) and t5's factor were named wrongly or not at all."""
+    for init, field in (
+        ({"scheme": "identity_plus_noise", "gain": 1e6, "std": 0.01}, "gain"),
+        ({"scheme": "t5", "factor": 1e10}, "factor"),
+    ):
+        with pytest.raises(RequestInvalidError) as refused:
+            plan(init, "float16", out_features=4)  # square: identity_plus_noise needs rows a multiple of columns
+        assert refused.value.loc == [*FIELD, field]
+
+
+def test_a_law_whose_every_value_rounds_to_zero_is_refused() -> None:
+    with pytest.raises(RequestInvalidError) as refused:
+        plan({"scheme": "normal", "std": 1e-9}, "float16")
+    assert refused.value.loc == [*FIELD, "std"] and "rounds to 0 in float16" in refused.value.message
+    assert plan({"scheme": "normal", "std": 1e-9}, "float32").tensors[0].expected_std == 1e-9
+    assert plan({"scheme": "normal", "std": 1e-7}, "float16").tensors[0].expected_std == 1e-7  # subnormal, not 0
+
+
+def test_a_huge_negative_slope_plans_instead_of_a_500() -> None:
+    """slope**2 raised OverflowError (a 500) past 1e154: the gain of such a slope is 0."""
+    for scheme in ("kaiming_uniform", "kaiming_normal"):
+        assert plan({"scheme": scheme, "negative_slope": 1e300}).tensors[0].expected_std == 0.0
+
+
+def test_lsuv_targets_must_be_finite() -> None:
+    for field in ("target_std", "tolerance"):
+        body = request({"scheme": "normal", "std": 0.1})
+        body["policy"]["lsuv"] = {field: float("inf")}
+        with pytest.raises(ValueError, match=field):
+            InitRequest.model_validate(body)

@@ -215,3 +215,20 @@ def test_values_that_are_not_finite_are_counted_in_the_flags() -> None:
         f"{overflowed} of 4,000 values are infinite: the draw overflowed float16 (beyond +-65504)",
         "1 of 4,000 values are NaN: not finite",
     ]
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e170])
+def test_laws_at_float64_extremes_never_fail_the_flags(scale: float) -> None:
+    """std 1e-300 underflowed the expected variance to 0: ZeroDivisionError failed the job."""
+    m = measure(sample(d.Normal(0.0, scale), (64, 64), Stream((5, 5), CPU), dtype=torch.float64))
+    assert flags(m, d.Normal(0.0, scale), "float64") == []
+    # A wrong law (uniform of the same reach) is flagged where float64 sums can measure the values, and
+    # nothing raises where they cannot (their squares underflow): a statistic never fails a job.
+    wrong = flags(m, d.Uniform(-scale, scale), "float64")
+    assert bool(wrong) == (1e-150 < scale < 1e150)
+
+
+def test_subnormal_draws_are_not_flagged_for_their_rounding() -> None:
+    """float16 N(0, 1e-7) lies among float16's subnormals (step 6e-8): its std moved 1.6% and was flagged."""
+    values = sample(d.Normal(0.0, 1e-7), (1000, 1000), Stream((6, 6), CPU), dtype=torch.float16)
+    assert flags(measure(values), d.Normal(0.0, 1e-7), "float16") == []

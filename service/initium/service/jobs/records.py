@@ -31,7 +31,7 @@ import contextlib
 import fcntl
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -205,14 +205,18 @@ def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecor
     return records.update(job_id, change)
 
 
-def fail(records: JobRecords, job_id: str, message: str, error_type: str = "job_failed") -> JobRecord:
-    """running -> failed with the reason. A job no longer running is left as it is: a success stands,
-    and a job resubmitted meanwhile (queued) is not failed by its previous attempt."""
+def fail(
+    records: JobRecords, job_id: str, message: str, error_type: str = "job_failed", loc: Sequence[str | int] = ()
+) -> JobRecord:
+    """running -> failed with the reason, and `loc`, the request field at fault where one is (e.g.
+    policy.lsuv for a network LSUV cannot run). A job no longer running is left as it is: a success
+    stands, and a job resubmitted meanwhile (queued) is not failed by its previous attempt."""
+    error = ErrorInfo(type=error_type, message=message, loc=list(loc))
 
     def change(record: JobRecord) -> JobRecord:
         if record.state != "running":
             return record
-        return record.model_copy(update={"state": "failed", "error": ErrorInfo(type=error_type, message=message)})
+        return record.model_copy(update={"state": "failed", "error": error})
 
     return records.update(job_id, change)
 

@@ -76,7 +76,10 @@ def eye(
     rows = torch.arange(r0, r1, device=stream.device)[:, None]
     cols = torch.arange(c0, c1, device=stream.device)[None, :]
     on = (rows % dist.cols == cols) if dist.tile else (rows == cols)
-    pattern = torch.where(on, dist.gain, 0.0).to(F64)
+    # float64 files get the gain exactly (issue 15: gain 0.1 was written as float32(0.1), 1e300 failed
+    # the job); every other dtype keeps the float32 gain it always had, so their bytes do not change.
+    gain_dtype = F64 if dtype == F64 else torch.float32
+    pattern = torch.where(on, torch.tensor(dist.gain, dtype=gain_dtype, device=stream.device), 0.0).to(F64)
     if dist.noise > 0:
         pattern = pattern + sample(d.Normal(0.0, dist.noise), shape, stream, box)
     return pattern.to(dtype)

@@ -98,9 +98,21 @@ def probe_shape(first: s.Module, options: ReportOptions) -> list[int]:
     return _input_shape(first)
 
 
+def _first_layer(m: s.Module) -> s.Module:
+    """The layer that reads the network's input: a container's first child, as the probe shape is
+    inferred (an embedding inside a sequential reads token ids, not floats)."""
+    if isinstance(m, s.Sequential) and m.modules:
+        return _first_layer(m.modules[0])
+    if isinstance(m, s.Residual) and m.body:
+        return _first_layer(m.body[0])
+    if isinstance(m, s.Repeat):
+        return _first_layer(m.block)
+    return m
+
+
 def _probe(spec: s.Spec, shape: list[int], batch: int, seed: int, device: torch.device) -> torch.Tensor:
     stream = Stream(tensor_key(seed, "initium/probe"), device)
-    first = spec.modules[0]
+    first = _first_layer(spec.modules[0])
     if isinstance(first, s.Embedding):
         u = sample(d.Uniform(0.0, float(first.num_embeddings)), (batch, *shape), stream)
         return u.floor().long().clamp_(0, first.num_embeddings - 1)

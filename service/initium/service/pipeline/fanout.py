@@ -36,6 +36,7 @@ from initium.service.jobs.store import WEIGHTS, JobStore
 from initium.service.pipeline.job import (
     JobRun,
     execute_job,
+    failure_loc,
     failure_message,
     finish_job,
     mark_succeeded,
@@ -111,7 +112,7 @@ def coordinate(store: JobStore, job_id: str, device: torch.device, part_bytes: i
         lsuv = Lsuv(scales=run.scales, layers=run.lsuv_layers, skipped=run.lsuv_skipped)
         store.artifacts.put(job_id, LSUV, lsuv.model_dump_json().encode())
     except Exception as exc:
-        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)))
+        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)), loc=failure_loc(exc))
         return
     log.info("job fanned out into %d parts", len(parts))
     done = _done(store, job_id, len(parts))

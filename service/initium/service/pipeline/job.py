@@ -20,6 +20,7 @@ from initium.schemas import report as wire
 from initium.schemas.job import FileInfo, Progress
 from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
+from initium.service.errors import InitiumError
 from initium.service.jobs.records import fail, set_progress, succeed
 from initium.service.jobs.store import REPORT, JobStore
 from initium.service.materialize.tensor import TORCH_DTYPES, materialize
@@ -147,7 +148,7 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     except Exception as exc:  # the job fails; the worker lives on to run the next one
         # A duplicate attempt that finished first (its cleanup removed this one's files) stands:
         # `fail` changes only a running job.
-        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)))
+        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)), loc=failure_loc(exc))
         return
     mark_succeeded(store, job_id, files)
 
@@ -159,6 +160,11 @@ def mark_succeeded(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
     store.artifacts.clean(job_id)
     record_hashed(store.artifacts, job_id, files)
     succeed(store.records, job_id, files)
+
+
+def failure_loc(exc: Exception) -> list[str | int]:
+    """The request field a failure names (the service's own errors carry one), else none."""
+    return list(exc.loc) if isinstance(exc, InitiumError) else []
 
 
 def failure_message(exc: Exception, job_dir: Path) -> str:

@@ -22,7 +22,7 @@ Loc = tuple[str | int, ...]
 # A law whose every element is drawn in MAX_ATTEMPTS rounds with less than this probability is refused.
 MIN_DRAW_PROBABILITY = 1e-12
 # The fields that scale an unbounded law's spread, by precedence, when a scheme has no bounds.
-_SPREAD_FIELDS = ("std", "gain", "scale")
+_SPREAD_FIELDS = ("std", "gain", "scale", "factor")
 
 
 def check_law(dist: d.Distribution, dtype: str, elements: int, init: SchemeParams, loc: Loc, label: str) -> None:
@@ -41,6 +41,7 @@ def check_law(dist: d.Distribution, dtype: str, elements: int, init: SchemeParam
         )
     if isinstance(dist, d.TruncatedNormal):
         _check_truncated(dist, elements, init, loc, label)
+    _check_underflow(dist, dtype, init, loc, label)  # after the moments are known computable
 
 
 def _check_range(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
@@ -49,13 +50,27 @@ def _check_range(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc,
         return
     for side, value in zip(("low", "high"), dist.extent, strict=True):
         if abs(value) > limit:
-            how = "" if isinstance(dist, d.Constant | d.Uniform) else " (6 std from its mode)"
+            how = " (6 std from its mode)" if isinstance(dist, d.Normal | d.TruncatedNormal) else ""
             field = _range_field(dist, init, side, limit)
             raise RequestInvalidError(
                 f"{label}: {dist.family} reaches {value:.6g}{how}, outside {dtype}'s range [{-limit:.6g}, "
                 f"{limit:.6g}]; change {field or 'the init'} so the values fit, or use {_wider(abs(value))}",
                 (*loc, field) if field else loc,
             )
+
+
+def _check_underflow(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
+    """A random law all of whose values round to 0 in `dtype` would write zeros: refuse it."""
+    smallest = dtype_info(dtype).smallest_subnormal
+    if smallest is None or dist.std == 0 or max(abs(v) for v in dist.extent) >= smallest / 2:
+        return
+    field = _range_field(dist, init, "high", math.inf)
+    raise RequestInvalidError(
+        f"{label}: every value of this {dist.family} law (within +-{max(abs(v) for v in dist.extent):.3g}) rounds "
+        f"to 0 in {dtype}, whose smallest nonzero value is {smallest:.3g}; change {field or 'the init'} or use a "
+        "dtype with a wider range",
+        (*loc, field) if field else loc,
+    )
 
 
 def _wider(value: float) -> str:
@@ -74,7 +89,9 @@ def _range_field(dist: d.Distribution, init: SchemeParams, side: str, limit: flo
             return "a" if side == "low" else "b"
     if isinstance(dist, d.Normal | d.TruncatedNormal) and "mean" in names and abs(dist.loc) > limit:
         return "mean"
-    return next((name for name in _SPREAD_FIELDS if name in names), None)
+    # Several fields may scale the law (identity_plus_noise's gain and std): the largest is at fault.
+    spread = [n for n in _SPREAD_FIELDS if n in names and isinstance(getattr(init, n), int | float)]
+    return max(spread, key=lambda n: abs(getattr(init, n)), default=None)
 
 
 def _check_truncated(dist: d.TruncatedNormal, elements: int, init: SchemeParams, loc: Loc, label: str) -> None:

@@ -36,7 +36,9 @@ def calculate_gain(nonlinearity: str, negative_slope: float | None = None) -> fl
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
         slope = 0.01 if negative_slope is None else negative_slope
-        return math.sqrt(2.0 / (1 + slope**2))
+        # A float power raises OverflowError past 1e154 (a 500, issue 15); such a slope's gain is 0.
+        square = slope**2 if abs(slope) < 1e150 else math.inf
+        return math.sqrt(2.0 / (1 + square))
     if nonlinearity == "selu":
         return 3.0 / 4
     if nonlinearity == "lecun_tanh":

@@ -50,6 +50,17 @@ ROUNDING = {
 }
 
 
+# The scales whose squares (and the fourth powers of the deviations) float64 sums can hold.
+MEASURABLE_SCALE = (1e-150, 1e150)
+# The gap between a dtype's subnormal values: below its smallest normal number rounding is absolute,
+# not relative (a float16 N(0, 1e-7) moved its std by 1.6% and was flagged, issue 15).
+SUBNORMAL = {
+    name: info.smallest_subnormal
+    for name, info in ((n, DTYPES.get(n)) for n in DTYPES.names())
+    if info.smallest_subnormal is not None
+}
+
+
 def _never(dist: Any) -> bool:
     return False
 
@@ -237,8 +248,10 @@ def flags(m: Measured, dist: d.Distribution | None, dtype: str, tests: int = 1) 
     n = m.n_finite
     if dist is None or m.mean is None or m.std is None or n < 2:
         return out
+    if not MEASURABLE_SCALE[0] < max(abs(dist.mean), dist.std) < MEASURABLE_SCALE[1]:
+        return out  # the float64 sums of squares under- or overflow: the moments measured are not the values'
     level = JOB_ALPHA / (2 * max(tests, 1))
-    allowance = (2 * ROUNDING.get(dtype, 0.0) + 1e-12) * max(abs(dist.mean), dist.std)
+    allowance = (2 * ROUNDING.get(dtype, 0.0) + 1e-12) * max(abs(dist.mean), dist.std) + 2 * SUBNORMAL.get(dtype, 0.0)
     check = LAW_CHECKS.get(dist.family)
     tested = [("mean", m.mean, dist.mean, _normal_pvalue(abs(m.mean - dist.mean) - allowance, dist.std / math.sqrt(n)))]
     if dist.std > 0 and not check.exact_rms(dist) and check.kurtosis is not None:
@@ -280,12 +293,13 @@ def _variance_pvalue(std: float, expected: float, n: int, kurtosis: float, allow
     flags]); `std` is first moved toward `expected` by `allowance`."""
     if abs(std - expected) <= allowance:
         return 1.0
-    s = std - math.copysign(allowance, std - expected)
-    variance = expected**2
-    mean = variance * (n - 1) / n  # E[s^2]
-    spread = variance**2 * (n - 1) * ((n - 1) * kurtosis - (n - 3)) / n**3  # Var[s^2], exact for iid draws
+    # In units of the expected std: the test is scale-free, and a law of std 1e-300 no longer
+    # underflows its variance to 0 (a ZeroDivisionError failed the job, issue 15).
+    ratio = (std - math.copysign(allowance, std - expected)) / expected
+    mean = (n - 1) / n  # E[s^2] / sigma^2
+    spread = (n - 1) * ((n - 1) * kurtosis - (n - 3)) / n**3  # Var[s^2] / sigma^4, exact for iid draws
     nu = min(n - 1.0, 2 * mean**2 / spread) if spread > 0 else n - 1.0
     half = torch.tensor(nu / 2, dtype=torch.float64)
-    x = torch.tensor(s * s * nu / mean / 2, dtype=torch.float64)
+    x = torch.tensor(ratio * ratio * nu / mean / 2, dtype=torch.float64)
     lower, upper = float(torch.special.gammainc(half, x)), float(torch.special.gammaincc(half, x))
     return min(1.0, 2 * min(lower, upper))

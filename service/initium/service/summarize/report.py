@@ -89,6 +89,10 @@ def _or_missing(name: str, compute: Callable[[], _T], missing: Callable[[str], _
         return missing(f"{type(error).__name__}: {error}")
 
 
+def _no_flags(reason: str) -> list[str]:
+    return []  # a check that cannot run flags nothing; _or_missing logs why
+
+
 def _checks(
     planned: PlannedTensor, values: torch.Tensor, m: Measured, dist: Distribution | None, tests: int = 1
 ) -> _Checks:
@@ -102,7 +106,7 @@ def _checks(
                 f"{planned.name}: spectrum", lambda: spectral(values, dist, m.sum_of_squares), spectrum_missing
             )
         checks["histogram"] = histogram(planned, values, dist)  # the report keeps the largest few
-        checks["flags"] = flags(m, dist, planned.dtype, tests)
+        checks["flags"] = _or_missing(f"{planned.name}: flags", lambda: flags(m, dist, planned.dtype, tests), _no_flags)
     return checks
 
 

@@ -154,3 +154,19 @@ def test_an_embedding_inside_a_sequential_is_fed_token_ids(store: JobStore) -> N
     report = _run(store, {"spec": {"name": "m", "modules": modules}, "policy": {"preset": "auto"}})
     assert report.propagation is not None and report.propagation.skipped is None
     assert [layer.name for layer in report.propagation.layers] == ["0.0", "1"]
+
+
+def test_a_global_average_pool_is_not_read_as_vanishing_gradients(store: JobStore) -> None:
+    """Averaging over H x W positions divides the gradient's per-example norm by sqrt(H W) under any
+    init: every correctly initialized CNN with a pooled head was warned "gradients vanish"."""
+    modules = [
+        {"type": "conv2d", "name": "stem", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "resnet_basic", "name": "block", "in_channels": 8, "channels": 8},
+        {"type": "adaptive_avg_pool2d", "output_size": 1},
+        {"type": "flatten"},
+        {"type": "linear", "name": "fc", "in_features": 8, "out_features": 10},
+    ]
+    report = _run(store, {"spec": {"name": "cnn", "modules": modules}, "policy": {"preset": "auto"}})
+    assert report.propagation is not None and "AdaptiveAvgPool2d" in [x.type for x in report.propagation.layers]
+    assert not any("gradients" in w for w in report.warnings), report.warnings

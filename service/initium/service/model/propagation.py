@@ -142,13 +142,13 @@ class ProbeError(Exception):
 def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options: ReportOptions, seed: int,
          device: torch.device) -> Propagation:  # fmt: skip
     inputs: list[torch.Tensor] = []
-    records: dict[str, LayerSignal] = {}
+    records = _Records()
     for unit in units(spec):
         inputs.append(x)
         with torch.no_grad():
             x = _forward(unit, x, load, device, records, track_grad=False)
         if unit.block and x.is_floating_point():
-            records[f"block:{unit.path}"] = _signal(unit.path, _Block(), x.detach())
+            records[f"block:{unit.path}"] = _signal(unit.path, _Block(), x.detach(), records.channels_first)
     loss_name, loss, at_chance, grad = _loss(x, seed, _ends_in_linear(spec))
     for unit, unit_input in zip(reversed(units(spec)), reversed(inputs), strict=True):
         if unit.block and grad is not None:
@@ -170,7 +170,7 @@ def _module(unit: Unit, load: Loader, device: torch.device) -> nn.Module:
     return module.eval()
 
 
-def _forward(unit: Unit, x: torch.Tensor, load: Loader, device: torch.device, records: dict[str, LayerSignal],
+def _forward(unit: Unit, x: torch.Tensor, load: Loader, device: torch.device, records: _Records,
              track_grad: bool) -> torch.Tensor:  # fmt: skip
     module = _module(unit, load, device)
     handles = [
@@ -189,7 +189,7 @@ def _forward(unit: Unit, x: torch.Tensor, load: Loader, device: torch.device, re
 
 
 def _backward(unit: Unit, unit_input: torch.Tensor, grad: torch.Tensor | None, load: Loader, device: torch.device,
-              records: dict[str, LayerSignal]) -> torch.Tensor | None:  # fmt: skip
+              records: _Records) -> torch.Tensor | None:  # fmt: skip
     if grad is None:
         return None
     x = unit_input.detach().requires_grad_(unit_input.is_floating_point())
@@ -223,12 +223,25 @@ def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | N
     return name, float(loss.detach()), chance, y.grad
 
 
+class _Records(dict[str, LayerSignal]):
+    """One probe run's records by layer name, in forward order, and the layout of the outputs being
+    recorded: channels first (N, C, ...) once a conv has run, channels last (N, ..., C) once a linear,
+    recurrent, attention or embedding layer has (the activations and pools after a conv are
+    channels-first too; their channel statistics and dead units are per channel, not per column)."""
+
+    channels_first: bool = False
+
+
+_CHANNELS_LAST = (nn.Linear, nn.RNNBase, nn.MultiheadAttention, nn.Embedding)
+
+
 class _Block(nn.Module):
     """Marks a record as the output of a whole block (a repeat's copy), not of one layer in it."""
 
 
 _OBSERVED = (nn.Linear, nn.modules.conv._ConvNd, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SELU,
-             nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding, LecunTanh)  # fmt: skip
+             nn.SiLU, nn.RNNBase, nn.MultiheadAttention, nn.Embedding, LecunTanh, nn.modules.pooling._AvgPoolNd,
+             nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd)  # fmt: skip
 
 
 def _observed(module: nn.Module) -> bool:
@@ -238,7 +251,7 @@ def _observed(module: nn.Module) -> bool:
     return leaf and isinstance(module, _OBSERVED)
 
 
-def _recorder(name: str, module: nn.Module, records: dict[str, LayerSignal], track_grad: bool) -> Callable[..., None]:
+def _recorder(name: str, module: nn.Module, records: _Records, track_grad: bool) -> Callable[..., None]:
     def hook(mod: nn.Module, args: object, output: object) -> None:
         y = output if isinstance(output, torch.Tensor) else None
         if y is None or not y.is_floating_point():
@@ -247,7 +260,11 @@ def _recorder(name: str, module: nn.Module, records: dict[str, LayerSignal], tra
             if y.requires_grad:
                 y.register_hook(lambda g: _set_grad(records, name, g))  # type: ignore[no-untyped-call]
             return
-        records[name] = _signal(name, module, y.detach())
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            records.channels_first = True
+        elif isinstance(mod, _CHANNELS_LAST):
+            records.channels_first = False
+        records[name] = _signal(name, module, y.detach(), records.channels_first)
 
     return hook
 
@@ -259,10 +276,10 @@ def _set_grad(records: dict[str, LayerSignal], name: str, g: torch.Tensor) -> No
         records[name] = records[name].model_copy(update={"grad_std": float(g64.std()), "grad_norm": norm})
 
 
-def _signal(name: str, module: nn.Module, y: torch.Tensor) -> LayerSignal:
+def _signal(name: str, module: nn.Module, y: torch.Tensor, channels_first: bool) -> LayerSignal:
     y64 = y.double()
-    # Channels: dim 1 of conv outputs (N, C, ...), the last dim of everything else.
-    per_channel = y64.transpose(0, 1) if isinstance(module, nn.modules.conv._ConvNd) else y64.movedim(-1, 0)
+    # Channels: dim 1 of (N, C, ...) outputs, the last dim of (N, ..., C) ones ([_Records]).
+    per_channel = y64.transpose(0, 1) if channels_first else y64.movedim(-1, 0)
     flat = per_channel.reshape(per_channel.shape[0], -1)
     dead = saturated = None
     if isinstance(module, (nn.ReLU, nn.LeakyReLU)):

@@ -48,16 +48,31 @@ class Probed:
     at_chance: float | None
 
 
-def _series(layers: list[LayerSignal], kind: Kind) -> list[tuple[str, float]]:
+# Parameter-free averaging over P positions divides the gradient's per-example norm by sqrt(P) (each
+# input gets g / P, P of them per output) whatever the init: a CNN's global average pool made every
+# correctly initialized CNN read as "gradients vanish" (issue 15). Gradients are compared only
+# between such pools, never across one. (Max pooling routes each gradient to one input: norm kept.)
+_AVERAGING = ("AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d")
+
+
+def _segments(layers: list[LayerSignal], kind: Kind) -> list[list[tuple[str, float]]]:
+    """The compared layers' values, in runs the value can be compared within (one run, except the
+    gradients, split at every averaging pool)."""
     key = "std" if kind == "activations" else "grad_norm"
-    return [(layer.name, value) for layer in depth_layers(layers) if (value := getattr(layer, key))]
+    compared = {id(layer) for layer in depth_layers(layers)}
+    runs: list[list[tuple[str, float]]] = [[]]
+    for layer in layers:
+        if kind == "gradients" and layer.type in _AVERAGING and runs[-1]:
+            runs.append([])
+        elif id(layer) in compared and (value := getattr(layer, key)):
+            runs[-1].append((layer.name, value))
+    return [run for run in runs if run]
 
 
 def worst_factor(layers: list[LayerSignal], kind: Kind) -> float:
-    """The largest factor, either way, between any compared layer's value and the first's (1 when
-    fewer than two layers carry the value)."""
-    values = [value for _, value in _series(layers, kind)]
-    return max((max(v / values[0], values[0] / v) for v in values[1:]), default=1.0)
+    """The largest factor, either way, between a compared layer's value and the first of its run's
+    (1 when no run has two layers carrying the value)."""
+    return max((max(v / run[0][1], run[0][1] / v) for run in _segments(layers, kind) for _, v in run[1:]), default=1.0)
 
 
 _WORDS: dict[Kind, tuple[str, str, str]] = {
@@ -67,8 +82,11 @@ _WORDS: dict[Kind, tuple[str, str, str]] = {
 
 
 def _scale(layers: list[LayerSignal], kind: Kind, factor: float) -> Finding | None:
-    """The first layer whose value is more than `factor` away from the first layer's."""
-    values = _series(layers, kind)
+    """The first layer whose value is more than `factor` away from the first layer's of its run."""
+    return next((found for run in _segments(layers, kind) if (found := _scale_run(run, layers, kind, factor))), None)
+
+
+def _scale_run(values: list[tuple[str, float]], layers: list[LayerSignal], kind: Kind, factor: float) -> Finding | None:
     if len(values) < 2:
         return None
     (first_name, first), (end_name, end) = values[0], values[-1]

@@ -174,3 +174,11 @@ def test_lsuv_targets_must_be_finite() -> None:
         body["policy"]["lsuv"] = {field: float("inf")}
         with pytest.raises(ValueError, match=field):
             InitRequest.model_validate(body)
+
+
+def test_an_interval_far_narrower_than_the_std_plans_as_the_uniform_it_is() -> None:
+    """At 96 bits the acceptance of [-1e-30, 1e-30] std units cancelled to 0: refused as undrawable."""
+    for a, b in ((-1e-30, 1e-30), (0.0, 1e-30)):
+        tensor = plan({"scheme": "truncated_normal", "a": a, "b": b}).tensors[0]
+        assert tensor.expected_mean == pytest.approx((a + b) / 2, rel=1e-12, abs=1e-45)
+        assert tensor.expected_std == pytest.approx((b - a) / 12**0.5, rel=1e-9)

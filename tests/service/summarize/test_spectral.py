@@ -136,3 +136,12 @@ def test_a_statistic_that_raises_is_missing_and_the_tensor_still_reported(monkey
     stats = report.tensor_stats(planned, sample(d.Normal(1.0, 1e-6), (20, 30), Stream((1, 1), CPU)))
     assert stats.fit is None and stats.spectral is not None and stats.spectral.missing == "RuntimeError: boom"
     assert stats.spectral.spectral_norm is None and stats.std == pytest.approx(1e-6, rel=0.2)
+
+
+def test_the_estimate_is_never_above_the_truth_by_rounding() -> None:
+    """A stacked identity (true norm exactly 2) read 2.000000000000001."""
+    w = torch.zeros(2000, 500)
+    w[:500] = 2 * torch.eye(500)
+    estimate = spectral(w, None)
+    assert estimate is not None and not estimate.exact and estimate.spectral_norm is not None
+    assert 2 * (1 - 1e-9) < estimate.spectral_norm <= 2.0

@@ -147,15 +147,19 @@ def rejection_acceptance(loc: float, scale: float, low: float, high: float) -> f
     proposal on the interval passes exp(-(x^2 - m^2) / 2), m the point nearest loc (std units)."""
     if low == high:  # every proposal is the point itself, and passes
         return 1.0
-    with mpmath.workprec(96):
+    # An interval w std units wide has mass about w phi(u): erfc differences cancel -log2(w) bits of
+    # it, so a width of 1e-30 std needs about 100 bits more (at 96 it read 0 and was refused).
+    width = (high - low) / scale
+    extra = max(0, -math.frexp(width)[1]) if width > 0 else 0
+    with mpmath.workprec(96 + extra):
         m_loc, m_scale = mpf(loc), mpf(scale)
         alpha, beta = (mpf(low) - m_loc) / m_scale, (mpf(high) - m_loc) / m_scale
         if alpha >= 0 or beta <= 0:  # one side of loc: anchored at the bound nearest it
             u, w = min(abs(alpha), abs(beta)), beta - alpha
-            m0 = _raw_moments(u, w, 96)[0]
+            m0 = _raw_moments(u, w, 96 + extra)[0]
         else:
             u, w = mpf(0), beta - alpha
-            m0 = _raw_moments(u, beta, 96)[0] + _raw_moments(u, -alpha, 96)[0]
+            m0 = _raw_moments(u, beta, 96 + extra)[0] + _raw_moments(u, -alpha, 96 + extra)[0]
         mass = m0 * mpmath.npdf(u)
         return float(mass if mass >= NORMAL_PROPOSAL_MIN_MASS else m0 / w)
 

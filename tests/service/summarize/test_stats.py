@@ -131,3 +131,9 @@ def test_values_near_the_float64_limit_are_measured_not_raised() -> None:
     assert m.mean == 1e300 and m.std == 0.0 and m.nan_count == m.inf_count == 0
     far = PowerSums(n=2, s1=0.0, s2=0.0, s3=0.0, s4=0.0, shift=1e300).shifted(-1e300)
     assert far.s2 == math.inf  # overflows to inf, as float arithmetic does, instead of raising
+
+
+def test_a_spread_float64_sums_cannot_hold_is_missing_not_nan() -> None:
+    """N(0, 1e300) squared to inf (inf - inf = NaN): the report showed std NaN beside finite values."""
+    m = measure(sample(d.Normal(0.0, 1e300), (100, 100), Stream((1, 1), torch.device("cpu"))))
+    assert m.std is None and m.mean is not None and math.isfinite(m.mean) and m.nan_count == 0

@@ -236,14 +236,16 @@ def _bias(net: Network) -> list[Fix]:
 
 @register_source("head", frozenset({"loss"}))
 def _head(net: Network) -> list[Fix]:
-    """The classifier's weight: Glorot's variance (a softmax reads it), then 0 (muP's zero readout)."""
+    """The classifier's weight: Glorot's variance (a softmax reads it), then a tenth of it, near muP's
+    zero readout (Yang et al. 2022) but not constant: a zero head stops every gradient at init and
+    the plan warns that its units start identical (a fix must not trade one warning for another)."""
     last = net.spec.modules[-1]
     if not isinstance(last, Linear):
         return []
     name = f"{last.name if last.name is not None else len(net.spec.modules) - 1}.weight"
     return [
         Fix((rule({"scheme": "xavier_normal"}, name=name),), "Glorot and Bengio 2010 for the head"),
-        Fix((rule({"scheme": "zeros"}, name=name),), "the head at 0, muP's zero readout, Yang et al. 2022"),
+        Fix((rule({"scheme": "xavier_normal", "gain": 0.1}, name=name),), "a small head, near muP's zero readout"),
     ]
 
 

@@ -80,13 +80,13 @@ _probe_shapes(lambda m: [m.in_channels, SPATIAL[2], SPATIAL[2]], "resnet_basic",
 
 def _first(children: list[s.Module], container: str) -> s.Module:
     if not children:
-        raise ValueError(f"cannot infer a probe shape from an empty {container}; give report.probe_shape")
+        raise ProbeError(f"cannot infer a probe shape from an empty {container}; give report.probe_shape")
     return children[0]
 
 
 def _input_shape(m: s.Module) -> list[int]:
     if m.type not in PROBE_SHAPES:
-        raise ValueError(f"cannot infer a probe shape from a first {m.type}; give report.probe_shape")
+        raise ProbeError(f"cannot infer a probe shape from a first {m.type}; give report.probe_shape")
     return PROBE_SHAPES.get(m.type)(m)
 
 
@@ -135,8 +135,9 @@ def propagate(spec: s.Spec, load: Loader, options: ReportOptions, seed: int, dev
         return Propagation(probe_shape=options.probe_shape or [], skipped=why)
 
 
-class ProbeError(Exception):
-    """The probe batch did not pass through one unit of the network; the message names the unit."""
+class ProbeError(ValueError):
+    """The probe cannot run on this network: no input shape to infer, or the batch did not pass
+    through one unit (the message names it). Reported as the reason the probe was skipped."""
 
 
 def _run(spec: s.Spec, x: torch.Tensor, shape: list[int], load: Loader, options: ReportOptions, seed: int,
@@ -208,7 +209,10 @@ def _ends_in_linear(spec: s.Spec) -> bool:
 
 def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | None, torch.Tensor | None]:
     """Cross-entropy on random labels when the network ends in a linear head (per token for sequence
-    outputs [batch, tokens, classes]), else half the mean square."""
+    outputs [batch, tokens, classes]), else a seeded random projection <y, t> / batch, t ~ N(0, 1):
+    its gradient t / batch is the same whatever y is. Half the mean square read y's own scale back,
+    and behind a final LayerNorm it is a constant, so every gradient was rounding noise and each
+    post-norm transformer was told "gradients vanish" (issue 15)."""
     y = y.detach().float().requires_grad_(True)
     with torch.enable_grad():
         if head:
@@ -218,7 +222,9 @@ def _loss(y: torch.Tensor, seed: int, head: bool) -> tuple[str, float, float | N
             loss = F.cross_entropy(logits, labels)
             name, chance = "cross_entropy", math.log(y.shape[-1])
         else:
-            loss, name, chance = 0.5 * (y * y).mean(), "half_mean_square", None
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            target = torch.randn(y.shape, generator=generator, dtype=torch.float32).to(y.device)
+            loss, name, chance = (y * target).sum() / y.shape[0], "random_projection", None
         torch.autograd.backward(loss)
     return name, float(loss.detach()), chance, y.grad
 

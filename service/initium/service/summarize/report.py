@@ -71,7 +71,7 @@ def tensor_stats(
 
 
 class _Checks(TypedDict, total=False):
-    frobenius_norm: float
+    frobenius_norm: float | None
     power_sums: wire.PowerSums
     fit: wire.FitCheck | None
     spectral: wire.SpectralStats | None
@@ -98,7 +98,9 @@ def _checks(
 ) -> _Checks:
     """The report's deeper checks; packed tensors with several laws and buffers get moments only. A
     check that raises is missing (the spectrum says why; the fit's reason goes to the log)."""
-    checks = _Checks(frobenius_norm=math.sqrt(m.sum_of_squares), power_sums=m.power_sums)
+    # None where the float64 sum of squares overflowed (values near float64's limit): not measurable.
+    frobenius = math.sqrt(m.sum_of_squares) if math.isfinite(m.sum_of_squares) else None
+    checks = _Checks(frobenius_norm=frobenius, power_sums=m.power_sums)
     if planned.role in ("weight", "bias"):
         checks["fit"] = _or_missing(f"{planned.name}: fit", lambda: fit(values, dist, planned.dtype), lambda _: None)
         if planned.role == "weight":

@@ -179,8 +179,11 @@ def _measured(n: int, tally: _Tally) -> Measured:
     mean, var, m4 = sums.mean, sums.central_moment(2), sums.central_moment(4)
     if mean is None or var is None:
         return Measured(None, None, None, None, None, zero_fraction, tally.nans, tally.infs, power_sums=sums)
+    # Values near float64's limit square to inf (inf - inf is NaN): such a std is not measurable in
+    # float64 sums, so it is missing rather than a NaN next to all-finite values (issue 15).
+    std = math.sqrt(var) if math.isfinite(var) else None
     return Measured(
-        mean=mean, std=math.sqrt(var), min=tally.low, max=tally.high, abs_max=max(abs(tally.low), abs(tally.high)),
+        mean=mean, std=std, min=tally.low, max=tally.high, abs_max=max(abs(tally.low), abs(tally.high)),
         zero_fraction=zero_fraction, nan_count=tally.nans, inf_count=tally.infs, n_finite=sums.n,
         power_sums=sums, central_m4=m4, sum_of_squares=sums.shifted(0.0).s2,
     )  # fmt: skip

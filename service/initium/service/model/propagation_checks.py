@@ -16,6 +16,7 @@ which they cannot both meet when widths differ; these checks flag what compounds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,36 +103,29 @@ def _scale_run(values: list[tuple[str, float]], layers: list[LayerSignal], kind:
     return None
 
 
-def _share(layers: list[LayerSignal], field: str, threshold: float) -> tuple[LayerSignal, float] | None:
-    """The first layer whose `field` (a share of units) is over `threshold`, and the worst share."""
-    first = next((x for x in layers if (getattr(x, field) or 0.0) > threshold), None)
+def _share(layers: list[LayerSignal], kind: Kind, field: str, limit: float,
+           text: Callable[[LayerSignal, float], str]) -> Finding | None:  # fmt: skip
+    """A finding for the first layer whose `field` (a share of its units) passes `limit`, measured by
+    the worst share of any layer; `text` words it from that first layer and its share."""
+    first = next((x for x in layers if (getattr(x, field) or 0.0) > limit), None)
     if first is None:
         return None
-    return first, max(getattr(x, field) or 0.0 for x in layers)
+    worst = max(getattr(x, field) or 0.0 for x in layers)
+    return Finding(kind, text(first, getattr(first, field)), worst, limit)
 
 
 def _saturation(layers: list[LayerSignal]) -> Finding | None:
-    found = _share(layers, "saturated_fraction", SATURATION)
-    if found is None:
-        return None
-    first, worst = found
-    text = (
-        f"{first.type} units saturate: {first.saturated_fraction:.0%} of {first.name}'s outputs are within 1% of "
-        "a bound, where gradients vanish; the weights before it are too large"
-    )
-    return Finding("saturation", text, worst, SATURATION)
+    return _share(layers, "saturation", "saturated_fraction", SATURATION, lambda first, share: (
+        f"{first.type} units saturate: {share:.0%} of {first.name}'s outputs are within 1% of a bound, where "
+        "gradients vanish; the weights before it are too large"
+    ))  # fmt: skip
 
 
 def _dead(layers: list[LayerSignal]) -> Finding | None:
-    found = _share(layers, "dead_fraction", DEAD)
-    if found is None:
-        return None
-    first, worst = found
-    text = (
-        f"{first.dead_fraction:.0%} of {first.name}'s ReLU channels never fire on the probe; the scale or bias of "
-        "the layer before it pushes them below 0"
-    )
-    return Finding("dead", text, worst, DEAD)
+    return _share(layers, "dead", "dead_fraction", DEAD, lambda first, share: (
+        f"{share:.0%} of {first.name}'s ReLU channels never fire on the probe; the scale or bias of the layer "
+        "before it pushes them below 0"
+    ))  # fmt: skip
 
 
 def _loss(loss: float | None, at_chance: float | None) -> Finding | None:

@@ -182,3 +182,15 @@ def test_an_interval_far_narrower_than_the_std_plans_as_the_uniform_it_is() -> N
         tensor = plan({"scheme": "truncated_normal", "a": a, "b": b}).tensors[0]
         assert tensor.expected_mean == pytest.approx((a + b) / 2, rel=1e-12, abs=1e-45)
         assert tensor.expected_std == pytest.approx((b - a) / 12**0.5, rel=1e-9)
+
+
+def test_a_spread_the_dtype_cannot_resolve_at_its_mean_is_refused() -> None:
+    """float64 N(1e300, 1) wrote 1e300 everywhere and its histogram divided by a zero width."""
+    for init, dtype in (({"scheme": "normal", "mean": 1e300, "std": 1.0}, "float64"),
+                        ({"scheme": "normal", "mean": 100.0, "std": 0.001}, "float16")):  # fmt: skip
+        with pytest.raises(RequestInvalidError) as refused:
+            plan(init, dtype)
+        assert (
+            refused.value.loc == [*FIELD, "std"] and f"rounds to {init['mean']:.6g} in {dtype}" in refused.value.message
+        )
+    assert plan({"scheme": "normal", "mean": 100.0, "std": 0.01}, "float16").tensors[0].expected_std == 0.01

@@ -137,3 +137,10 @@ def test_a_spread_float64_sums_cannot_hold_is_missing_not_nan() -> None:
     """N(0, 1e300) squared to inf (inf - inf = NaN): the report showed std NaN beside finite values."""
     m = measure(sample(d.Normal(0.0, 1e300), (100, 100), Stream((1, 1), torch.device("cpu"))))
     assert m.std is None and m.mean is not None and math.isfinite(m.mean) and m.nan_count == 0
+
+
+def test_a_spread_whose_squares_underflow_is_missing_not_zero() -> None:
+    """N(0, 1e-300) float64: the squares underflow to 0, and the report read std 0.0 for distinct values."""
+    m = measure(sample(d.Normal(0.0, 1e-300), (100, 100), Stream((2, 2), torch.device("cpu"))))
+    assert m.std is None and m.min is not None and m.max is not None and m.min < m.max
+    assert measure(torch.full((10, 10), 1e-300, dtype=torch.float64)).std == 0.0  # a constant is still exact

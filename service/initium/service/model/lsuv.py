@@ -52,8 +52,9 @@ def lsuv_scales(
         if _out_of_memory(exc):
             raise
         raise RequestInvalidError(
-            f"LSUV cannot pass the probe batch through the network ({type(exc).__name__}: {exc}); fix the spec "
-            "or give report.probe_shape, or drop policy.lsuv",
+            f"LSUV cannot pass the probe batch through the network ({type(exc).__name__}: {exc}); make the "
+            "layers' sizes chain, give report.probe_shape where the first layer does not say its input, or drop "
+            "policy.lsuv",
             loc=["policy", "lsuv"],
         ) from exc
     return scales, layers, None if layers else "the forward pass calls no linear or conv layer to rescale"

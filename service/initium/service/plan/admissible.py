@@ -54,15 +54,29 @@ def _check_range(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc,
             field = _range_field(dist, init, side, limit)
             raise RequestInvalidError(
                 f"{label}: {dist.family} reaches {value:.6g}{how}, outside {dtype}'s range [{-limit:.6g}, "
-                f"{limit:.6g}]; change {field or 'the init'} so the values fit, or use {_wider(abs(value))}",
+                f"{limit:.6g}]; change {field or 'the init'} so the values fit, or use {_wider(abs(value), dist)}",
                 (*loc, field) if field else loc,
             )
 
 
 def _check_underflow(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
     """A random law all of whose values round to 0 in `dtype` would write zeros: refuse it."""
-    smallest = dtype_info(dtype).smallest_subnormal
-    if smallest is None or dist.std == 0 or max(abs(v) for v in dist.extent) >= smallest / 2:
+    info = dtype_info(dtype)
+    smallest = info.smallest_subnormal
+    if smallest is None or info.mantissa_bits is None or dist.std == 0:
+        return
+    # Every value rounds to the one nearest the mean where the law's whole reach is within half the
+    # dtype's spacing there (a float64 N(1e300, 1) writes 1e300 everywhere).
+    spacing = _spacing(dist.mean, info.mantissa_bits)
+    if _unresolved(dist, info.mantissa_bits):
+        field = _range_field(dist, init, "high", math.inf)
+        raise RequestInvalidError(
+            f"{label}: every value of this {dist.family} law rounds to {dist.mean:.6g} in {dtype}: its spread "
+            f"{dist.std:.3g} is below the dtype's resolution there ({spacing:.3g}); change {field or 'the init'} "
+            "or use a more precise dtype",
+            (*loc, field) if field else loc,
+        )
+    if max(abs(v) for v in dist.extent) >= smallest / 2:
         return
     field = _range_field(dist, init, "high", math.inf)
     raise RequestInvalidError(
@@ -73,8 +87,23 @@ def _check_underflow(dist: d.Distribution, dtype: str, init: SchemeParams, loc: 
     )
 
 
-def _wider(value: float) -> str:
-    fits = [n for n in DTYPES.names() if (dtype_info(n).max_finite or 0.0) >= value]
+def _spacing(value: float, mantissa_bits: int) -> float:
+    """The gap between neighbouring values of a dtype with this mantissa at `value`."""
+    return 2.0 ** (math.frexp(abs(value))[1] - 1 - mantissa_bits) if value else 0.0
+
+
+def _unresolved(dist: d.Distribution, mantissa_bits: int) -> bool:
+    """Whether the law's whole reach lies within half a gap of its mean: every value rounds to one."""
+    return dist.std > 0 and dist.extent[1] - dist.extent[0] < _spacing(dist.mean, mantissa_bits) / 2
+
+
+def _wider(value: float, dist: d.Distribution | None = None) -> str:
+    """The smallest dtype that holds `value` (and resolves `dist`'s spread, when given)."""
+    fits = [
+        n for n in DTYPES.names()
+        if (dtype_info(n).max_finite or 0.0) >= value
+        and not (dist is not None and _unresolved(dist, dtype_info(n).mantissa_bits or 0))
+    ]  # fmt: skip
     return f"dtype {min(fits, key=lambda n: dtype_info(n).itemsize)}" if fits else "smaller values"
 
 

@@ -56,6 +56,8 @@ def histogram(planned: PlannedTensor, values: torch.Tensor, dist: d.Distribution
 
 def _histogram(planned: PlannedTensor, values: torch.Tensor, dist: d.Distribution) -> Histogram | None:
     low, high = law_range(dist)
+    if not low < high:  # a spread float64 cannot resolve at this mean (1e300 + 4 == 1e300): no bins
+        return None
     mass = _bin_mass(dist, low, high, planned.dtype)
     if mass is None:
         return None

@@ -99,7 +99,9 @@ def _checks(
     """The report's deeper checks; packed tensors with several laws and buffers get moments only. A
     check that raises is missing (the spectrum says why; the fit's reason goes to the log)."""
     # None where the float64 sum of squares overflowed (values near float64's limit): not measurable.
-    frobenius = math.sqrt(m.sum_of_squares) if math.isfinite(m.sum_of_squares) else None
+    # (or underflowed to 0 for nonzero values below 1e-162).
+    squares_held = math.isfinite(m.sum_of_squares) and (m.sum_of_squares > 0 or not m.abs_max)
+    frobenius = math.sqrt(m.sum_of_squares) if squares_held else None
     checks = _Checks(frobenius_norm=frobenius, power_sums=m.power_sums)
     if planned.role in ("weight", "bias"):
         checks["fit"] = _or_missing(f"{planned.name}: fit", lambda: fit(values, dist, planned.dtype), lambda _: None)

@@ -181,7 +181,10 @@ def _measured(n: int, tally: _Tally) -> Measured:
         return Measured(None, None, None, None, None, zero_fraction, tally.nans, tally.infs, power_sums=sums)
     # Values near float64's limit square to inf (inf - inf is NaN): such a std is not measurable in
     # float64 sums, so it is missing rather than a NaN next to all-finite values (issue 15).
-    std = math.sqrt(var) if math.isfinite(var) else None
+    # Distinct values with a variance of exactly 0: their deviations' squares underflowed (|x - mean|
+    # < 1e-162), so the std is not measurable either (a constant tensor, low == high, is exactly 0).
+    measurable = math.isfinite(var) and (var > 0 or tally.low == tally.high)
+    std = math.sqrt(var) if measurable else None
     return Measured(
         mean=mean, std=std, min=tally.low, max=tally.high, abs_max=max(abs(tally.low), abs(tally.high)),
         zero_fraction=zero_fraction, nan_count=tally.nans, inf_count=tally.infs, n_finite=sums.n,

@@ -13,6 +13,16 @@ from initium.schemas._base import WireModel
 # names torch gives unnamed children.
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 IntOrTuple = int | list[int]
+# safetensors' header keeps its metadata under this key: a tensor of that name is lost, and with it
+# the file's provenance, and the file no longer loads (issue 16).
+RESERVED_TENSOR_NAMES = frozenset({"__metadata__"})
+
+
+def check_tensor_name(name: str) -> str:
+    """`name`, unless safetensors reserves it (ValueError: the 422 names the field)."""
+    if name in RESERVED_TENSOR_NAMES:
+        raise ValueError(f"{name!r} is safetensors' reserved header key, not a tensor name; rename the tensor")
+    return name
 
 
 # Roles a module can add to its tensors, for rules to match: composite blocks tag their residual

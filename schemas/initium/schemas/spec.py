@@ -18,6 +18,7 @@ from initium.schemas._module import (
     ModuleName,
     ParameterizedType,
     _Module,
+    check_tensor_name,
 )
 from initium.schemas.spec_blocks import ResNetBasicBlock, ResNetBottleneck, TransformerBlock
 from initium.schemas.spec_layers import (
@@ -175,6 +176,9 @@ class Spec(WireModel):
     @model_validator(mode="after")
     def _check_unique_names(self) -> Spec:
         _check_unique(self.modules)
+        for module in self.modules:  # a top-level parameter's name is its tensor's whole name
+            if isinstance(module, Parameter):
+                check_tensor_name(module.name)
         return self
 
 

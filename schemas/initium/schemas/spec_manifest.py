@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import AfterValidator, Field, PositiveInt, model_validator
 
 from initium.schemas._base import WireModel
-from initium.schemas._module import ExtraRole, ParameterizedType
+from initium.schemas._module import ExtraRole, ParameterizedType, check_tensor_name
 
 # Module types whose tensors already come in blocks (one per gate, or q/k/v): the planner splits
 # them itself, so a manifest cannot split them a second way.
@@ -42,7 +42,9 @@ class ManifestTensor(WireModel):
     (>= 2-D) or the size (vectors); running_mean, running_var and num_batches_tracked are buffers.
     """
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$", max_length=1024)]
+    name: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$", max_length=1024), AfterValidator(check_tensor_name)
+    ]
     shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)]
     module_type: ParameterizedType = "parameter"
     role: Literal["weight", "bias", "running_mean", "running_var", "num_batches_tracked"] = "weight"

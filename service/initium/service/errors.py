@@ -5,6 +5,7 @@ InitiumError                 anything else the service raises on purpose (500)
 +-- RequestInvalidError      the spec or policy cannot be planned (422)
 +-- LimitExceededError       the request is larger than this server allows (413)
 +-- JobNotFoundError         no job has this id (404)
++-- PresetNotFoundError      GET /v1/presets/{ref} names no preset (404)
 +-- JobNotReadyError         the job has no artifact yet (409)
 +-- JobFailedError           the job failed; its artifact will never exist (409)
 +-- ConflictError            a name and version exist with other content (409)
@@ -50,6 +51,13 @@ class LimitExceededError(InitiumError):
 
 
 class JobNotFoundError(InitiumError):
+    type = "not_found"
+    status = 404
+
+
+class PresetNotFoundError(InitiumError):
+    """Asked for by its address (GET /v1/presets/{ref}); inside a request an unknown preset is a 422."""
+
     type = "not_found"
     status = 404
 

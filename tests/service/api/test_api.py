@@ -215,7 +215,7 @@ def test_publish_list_fetch_and_use_a_platform_preset(app_client: TestClient, ml
     assert ("acme-mlp", 1) in names and ("gpt2", 1) in names
     fetched = Preset.model_validate(app_client.get("/v1/presets/acme-mlp").json())
     assert fetched == Preset.model_validate(PLATFORM)
-    _assert_error(app_client.get("/v1/presets/nope@3"), 422, "validation_error", ["preset"])
+    _assert_error(app_client.get("/v1/presets/nope@3"), 404, "not_found", [])  # its address names nothing
     mlp_request["policy"] = {"preset": "acme-mlp@1"}
     done = _submit_and_wait(app_client, mlp_request)  # the worker resolves the published preset too
     assert done["state"] == "succeeded", done["error"]
@@ -246,3 +246,29 @@ def test_sharded_output_in_hugging_face_layout(app_client: TestClient, tmp_path:
     single = Client(http_client=app_client).initialize({**body, "output": {"format": "single"}})
     assert result.tensors.keys() == single.tensors.keys()
     assert all(torch.equal(result.tensors[k], single.tensors[k]) for k in single.tensors)
+
+
+def test_an_unknown_preset_address_is_a_404_everywhere(app_client: TestClient, tmp_path: Path) -> None:
+    """GET /v1/presets/{ref} answered 422 for a name nobody published (issue 16); the README says 404."""
+    from initium.client import Client, NotFoundError
+
+    _assert_error(app_client.get("/v1/presets/nobody"), 404, "not_found", [])
+    with pytest.raises(NotFoundError):
+        Client(http_client=app_client).preset("nobody")  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        Client.local(tmp_path, device="cpu").preset("nobody")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "m", "modules": [{"type": "parameter", "name": "__metadata__", "shape": [4]}]},
+        {"name": "m", "tensors": [{"name": "__metadata__", "shape": [4]}]},
+    ],
+)
+def test_a_tensor_named_like_the_safetensors_header_is_refused(app_client: TestClient, spec: dict[str, Any]) -> None:
+    """A tensor named __metadata__ replaced the file's metadata and made it unloadable (issue 16)."""
+    body = {"spec": spec, "policy": {"rules": [{"init": {"scheme": "zeros"}}]}}
+    for path in ("/v1/plans", "/v1/initializations"):
+        error = _assert_error(app_client.post(path, json=body), 422, "validation_error")
+        assert "__metadata__" in error["message"] and "reserved" in error["message"]

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from initium.schemas.presets import Preset, UnknownPresetError, builtin_presets, resolve_ref
-from initium.service.errors import ConflictError, RequestInvalidError
+from initium.service.errors import ConflictError, PresetNotFoundError, RequestInvalidError
 
 
 class PresetStore:
@@ -33,10 +33,18 @@ class PresetStore:
         return known
 
     def get(self, ref: str) -> Preset:
+        """The preset a request's policy names; RequestInvalidError (422 at `preset`) when none is."""
         try:
             return resolve_ref(ref, self.all())
         except UnknownPresetError as exc:
             raise RequestInvalidError(str(exc), ("preset",)) from None
+
+    def lookup(self, ref: str) -> Preset:
+        """The preset at its address (GET /v1/presets/{ref}); PresetNotFoundError (404) when none is."""
+        try:
+            return resolve_ref(ref, self.all())
+        except UnknownPresetError as exc:
+            raise PresetNotFoundError(str(exc)) from None
 
     def publish(self, preset: Preset) -> tuple[Preset, bool]:
         """Persist `preset`; (preset, True) when new, (existing, False) when identical rules exist."""

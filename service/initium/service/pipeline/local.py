@@ -96,8 +96,8 @@ class LocalService:
         return sorted(self._presets.all().values(), key=lambda p: (p.name, p.version))
 
     def preset(self, ref: str) -> Preset:
-        """'name' (newest version) or 'name@version'."""
-        return self._presets.get(ref)
+        """'name' (newest version) or 'name@version'; PresetNotFoundError (the API's 404) when none is."""
+        return self._presets.lookup(ref)
 
     def publish_preset(self, preset: Preset) -> Preset:
         """Publish in `data_dir`; identical republishing is a no-op, other rules under a published

@@ -26,8 +26,8 @@ def presets(store: PresetsDep) -> PresetList:
 
 @router.get("/presets/{ref}", response_model=Preset, responses=error_responses(404))
 def preset(ref: str, store: PresetsDep) -> Preset:
-    """One preset: 'name' for its newest version, or 'name@version'."""
-    return store.get(ref)
+    """One preset: 'name' for its newest version, or 'name@version'; 404 when there is none."""
+    return store.lookup(ref)
 
 
 @router.post("/presets", status_code=201, response_model=Preset, responses=body_route_responses(Preset))

@@ -194,3 +194,18 @@ def test_a_spread_the_dtype_cannot_resolve_at_its_mean_is_refused() -> None:
             refused.value.loc == [*FIELD, "std"] and f"rounds to {init['mean']:.6g} in {dtype}" in refused.value.message
         )
     assert plan({"scheme": "normal", "mean": 100.0, "std": 0.01}, "float16").tensors[0].expected_std == 0.01
+
+
+@pytest.mark.parametrize(
+    ("init", "dtype"),
+    [
+        ({"scheme": "normal", "mean": 100.0, "std": 0.001}, "float16"),  # unresolved at its mean
+        ({"scheme": "normal", "std": 1e-9}, "float16"),  # rounds to 0
+        ({"scheme": "normal", "std": 1e-50}, "float32"),
+    ],
+)
+def test_the_dtype_advised_for_an_unresolvable_law_resolves_it(init: dict[str, Any], dtype: str) -> None:
+    with pytest.raises(RequestInvalidError) as refused:
+        plan(init, dtype)
+    wider = re.search(r"or use dtype (\w+)$", refused.value.message)
+    assert wider is not None and plan(init, wider.group(1)).tensors[0].expected_std == init["std"]

@@ -41,7 +41,7 @@ def check_law(dist: d.Distribution, dtype: str, elements: int, init: SchemeParam
         )
     if isinstance(dist, d.TruncatedNormal):
         _check_truncated(dist, elements, init, loc, label)
-    _check_underflow(dist, dtype, init, loc, label)  # after the moments are known computable
+    _check_resolution(dist, dtype, init, loc, label)  # after the moments are known computable
 
 
 def _check_range(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
@@ -59,30 +59,26 @@ def _check_range(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc,
             )
 
 
-def _check_underflow(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
-    """A random law all of whose values round to 0 in `dtype` would write zeros: refuse it."""
+def _check_resolution(dist: d.Distribution, dtype: str, init: SchemeParams, loc: Loc, label: str) -> None:
+    """A random law the dtype cannot resolve writes a constant: every value rounds to the one nearest
+    its mean (a float64 N(1e300, 1) wrote 1e300 everywhere), or to 0 (a float16 N(0, 1e-9)). Refuse it."""
     info = dtype_info(dtype)
-    smallest = info.smallest_subnormal
-    if smallest is None or info.mantissa_bits is None or dist.std == 0:
+    if info.smallest_subnormal is None or info.mantissa_bits is None or dist.std == 0:
         return
-    # Every value rounds to the one nearest the mean where the law's whole reach is within half the
-    # dtype's spacing there (a float64 N(1e300, 1) writes 1e300 everywhere).
-    spacing = _spacing(dist.mean, info.mantissa_bits)
+    reach = max(abs(v) for v in dist.extent)
     if _unresolved(dist, info.mantissa_bits):
-        field = _range_field(dist, init, "high", math.inf)
-        raise RequestInvalidError(
-            f"{label}: every value of this {dist.family} law rounds to {dist.mean:.6g} in {dtype}: its spread "
-            f"{dist.std:.3g} is below the dtype's resolution there ({spacing:.3g}); change {field or 'the init'} "
-            "or use a more precise dtype",
-            (*loc, field) if field else loc,
-        )
-    if max(abs(v) for v in dist.extent) >= smallest / 2:
+        why = (f"rounds to {dist.mean:.6g} in {dtype}: its spread {dist.std:.3g} is below the dtype's "
+               f"resolution there ({_spacing(dist.mean, info.mantissa_bits):.3g})")  # fmt: skip
+    elif reach < info.smallest_subnormal / 2:
+        smallest = info.smallest_subnormal
+        why = f"(within +-{reach:.3g}) rounds to 0 in {dtype}, whose smallest nonzero value is {smallest:.3g}"
+    else:
         return
     field = _range_field(dist, init, "high", math.inf)
+    instead = _wider(reach, dist, otherwise="")
     raise RequestInvalidError(
-        f"{label}: every value of this {dist.family} law (within +-{max(abs(v) for v in dist.extent):.3g}) rounds "
-        f"to 0 in {dtype}, whose smallest nonzero value is {smallest:.3g}; change {field or 'the init'} or use a "
-        "dtype with a wider range",
+        f"{label}: every value of this {dist.family} law {why}; change {field or 'the init'}"
+        + (f" or use {instead}" if instead else ""),
         (*loc, field) if field else loc,
     )
 
@@ -97,14 +93,19 @@ def _unresolved(dist: d.Distribution, mantissa_bits: int) -> bool:
     return dist.std > 0 and dist.extent[1] - dist.extent[0] < _spacing(dist.mean, mantissa_bits) / 2
 
 
-def _wider(value: float, dist: d.Distribution | None = None) -> str:
-    """The smallest dtype that holds `value` (and resolves `dist`'s spread, when given)."""
-    fits = [
-        n for n in DTYPES.names()
-        if (dtype_info(n).max_finite or 0.0) >= value
-        and not (dist is not None and _unresolved(dist, dtype_info(n).mantissa_bits or 0))
-    ]  # fmt: skip
-    return f"dtype {min(fits, key=lambda n: dtype_info(n).itemsize)}" if fits else "smaller values"
+def _wider(value: float, dist: d.Distribution | None = None, otherwise: str = "smaller values") -> str:
+    """The smallest dtype that holds `value` and (given `dist`) resolves its spread and does not round
+    it to 0; `otherwise` when none does."""
+    fits = [n for n in DTYPES.names() if (dtype_info(n).max_finite or 0.0) >= value and _resolves(dist, n)]
+    return f"dtype {min(fits, key=lambda n: dtype_info(n).itemsize)}" if fits else otherwise
+
+
+def _resolves(dist: d.Distribution | None, dtype: str) -> bool:
+    info = dtype_info(dtype)
+    if dist is None or dist.std == 0 or info.mantissa_bits is None or info.smallest_subnormal is None:
+        return True
+    reach = max(abs(v) for v in dist.extent)
+    return not _unresolved(dist, info.mantissa_bits) and reach >= info.smallest_subnormal / 2
 
 
 def _range_field(dist: d.Distribution, init: SchemeParams, side: str, limit: float) -> str | None:

@@ -72,6 +72,15 @@ def test_duplicate_sibling_names_are_refused() -> None:
     assert "duplicate module name 'fc'" in _spec_error([linear, linear])["msg"]
 
 
+@pytest.mark.parametrize("branch", ["body", "shortcut"])
+def test_duplicate_names_in_a_residual_branch_are_refused(branch: str) -> None:
+    # Issue 16 (found by the header-size fuzz): a residual body of two layer norms both named A
+    # planned 2 tensors instead of 4, the second silently replacing the first.
+    norm = {"type": "layer_norm", "name": "A", "normalized_shape": 1}
+    residual = {"type": "residual", "body": [{"type": "relu"}], "shortcut": None, branch: [norm, norm]}
+    assert "duplicate module name 'A'" in _spec_error([residual])["msg"]
+
+
 def test_nested_error_path_reaches_into_sequentials() -> None:
     inner = {
         "type": "sequential",

@@ -81,7 +81,10 @@ def _text(response: httpx.Response) -> str:
 
 
 def plan_call(request: RequestLike | None = None, **parts: Any) -> Call[Plan]:
-    return Call("POST", "/v1/plans", _model(Plan), build_request(request, **parts).model_dump(mode="json"))
+    """The dry run. A plan past the server's INITIUM_MAX_PLAN_INLINE_BYTES comes streamed as an
+    attachment, with the same JSON: parsed from the bytes in one pass (no dict of it in between)."""
+    body = build_request(request, **parts).model_dump(mode="json")
+    return Call("POST", "/v1/plans", lambda response: Plan.model_validate_json(response.content), body)
 
 
 def submit_call(request: RequestLike | None = None, **parts: Any) -> Call[JobStatus]:

@@ -86,6 +86,13 @@ class Residual(_Module):
     body: list[Module] = Field(min_length=1, max_length=100_000)
     shortcut: list[Module] | None = None
 
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> Residual:
+        # body and shortcut are sibling lists of their own (body.A, shortcut.A): each must be unique.
+        _check_unique(self.body)
+        _check_unique(self.shortcut or [])
+        return self
+
 
 class Sequential(_Module):
     """torch.nn.Sequential: children named by their `name`, or by their index when unnamed."""

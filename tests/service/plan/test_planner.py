@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -161,3 +162,14 @@ def test_constant_hidden_weights_are_warned_about(mlp_request: dict[str, Any]) -
     assert len(warnings) == 2 and "fc1.weight starts constant, so its 512 units stay identical" in warnings[0]
     mlp_request["spec"]["modules"][2]["roles"] = ["classifier"]  # a zero readout is a choice (muP)
     assert len(_plan(mlp_request).warnings) == 1
+
+
+def test_two_tensors_under_one_name_are_refused_whatever_the_container() -> None:
+    # The planner's own guard behind the schema's sibling check (issue 16): a container that let two
+    # modules share a name would otherwise plan one tensor where the network has two.
+    norms = [{"type": "layer_norm", "name": n, "normalized_shape": 2} for n in ("A", "B")]
+    body = {"name": "t", "modules": [{"type": "residual", "body": norms, "shortcut": None}]}
+    request = InitRequest.model_validate({"spec": body, "policy": {"rules": [{"init": {"scheme": "normal"}}]}})
+    object.__setattr__(request.spec.modules[0].body[1], "name", "A")  # type: ignore[union-attr]
+    with pytest.raises(RequestInvalidError, match=re.escape("two tensors would both be named '0.body.A.weight'")):
+        make_plan(request)

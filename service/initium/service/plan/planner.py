@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping
 
 from initium.schemas import plan as wire
-from initium.schemas import spec as s
 from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
@@ -14,58 +13,89 @@ from initium.schemas.spec import Manifest, Spec
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
-from initium.service.plan.layers import get_layer
+from initium.service.plan.bounds import Deadline, check_size, collector_paused
+from initium.service.plan.layers import LayerTensor, get_layer
 from initium.service.plan.limits import Limits
 from initium.service.plan.manifest import manifest_followers, manifest_sites
-from initium.service.plan.output import shard_files, tensor_nbytes
+from initium.service.plan.output import check_headers, provenance_metadata, shard_files, tensor_nbytes
 from initium.service.plan.resolve import Context, plan_tensor, structure, uncovered
 from initium.service.plan.rules import effective_rules
 from initium.service.plan.schemes_structural import UNKNOWN_REASON
-from initium.service.plan.tree import describe_activation, followed_by, walk
+from initium.service.plan.tree import Leaf, describe_activation, followed_by, walk
 
 
 def make_plan(
     request: InitRequest, limits: Limits | None = None, presets: Mapping[tuple[str, int], Preset] | None = None
 ) -> wire.Plan:
-    """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError.
+    """Resolve every tensor of `request`; raises RequestInvalidError or LimitExceededError (a spec
+    past the server's limits, counted before planning; planning past its deadline; an output file
+    whose safetensors header would pass the readers' limit).
 
     `presets`: every preset the policy may name (built-in and published); default the built-ins.
     """
+    with collector_paused():
+        return _make_plan(request, limits or Limits(), presets)
+
+
+def _make_plan(request: InitRequest, limits: Limits, presets: Mapping[tuple[str, int], Preset] | None) -> wire.Plan:
+    deadline = Deadline(limits.max_plan_seconds)
     pinned, rules = effective_rules(request.policy, presets)
     if request.policy.lsuv is not None and isinstance(request.spec, Manifest):
         raise RequestInvalidError(
             "LSUV runs the network to rescale it, and a manifest has no forward pass; send a tree spec",
             ("policy", "lsuv"),
         )
-    if isinstance(request.spec, Manifest):
-        followers = manifest_followers(request.spec)
-        sites = [(followers[i], leaf, lt) for i, (leaf, lt) in enumerate(manifest_sites(request.spec))]
-    else:
-        _check_shape_limits(request.spec, limits or Limits())
-        leaves = walk(request.spec)
-        sites = [
-            (describe_activation(followed_by(leaves, i)), leaf, lt)
-            for i, leaf in enumerate(leaves)
-            for lt in get_layer(leaf.type)(leaf.module)
-        ]
+    check_size(request.spec, limits)
+    sites = _sites(request.spec, deadline)
     ctx = Context(request, rules, structure([(leaf, lt) for _, leaf, lt in sites]), set())
-    tensors = [plan_tensor(ctx, leaf, lt, follower) for follower, leaf, lt in sites]
+    tensors = [plan_tensor(ctx, leaf, lt, follower) for follower, leaf, lt in deadline.each(sites)]
     used = ctx.used
+    _check_unique_names(tensors)
     tensors = _apply_slices(tensors, request.slices)
-    _check_limits(tensors, limits or Limits())
+    _check_limits(tensors, limits)
+    rid = request_id(request, pinned)
+    shards = shard_files(tensors, request.output.format, request.output.max_shard_bytes)
+    check_headers(tensors, shards, request.output, provenance_metadata(rid, request.seed), deadline.check)
     missing = uncovered(tensors)
     unused = [r.label for r in rules if r.label not in used and r.label.startswith("policy.")]
     return wire.Plan(
-        request_id=request_id(request, pinned),
+        request_id=rid,
         algorithm=ALGORITHM,
         tensors=tensors,
         totals=_totals(tensors),
-        shards=shard_files(tensors, request.output.format, request.output.max_shard_bytes),
+        shards=shards,
         preset=pinned,
         unused_rules=unused,
         uncovered=missing,
         warnings=_warnings(missing, unused, tensors),
     )
+
+
+def _sites(spec: Spec | Manifest, deadline: Deadline) -> list[tuple[str | None, Leaf, LayerTensor]]:
+    """Every tensor to plan: (the activation that follows it, its leaf, the layer's entry)."""
+    if isinstance(spec, Manifest):
+        followers = manifest_followers(spec)
+        return [(followers[i], leaf, lt) for i, (leaf, lt) in enumerate(deadline.each(manifest_sites(spec)))]
+    leaves = walk(spec)
+    return [
+        (describe_activation(followed_by(leaves, i)), leaf, lt)
+        for i, leaf in enumerate(deadline.each(leaves))
+        for lt in get_layer(leaf.type)(leaf.module)
+    ]
+
+
+def _check_unique_names(tensors: list[wire.PlannedTensor]) -> None:
+    """Every state_dict key once: two tensors under one name would be one tensor in the file (the
+    later silently replacing the earlier), a model that loads with parameters missing. The schema
+    refuses duplicate sibling names; this holds for every container, present and future."""
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise RequestInvalidError(
+                f"two tensors would both be named {t.name!r}; give the modules that hold them distinct names",
+                ("spec",),
+            )
+        seen.add(t.name)
 
 
 def _apply_slices(
@@ -105,42 +135,11 @@ def _totals(tensors: list[wire.PlannedTensor]) -> wire.PlanTotals:
     return wire.PlanTotals(tensors=len(tensors), parameters=params, bytes=nbytes)
 
 
-def _check_shape_limits(spec: Spec, limits: Limits) -> None:
-    """Nesting depth and module count, counted iteratively before the (recursive) walk."""
-    stack: list[tuple[s.Module, int]] = [(m, 1) for m in spec.modules]
-    count = 0
-    while stack:
-        module, depth = stack.pop()
-        if depth > limits.max_depth:
-            raise LimitExceededError(
-                f"the spec nests modules {depth} deep; this server allows {limits.max_depth} (INITIUM_MAX_DEPTH)",
-                ("spec",),
-            )
-        copies = module.count if isinstance(module, s.Repeat) else 1
-        count += copies
-        if count > limits.max_modules:
-            raise LimitExceededError(
-                f"the spec has more than {limits.max_modules:,} modules (repeats counted per copy); this server "
-                "allows that many (INITIUM_MAX_MODULES)",
-                ("spec",),
-            )
-        stack += [(child, depth + 1) for child in _children(module)]
-
-
-def _children(module: s.Module) -> list[s.Module]:
-    if isinstance(module, s.Sequential):
-        return list(module.modules)
-    if isinstance(module, s.Repeat):
-        return [module.block]
-    if isinstance(module, s.Residual):
-        return [*module.body, *(module.shortcut or [])]
-    return []
-
-
 def _check_limits(tensors: list[wire.PlannedTensor], limits: Limits) -> None:
     if len(tensors) > limits.max_tensors:
         raise LimitExceededError(
-            f"the spec has {len(tensors)} tensors; this server allows at most {limits.max_tensors}",
+            f"the spec has {len(tensors):,} tensors; this server allows at most {limits.max_tensors:,} "
+            "(INITIUM_MAX_TENSORS)",
             ("spec",),
         )
     total = sum(_generated_elements(t) for t in tensors)

@@ -81,7 +81,10 @@ _PASS_THROUGH = frozenset({"dropout", "flatten", "identity", *NORM_TYPES, *s.POO
 def followed_by(leaves: Sequence[Leaf], index: int) -> s.Module | None:
     """The activation that the output of leaves[index] reaches first, skipping norms, dropout and
     reshapes; None when another weight layer or the end of the network comes first."""
-    for leaf in leaves[index + 1 :]:
+    # By index, not a slice: a slice copies the rest of the list on every call, which made planning
+    # quadratic in the number of leaves (issue 16: 200,000 tensors planned in 39-67 s, 20 s without it).
+    for after in range(index + 1, len(leaves)):
+        leaf = leaves[after]
         kind = leaf.type
         if kind in s.ACTIVATION_TYPES and kind != "identity":
             return leaf.module

@@ -6,7 +6,7 @@ import json
 
 from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
-from initium.service.identity import ALGORITHM
+from initium.service.plan.output import provenance_metadata
 
 
 def index_bytes(plan: Plan) -> bytes:
@@ -19,12 +19,6 @@ def index_bytes(plan: Plan) -> bytes:
 
 
 def metadata_for(plan: Plan, request: InitRequest) -> dict[str, str]:
-    # safetensors metadata is str -> str only (huggingface/safetensors#278); transformers requires
-    # format=pt to load the file.
-    return {
-        "format": "pt",
-        "initium.request_id": plan.request_id,
-        "initium.seed": str(request.seed),
-        "initium.algorithm": ALGORITHM.id,
-        "initium.algorithm_version": str(ALGORITHM.version),
-    }
+    """The `__metadata__` of every file the job writes: the planner's own, so the header it sized
+    (plan.output.HeaderSizer) is the header written."""
+    return provenance_metadata(plan.request_id, request.seed)

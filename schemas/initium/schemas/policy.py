@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from initium.schemas._base import WireModel
 from initium.schemas._module import ParameterizedType
@@ -77,7 +77,22 @@ class Lsuv(WireModel):
     start: Literal["orthogonal", "policy"] = "orthogonal"
 
 
-PresetRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[0-9]+)?$", max_length=128)]
+# Preset versions are below 2^31 (a signed 32-bit integer, what most stores and languages hold
+# exactly): an unbounded one, `house@10^30`, would squat "newest" for good, since versions are
+# immutable (issue 16).
+MAX_PRESET_VERSION = 2**31 - 1
+
+
+def _version_in_range(ref: str) -> str:
+    _, _, version = ref.partition("@")
+    if version and int(version) > MAX_PRESET_VERSION:
+        raise ValueError(f"a preset version is at most {MAX_PRESET_VERSION} (2^31 - 1), not {version}")
+    return ref
+
+
+PresetRef = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[0-9]+)?$", max_length=128), AfterValidator(_version_in_range)
+]
 
 
 class Policy(WireModel):

@@ -11,6 +11,7 @@ presets published at run time beside them and resolves refs over both with `reso
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from initium.schemas._base import WireModel
 from initium.schemas._module import MATRIX_TYPES, NORM_TYPES
-from initium.schemas.policy import Rule
+from initium.schemas.policy import MAX_PRESET_VERSION, Rule
 from initium.schemas.registry import Registry
 
 
@@ -26,7 +27,7 @@ class Preset(WireModel):
     """A published policy."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_PRESET_VERSION)
     description: str = Field(max_length=4000)
     rules: list[Rule] = Field(min_length=1, max_length=10_000)
     changelog: str = Field("", max_length=4000, description="what this version changed from the one before, and why")
@@ -41,6 +42,7 @@ class UnknownPresetError(LookupError):
 
 
 _PRESETS: Registry[Preset] = Registry("preset")
+_VERSION = re.compile(r"^[0-9]{1,10}$")
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -58,10 +60,11 @@ def resolve_ref(ref: str, known: Mapping[tuple[str, int], Preset]) -> Preset:
     versions = sorted(v for (n, v) in known if n == name)
     if not versions:
         names = ", ".join(sorted({n for n, _ in known}))
-        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {names}")
-    wanted = int(version) if version else versions[-1]
+        raise UnknownPresetError(f"unknown preset {name[:64]!r}; known presets: {names}")
+    # A version that is not a number below 2^31 names nothing: int() would refuse one of 4,300 digits.
+    wanted = versions[-1] if not version else int(version) if _VERSION.match(version) else None
     if wanted not in versions:
-        raise UnknownPresetError(f"preset {name!r} has no version {wanted}; versions: {versions}")
+        raise UnknownPresetError(f"preset {name!r} has no version {version[:16]}; versions: {versions}")
     return known[(name, wanted)]
 
 

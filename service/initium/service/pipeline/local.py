@@ -54,8 +54,9 @@ class LocalService:
         # INITIUM_ARTIFACT_STORE says: `file` hands out their paths.
         self._artifacts = LocalArtifacts(data_dir)
         self._store = JobStore(data_dir, artifacts=self._artifacts)
-        self._presets = PresetStore(data_dir)
-        self._limits = Settings(data_dir=data_dir).limits()
+        settings = Settings(data_dir=data_dir)  # the API's limits, from the same INITIUM_* variables
+        self._presets = PresetStore(data_dir, settings.max_preset_rules)
+        self._limits = settings.limits()
         self._verified = jobs.VerifiedFiles()
 
     def plan(self, request: InitRequest) -> Plan:

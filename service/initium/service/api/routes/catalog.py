@@ -19,9 +19,11 @@ def schemes() -> SchemeList:
 
 
 @router.get("/presets", response_model=PresetList, responses=error_responses())
-def presets(store: PresetsDep) -> PresetList:
+def presets(store: PresetsDep) -> Response:
     """Every preset, built-in and published, with its rules."""
-    return PresetList(presets=sorted(store.all().values(), key=lambda p: (p.name, p.version)))
+    # The body is serialized once per set of published presets (PresetStore.catalog_json): FastAPI
+    # would validate and serialize every rule again on every call (issue 16: 29.8 s with 300,000 rules).
+    return Response(store.catalog_json(), media_type="application/json")
 
 
 @router.get("/presets/{ref}", response_model=Preset, responses=error_responses(404))

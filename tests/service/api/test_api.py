@@ -139,7 +139,7 @@ def test_uncovered_parameters_are_refused_at_submit(app_client: TestClient, mlp_
 
 def test_not_json_and_oversized(app_client: TestClient, mlp_request: dict[str, Any]) -> None:
     bad = app_client.post("/v1/initializations", content=b"{not json", headers={"content-type": "application/json"})
-    _assert_error(bad, 422, "validation_error")
+    assert "line 1, column 2" in _assert_error(bad, 400, "invalid_json", [])["message"]  # issue 16 item 13
     mlp_request["spec"]["modules"][0]["in_features"] = 10**8
     error = _assert_error(app_client.post("/v1/initializations", json=mlp_request), 413, "limit_exceeded", ["spec"])
     assert "50,000,000" in error["message"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
+from initium.service.api.conditional import revalidated
 from initium.service.api.deps import DispatcherDep, LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
 from initium.service.api.downloads import serve_file
 from initium.service.api.http import body_route_responses, error_responses
@@ -19,8 +20,25 @@ from initium.service.jobs import submit as jobs
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
-# Errors as JSON beside the files' bytes: the same explicit content an HTML route's errors get.
-_FILES = error_responses(404, 409, 500, 503, html=True)
+# Errors as JSON beside the files' bytes: the same explicit content an HTML route's errors get; the
+# other answers of a download (RFC 9110 sections 13 and 14) and the request fields that choose them.
+_FILES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "the requested byte range (Content-Range)", "content": {"application/octet-stream": {}}},
+    304: {"description": "If-None-Match names the current ETag: the cached copy is current"},
+    **error_responses(404, 409, 412, 416, 500, 503, html=True),
+}
+_CONDITIONS = {
+    "Range": "one range, e.g. bytes=1000- (GET only; several ranges or a malformed one: the whole file)",
+    "If-Range": "the ETag the range was taken from: another ETag sends the whole file",
+    "If-Match": "entity tags or *: 412 unless one is the current ETag (strong comparison)",
+    "If-None-Match": "entity tags or *: 304 when one is the current ETag (weak comparison)",
+}
+_FILE_FIELDS = {
+    "parameters": [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": what}
+        for name, what in _CONDITIONS.items()
+    ]
+}
 
 # Stored files stream from the artifact store in 1 MiB pieces (each a hop to a worker thread: at
 # Starlette's 64 KiB a loopback GET of GPT-2's 475 MiB took 1.6 s instead of 0.41 s).
@@ -59,30 +77,43 @@ class ArtifactResponse(StreamingResponse):
     media_type = "application/octet-stream"
 
 
-@router.get("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES)
+@router.get("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
+@router.head("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
 def weights(job_id: JobId, request: Request, store: StoreDep, verified: VerifiedDep) -> Response:
-    """The safetensors file, checked against its sha256; supports Range and If-Range; the ETag is the sha256."""
+    """The safetensors file, checked against its sha256; the ETag is the sha256; Range, If-Range,
+    If-Match, If-None-Match; HEAD for the headers alone."""
     stored = jobs.weights_file(store, job_id, verified)
-    return serve_file(
-        store.artifacts, stored, request.headers, f"{job_id[:16]}.safetensors", "application/octet-stream"
-    )
+    filename, media_type = f"{job_id[:16]}.safetensors", "application/octet-stream"
+    return serve_file(store.artifacts, stored, request.headers, request.method, filename, media_type)
 
 
-@router.get("/{job_id}/files/{name}", response_class=ArtifactResponse, responses=_FILES)
+@router.get("/{job_id}/files/{name}", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
+@router.head("/{job_id}/files/{name}", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
 def file(job_id: JobId, name: str, request: Request, store: StoreDep, verified: VerifiedDep) -> Response:
-    """One written file (a shard or the shard index) by the name the job status lists; Range and ETag."""
+    """One written file (a shard or the shard index) by the name the job status lists; as the weights."""
     stored = jobs.job_file(store, job_id, name, verified)
     media_type = "application/json" if name.endswith(".json") else "application/octet-stream"
-    return serve_file(store.artifacts, stored, request.headers, name, media_type)
+    return serve_file(store.artifacts, stored, request.headers, request.method, name, media_type)
 
 
-@router.get("/{job_id}/report", response_model=Report, responses=error_responses(404, 409, 503))
-def report(job_id: JobId, store: StoreDep) -> Report:
-    """Per-tensor expected vs measured statistics, totals and provenance."""
-    return jobs.load_report(store, job_id)
+# A report is generated from the job's record, so its ETag is the sha256 of the answer's bytes.
+_REVALIDATED: dict[int | str, dict[str, Any]] = {304: {"description": "If-None-Match names the current ETag"}}
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=error_responses(404, 409, 503, html=True))
-def report_html(job_id: JobId, store: StoreDep) -> HTMLResponse:
-    """The same report as a self-contained page."""
-    return HTMLResponse(render_report(jobs.load_report(store, job_id)))
+@router.get(
+    "/{job_id}/report", response_model=Report, responses={**_REVALIDATED, **error_responses(404, 409, 412, 503)}
+)
+def report(job_id: JobId, request: Request, store: StoreDep) -> Response:
+    """Per-tensor expected vs measured statistics, totals and provenance; ETag and If-None-Match."""
+    content = jobs.load_report(store, job_id).model_dump_json(by_alias=True).encode()
+    return revalidated(request.headers, request.method, content, "application/json")
+
+
+@router.get(
+    "/{job_id}/report.html", response_class=HTMLResponse,
+    responses={**_REVALIDATED, **error_responses(404, 409, 412, 503, html=True)},
+)  # fmt: skip
+def report_html(job_id: JobId, request: Request, store: StoreDep) -> Response:
+    """The same report as a self-contained page; ETag and If-None-Match."""
+    content = render_report(jobs.load_report(store, job_id)).encode()
+    return revalidated(request.headers, request.method, content, "text/html; charset=utf-8")

@@ -11,6 +11,7 @@ InitiumError                 anything else the service raises on purpose (500)
 +-- ConflictError            a name and version exist with other content (409)
 +-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
 +-- StoreUnavailableError    the artifact store cannot be reached or refuses for now (503, Retry-After)
++-- InsufficientStorageError the data volume or the object store has no room for a write (507, Retry-After)
 
 The status lives here, not in the HTTP layer, so local mode (initium.service.pipeline.local) raises
 the client's errors exactly as the API would answer without importing fastapi.
@@ -18,7 +19,11 @@ the client's errors exactly as the API would answer without importing fastapi.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 
 class InitiumError(Exception):
@@ -94,3 +99,54 @@ class StoreUnavailableError(InitiumError):
     def __init__(self, message: str, loc: Sequence[str | int] = (), reason: str = "unavailable") -> None:
         super().__init__(message, loc)
         self.reason = reason
+
+
+class InsufficientStorageError(InitiumError):
+    """The store has no room for a write (RFC 4918's 507 Insufficient Storage): the data volume is out
+    of space or over a quota, or the object store refused the write for space (MinIO's
+    XMinioStorageFull, a bucket quota). `reason` is the short cause readiness reports (ENOSPC, EDQUOT,
+    XMinioStorageFull, ...). The message says what is full and the fix, never a server path. Nothing
+    partial was kept: the same call succeeds once space is freed. Retry-After is eviction's default
+    round (INITIUM_EVICT_INTERVAL_S, 60 s): the soonest the service frees space by itself."""
+
+    type = "insufficient_storage"
+    status = 507
+    retry_after_s = 60
+
+    def __init__(self, message: str, loc: Sequence[str | int] = (), reason: str = "full") -> None:
+        super().__init__(message, loc)
+        self.reason = reason
+
+
+# errno values that say the volume cannot take the bytes: no space left, a quota reached, a file
+# larger than the volume (or RLIMIT_FSIZE) allows. Freeing space cures them; waiting alone does not.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def volume_full_as_507(what: str) -> Iterator[None]:
+    """Inside: an OSError in STORAGE_FULL_ERRNOS raises InsufficientStorageError saying that the data
+    volume (INITIUM_DATA_DIR) has no room for `what` (e.g. "the job's records"), with the fix; the
+    OSError, with its path, stays the cause, for the log only. Any other OSError passes as it is."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_FULL_ERRNOS:
+            raise
+        code = errno.errorcode[exc.errno]
+        raise InsufficientStorageError(
+            f"the data volume (INITIUM_DATA_DIR) has no room for {what}: {os.strerror(exc.errno)} ({code}); "
+            "free space on it, or set INITIUM_STORE_MAX_BYTES so that eviction keeps finished jobs within a "
+            "size; nothing partial was kept: retry once there is space",
+            reason=code,
+        ) from exc
+
+
+def without_server_paths(message: str, data_dir: Path) -> str:
+    """`message` with the data directory's absolute spellings replaced by <INITIUM_DATA_DIR>: a
+    message built from an OSError or a store path would show a caller the server's files (issue 16);
+    the fix it gives names the setting instead."""
+    spellings = {str(data_dir.absolute()), str(data_dir.resolve())} - {"/", ""}
+    for path in sorted(spellings, key=len, reverse=True):  # longest first: one may contain the other
+        message = message.replace(path, "<INITIUM_DATA_DIR>")
+    return message

@@ -26,14 +26,14 @@ import re
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from initium.schemas.job import FileInfo
-from initium.service.errors import StoreUnavailableError
+from initium.service.errors import StoreUnavailableError, volume_full_as_507
 
 log = logging.getLogger("initium.store")
 
@@ -212,6 +212,32 @@ class HashingWriter(ABC):
         """Drop everything stored, leaving nothing under the final name (unlink, abort upload)."""
 
 
+class GuardedWriter:
+    """A writer that commits only while `guard()` passes (it raises otherwise): a late attempt at a
+    job another attempt has already published aborts here instead of renaming over the published
+    file or completing its upload onto it; what it wrote is dropped (see pipeline.job.Superseded)."""
+
+    def __init__(self, writer: ArtifactWriter, guard: Callable[[], None]) -> None:
+        self.name = writer.name
+        self.bytes_written = 0
+        self._writer, self._guard = writer, guard
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._writer.write(chunk)
+        self.bytes_written = self._writer.bytes_written
+
+    def commit(self) -> FileInfo:
+        try:
+            self._guard()
+        except BaseException:
+            self._writer.abort()
+            raise
+        return self._writer.commit()
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
 def compose_by_copy(store: Artifacts, job_id: str, name: str, header: bytes, parts: Sequence[str]) -> FileInfo:
     """compose for any store: the header and each part streamed through one writer."""
     writer = store.writer(job_id, name)
@@ -281,15 +307,18 @@ def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None, 
     raise ValueError(f"artifact store {store!r}: use 'local' or 's3://bucket/prefix'")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """`data` under `path` via a temporary name in the same folder (created if missing): a reader
-    sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """`data` (bytes, or pieces written in order: a large plan is never one string in memory) under
+    `path` via a temporary name in the same folder (created if missing): a reader sees the old file
+    or the new one, never a part. A volume with no room (ENOSPC, EDQUOT, EFBIG) raises
+    InsufficientStorageError naming the file, not its folder, and leaves no temporary file."""
+    with volume_full_as_507(path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.writelines([data] if isinstance(data, bytes) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

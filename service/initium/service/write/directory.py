@@ -4,13 +4,15 @@
     <data_dir>/reports/<id>.json       reports kept for the record
 
 A writer is a temporary file of the attempt's own beside its target, fsynced and renamed into place
-on commit (write.artifacts describes the interface).
+on commit (write.artifacts describes the interface). A volume with no room (ENOSPC, EDQUOT, EFBIG)
+raises InsufficientStorageError (507) and leaves no temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from initium.schemas.job import FileInfo
-from initium.service.errors import StoreUnavailableError
+from initium.service.errors import InsufficientStorageError, StoreUnavailableError, volume_full_as_507
 from initium.service.identity import check_id
 from initium.service.write.artifacts import (
     ACCESSED,
@@ -34,6 +36,8 @@ from initium.service.write.artifacts import (
     compose_by_copy,
 )
 
+log = logging.getLogger("initium.store")
+
 
 class _LocalWriter(HashingWriter):
     """A temporary file of this attempt's own beside the target; fsync, then os.replace onto the name.
@@ -42,21 +46,27 @@ class _LocalWriter(HashingWriter):
     def __init__(self, path: Path, name: str) -> None:
         super().__init__(name)
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = path.with_name(f".{path.name}.{attempt_suffix()}")
-        self._file = open(self._tmp, "xb")  # noqa: SIM115  (closed in _finish or _discard)
+        with volume_full_as_507(f"the artifact {name}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "xb")  # noqa: SIM115  (closed in _finish or _discard)
 
     def _store(self, chunk: bytes | memoryview) -> None:
-        self._file.write(chunk)
+        with volume_full_as_507(f"the artifact {self.name}"):
+            self._file.write(chunk)
 
     def _finish(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        # ENOSPC may surface only here (the buffer's last flush; fsync on NFS and delayed allocation)
+        with volume_full_as_507(f"the artifact {self.name}"):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
 
     def _discard(self) -> None:
-        self._file.close()
+        # close() flushes what is buffered, which fails again on a full volume: the file goes anyway
+        with contextlib.suppress(OSError):
+            self._file.close()
         self._tmp.unlink(missing_ok=True)
 
 
@@ -133,7 +143,12 @@ class LocalArtifacts:
             path.unlink(missing_ok=True)
 
     def touch(self, job_id: str) -> None:
-        (self.jobs / check_id(job_id) / ACCESSED).touch()
+        # Bookkeeping for eviction: a full volume must not fail the download that records its use.
+        try:
+            with volume_full_as_507("the access stamp"):
+                (self.jobs / check_id(job_id) / ACCESSED).touch()
+        except InsufficientStorageError as exc:
+            log.warning("job %s: last use not recorded: %s", job_id, exc.message)
 
     def usage(self, job_id: str) -> Usage:
         folder = self.jobs / check_id(job_id)

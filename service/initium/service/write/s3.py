@@ -11,13 +11,17 @@ boto3 reads itself; INITIUM_S3_ENDPOINT_URL points at MinIO or another S3-compat
 
 A store that is down (unreachable, timing out, throttling, answering 5xx, its bucket gone) raises
 StoreUnavailableError (the API answers 503 with Retry-After), never botocore's own exceptions; an
-object missing from a bucket that answers stays what it is (None, FileNotFoundError).
+object missing from a bucket that answers stays what it is (None, FileNotFoundError). A write the
+store refuses for space (MinIO's XMinioStorageFull, a bucket quota, any 507) raises
+InsufficientStorageError (507), and readiness reports the store full until a later write succeeds
+(see [Note: S3 full]).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -28,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, Inc
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from initium.schemas.job import FileInfo
-from initium.service.errors import StoreUnavailableError
+from initium.service.errors import InsufficientStorageError, StoreUnavailableError
 from initium.service.identity import check_id
 from initium.service.write.artifacts import (
     ACCESSED,
@@ -41,6 +45,7 @@ from initium.service.write.artifacts import (
     compose_by_copy,
 )
 
+log = logging.getLogger("initium.store")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -51,6 +56,12 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}  # an object (or, for head_bucket, t
 # Codes that say "not now" rather than "no": throttling, the server's own failures, a stalled upload.
 _NOT_NOW = {"SlowDown", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded",
             "RequestTimeout", "InternalError", "NoSuchBucket"}  # fmt: skip
+# Codes that refuse a write for space: MinIO below its free-drive threshold (507) or over a bucket
+# quota (400, from MinIO's cmd/api-errors.go); other S3-compatible servers' quota (Ceph RGW:
+# QuotaExceeded); an object larger than the server takes. Any HTTP 507 counts too (RFC 4918).
+_FULL = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded", "EntityTooLarge"}
+_TOO_LARGE = "EntityTooLarge"  # one object too large: the store itself is not full
+PROBE_KEY = "readiness-probe"  # the object a full store's readiness check writes, then deletes
 # Causes a readiness probe names when the store refuses this host (for the message's fix).
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoCredentialsError"}
 # Refused or unreachable endpoints, timeouts, connections cut mid-answer, bodies cut short.
@@ -90,6 +101,14 @@ def _code(exc: ClientError) -> str:
 
 def _missing(exc: ClientError) -> bool:
     return _code(exc) in _MISSING
+
+
+def _full(exc: BotoCoreError | ClientError) -> str | None:
+    """The code when `exc` refuses a write for space (see _FULL); None otherwise."""
+    if not isinstance(exc, ClientError):
+        return None
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return _code(exc) if _code(exc) in _FULL or status == 507 else None
 
 
 def _down(exc: BotoCoreError | ClientError) -> str | None:
@@ -148,12 +167,12 @@ class _MultipartWriter(HashingWriter):
 
     def _finish(self) -> None:
         if self._upload_id is None:
-            with self._s3.available():
+            with self._s3.available(write=True):
                 self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
             return
         if self._buffer:
             self._upload(bytes(self._buffer))
-        with self._s3.available():
+        with self._s3.available(write=True):
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
             )
@@ -181,6 +200,7 @@ class S3Artifacts:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client if client is not None else _client(endpoint_url, "serving" if serving else "worker")
         self._probe = client  # the readiness client, made on first use unless one was given
+        self.refused: str | None = None  # the code of this process's last write refused for space
 
     @property
     def url(self) -> str:
@@ -201,21 +221,51 @@ class S3Artifacts:
         return StoreUnavailableError(f"the artifact store {self.url} is unavailable ({reason}): {fix}; retry later",
                                      reason=reason)  # fmt: skip
 
+    def no_room(self, reason: str) -> InsufficientStorageError:
+        """The error that says this store refused a write for space (`reason`: the S3 code), with the
+        fix; it names no bucket, endpoint or key."""
+        if reason == _TOO_LARGE:
+            what = "an object larger than it accepts (EntityTooLarge)"
+            fix = "raise the server's object size limit, or ask for sharded output (output.format 'sharded')"
+        else:
+            quota = "Quota" in reason
+            what = f"a write: {'the bucket is over its quota' if quota else 'its drives are full'} ({reason})"
+            fix = (
+                f"{'raise the quota or ' if quota else ''}free space in the object store, or set "
+                "INITIUM_STORE_MAX_BYTES so that eviction keeps finished jobs within a size"
+            )
+        return InsufficientStorageError(
+            f"the object store (INITIUM_ARTIFACT_STORE) refused {what}: {fix}; nothing partial was kept: "
+            "retry once there is space",
+            reason=reason,
+        )
+
     @contextlib.contextmanager
-    def available(self) -> Iterator[None]:
+    def available(self, write: bool = False) -> Iterator[None]:
         """Inside: a refused or unreachable endpoint, a timeout, throttling, a 5xx or a missing bucket
-        raises StoreUnavailableError; anything else (a missing key, access denied) passes as it is."""
+        raises StoreUnavailableError; a write refused for space raises InsufficientStorageError and
+        marks the store full (`refused`); anything else (a missing key, access denied) passes as it
+        is. A `write` that succeeds clears the mark (see [Note: S3 full])."""
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
+            full = _full(exc)
+            if full is not None:
+                if full != _TOO_LARGE:
+                    self.refused = full
+                raise self.no_room(full) from exc
             reason = _down(exc)
             if reason is None:
                 raise
             raise self.unavailable(reason) from exc
+        if write:
+            self.refused = None
 
     def check(self) -> None:
         """For readiness: the bucket answers a HEAD, once, within ~2 s; StoreUnavailableError with the
-        cause otherwise (any failure counts here: a 403 is as not-ready as a refused connection)."""
+        cause otherwise (any failure counts here: a 403 is as not-ready as a refused connection).
+        A store that refused a write for space must also take a probe write, else
+        InsufficientStorageError (see [Note: S3 full])."""
         if self._probe is None:
             self._probe = _client(self.endpoint_url, "probe")
         try:
@@ -224,6 +274,20 @@ class S3Artifacts:
             raise self.unavailable("NoSuchBucket" if _missing(exc) else _code(exc)) from exc
         except BotoCoreError as exc:
             raise self.unavailable(type(exc).__name__) from exc
+        if self.refused is not None:
+            self._probe_write()
+
+    def _probe_write(self) -> None:
+        # [Note: S3 full] A refusal for space is seen only by the process whose write it was (a
+        # worker's upload fails its job with the reason; the API's own writes are access stamps and
+        # reports). `refused` keeps the store "full" for readiness until a write succeeds; while it
+        # is set, readiness writes one part's minimum (5 MiB) and deletes it: MinIO checks each write
+        # against its size (cmd/object-api-utils.go hasSpaceFor), so an empty object would pass on
+        # drives that still refuse every part.
+        key = self.prefix + PROBE_KEY
+        with self.available(write=True):
+            self._probe.put_object(Bucket=self.bucket, Key=key, Body=bytes(MIN_PART))
+            self._probe.delete_object(Bucket=self.bucket, Key=key)
 
     @_guarded
     def ensure_bucket(self) -> None:
@@ -344,9 +408,13 @@ class S3Artifacts:
             if _code(exc) != "NoSuchUpload":
                 raise
 
-    @_guarded
     def touch(self, job_id: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.key(job_id, ACCESSED), Body=b"")
+        # Bookkeeping for eviction: a full store must not fail the download that records its use.
+        try:
+            with self.available(write=True):
+                self.client.put_object(Bucket=self.bucket, Key=self.key(job_id, ACCESSED), Body=b"")
+        except InsufficientStorageError as exc:
+            log.warning("job %s: last use not recorded: %s", job_id, exc.message)
 
     @_guarded
     def usage(self, job_id: str) -> Usage:
@@ -362,9 +430,9 @@ class S3Artifacts:
     def _report_key(self, request_id: str) -> str:
         return f"{self.prefix}reports/{check_id(request_id)}.json"
 
-    @_guarded
     def put_report(self, request_id: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._report_key(request_id), Body=data)
+        with self.available(write=True):
+            self.client.put_object(Bucket=self.bucket, Key=self._report_key(request_id), Body=data)
 
     def get_report(self, request_id: str) -> bytes | None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -16,9 +17,10 @@ from safetensors.torch import load_file
 from initium.schemas import InitRequest
 from initium.schemas.job import Progress
 from initium.schemas.report import Report
+from initium.service.errors import RequestInvalidError
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.model.modules import build
-from initium.service.pipeline.job import JobRun, execute_job
+from initium.service.pipeline.job import JobRun, execute_job, failure_message
 from initium.service.pipeline.loop import MAX_ATTEMPTS, Worker
 from initium.service.plan.planner import make_plan
 
@@ -250,3 +252,16 @@ def test_the_probe_sees_exactly_the_written_bytes(store: JobStore, output: str) 
     for name, values in written.items():
         got = source(name)
         assert got.dtype == values.dtype and torch.equal(got, values), name
+
+
+def test_a_failure_message_never_shows_a_server_path(tmp_path: Path) -> None:
+    # Issue 16 item 14: a job's status is read by callers, so its error names no file of the server.
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "jobs" / "x" / "weights.safetensors"))
+    assert failure_message(missing, tmp_path) == "FileNotFoundError: No such file or directory (errno 2)"
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "jobs"))
+    message = failure_message(full, tmp_path)
+    assert str(tmp_path) not in message and "INITIUM_DATA_DIR" in message
+    raised = RuntimeError(f"could not map {tmp_path.resolve()}/jobs/x")
+    assert failure_message(raised, tmp_path) == "RuntimeError: could not map <INITIUM_DATA_DIR>/jobs/x"
+    own = RequestInvalidError(f"under {tmp_path.absolute()}", ("policy",))
+    assert failure_message(own, tmp_path) == "under <INITIUM_DATA_DIR>"

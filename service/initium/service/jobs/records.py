@@ -18,7 +18,11 @@ progress or its own success with other bytes is dropped. The one exit from `succ
 is then failed, so that resubmitting the request generates it again. failed -> succeeded is the
 other race, the other way round: of two attempts at once (a redelivered job), the one that failed
 may finish first; the other's success, the job's bytes whole and hashed, then still counts (the
-error is cleared), rather than leaving a job failed whose weights are in place.
+error is cleared), rather than leaving a job failed whose weights are in place. The job's files
+follow the same rule: an attempt commits nothing once the job has succeeded (see [Note: a success
+stays] in pipeline.job), and the code that fails a job removes what its attempts left unfinished
+(pipeline.job.discard_unfinished), since an attempt that died cannot. Each new attempt shows its
+own progress, from 0 (start_attempt).
 
 Two backends: FileJobRecords (files under the data directory, the local default) and
 RedisJobRecords (initium.service.jobs.records_redis, under Celery: no shared volume needed).
@@ -42,6 +46,7 @@ from initium.schemas.plan import Plan
 from initium.schemas.request import InitRequest
 from initium.service.errors import JobNotFoundError
 from initium.service.identity import JOB_ID, check_id
+from initium.service.plan.output import plan_json_chunks
 from initium.service.write.artifacts import atomic_write
 
 log = logging.getLogger("initium.jobs")
@@ -166,9 +171,10 @@ def invalidated(record: JobRecord, error: ErrorInfo) -> JobRecord:
 
 
 def start_attempt(records: JobRecords, job_id: str, worker: str, max_attempts: int) -> JobRecord:
-    """queued or running -> running with one attempt more, by `worker` (host:pid); a job whose worker
-    died `max_attempts` times -> failed instead. A finished job is left as it is. The caller runs
-    the job only when the returned record is running."""
+    """queued or running -> running with one attempt more, by `worker` (host:pid), its progress back
+    at 0 tensors and bytes done; a job whose worker died `max_attempts` times -> failed instead (the
+    caller then removes what those attempts left unfinished: pipeline.job.discard_unfinished). A
+    finished job is left as it is. The caller runs the job only when the returned record is running."""
 
     def change(record: JobRecord) -> JobRecord:
         if record.state in ("succeeded", "failed"):
@@ -179,9 +185,32 @@ def start_attempt(records: JobRecords, job_id: str, worker: str, max_attempts: i
                 "it may need more memory than the worker has"
             )
             return record.model_copy(update={"state": "failed", "error": ErrorInfo(type="job_failed", message=message)})
-        return record.model_copy(update={"state": "running", "attempts": record.attempts + 1, "worker": worker})
+        # The status shows this attempt's progress: what an attempt that died had written is gone
+        # with it (its temporary files are never committed), so the count starts again at 0.
+        progress = record.progress.model_copy(update={"tensors_done": 0, "bytes_done": 0})
+        update = {"state": "running", "attempts": record.attempts + 1, "worker": worker, "progress": progress}
+        return record.model_copy(update=update)
 
     return records.update(job_id, change)
+
+
+def republish_due(records: JobRecords, job_id: str, stale_after_s: float) -> bool:
+    """Whether a queued job that no worker ever started (attempts 0) and whose record has not
+    changed for `stale_after_s` seconds should be published again: its message may be lost (a
+    worker that took it and died before its first attempt, a broker that lost it). True at most
+    once per `stale_after_s` per job: the record is stamped now, under the lock, so concurrent
+    resubmissions publish it once. See [Note: a lost message] in jobs.submit."""
+    cutoff = datetime.now(UTC).timestamp() - stale_after_s
+    due = False
+
+    def change(record: JobRecord) -> JobRecord:
+        nonlocal due
+        due = record.state == "queued" and record.attempts == 0
+        due = due and datetime.fromisoformat(record.updated_at).timestamp() <= cutoff
+        return record.model_copy(update={"updated_at": now()}) if due else record
+
+    records.update(job_id, change)
+    return due
 
 
 def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecord:
@@ -288,10 +317,15 @@ class FileJobRecords:
                 record = JobRecord.model_validate_json((folder / JOB).read_bytes())
             except FileNotFoundError:
                 # request and plan first: a record (the job's existence) always has them
-                atomic_write(folder / REQUEST, request.model_dump_json().encode())
-                atomic_write(folder / PLAN, plan.model_dump_json().encode())
-                (folder / PART_ATTEMPTS).unlink(missing_ok=True)
-                return self._write(folder, fresh(job_id, progress)), True
+                try:
+                    atomic_write(folder / REQUEST, request.model_dump_json().encode())
+                    atomic_write(folder / PLAN, plan_json_chunks(plan))
+                    (folder / PART_ATTEMPTS).unlink(missing_ok=True)
+                    return self._write(folder, fresh(job_id, progress)), True
+                except BaseException:  # a full volume, say: no job, so none of its records either
+                    for name in (REQUEST, PLAN):
+                        (folder / name).unlink(missing_ok=True)
+                    raise
             if record.state != "failed":
                 return record, False
             (folder / PART_ATTEMPTS).unlink(missing_ok=True)
@@ -359,6 +393,7 @@ __all__ = [
     "add_progress",
     "fail",
     "open_records",
+    "republish_due",
     "set_progress",
     "start_attempt",
     "succeed",

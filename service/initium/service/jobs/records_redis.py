@@ -13,7 +13,7 @@ got in first; the state machine of initium.service.jobs.records checks it, as wi
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, cast
 
 import redis
@@ -25,6 +25,7 @@ from initium.schemas.request import InitRequest
 from initium.service.errors import JobNotFoundError
 from initium.service.identity import check_id
 from initium.service.jobs.records import Change, apply, fresh, invalidated, not_found, restart
+from initium.service.plan.output import plan_json_chunks
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ class RedisJobRecords:
             pipe.set(self._key(job_id, ":request"), request.model_dump_json())
             # Compressed: a plan is ~0.5 KB of JSON per tensor and one Redis string holds 512 MB; JSON
             # this repetitive shrinks over 10x at level 1, so even the largest accepted plan fits.
-            pipe.set(self._key(job_id, ":plan"), zlib.compress(plan.model_dump_json().encode(), 1))
+            pipe.set(self._key(job_id, ":plan"), _compressed(plan_json_chunks(plan)))
             pipe.sadd(f"{self.prefix}:jobs", job_id)
             return self._set(pipe, fresh(job_id, progress)), True
 
@@ -140,3 +141,9 @@ class RedisJobRecords:
 
 
 __all__ = ["RedisJobRecords"]
+
+
+def _compressed(pieces: Iterable[bytes]) -> bytes:
+    """zlib level 1 of the pieces joined, without joining them (a large plan's JSON is never one string)."""
+    z = zlib.compressobj(1)
+    return b"".join([*(z.compress(p) for p in pieces), z.flush()])

@@ -23,9 +23,10 @@ from initium.service.errors import (
 )
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
-from initium.service.jobs.records import now
-from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
+from initium.service.jobs.records import now, republish_due
+from initium.service.jobs.store import REPORT, WEIGHTS, JobStore, lane_for
 from initium.service.plan.limits import Limits
+from initium.service.plan.output import release_plan
 from initium.service.plan.planner import make_plan
 from initium.service.write.artifacts import Artifacts, Stamp, hashed_sha256, sha256_of
 
@@ -60,6 +61,20 @@ def submit(store: JobStore, request: InitRequest, limits: Limits, presets: Prese
     # A new job, or a failed one started afresh (same id, same bytes if it succeeds), is created
     # with the plan just made: workers read it and never plan again.
     record, created = store.create(request, plan, progress)
+    unstarted = not created and record.state == "queued" and record.attempts == 0
+    if unstarted and republish_due(store.records, record.id, store.republish_after_s):
+        # [Note: a lost message] A job accepted but never started may have lost its message (a
+        # worker took it and died before its first attempt; a broker restarted without its data):
+        # resubmitting it, past a wait no healthy queue needs, publishes it again (the queue marker,
+        # then the engine; created=True makes the caller dispatch it). A duplicate is harmless (see
+        # [Note: outbox] in jobs.queue): the second message finds the job finished, or runs a second
+        # attempt at the same bytes that never touches a published success (pipeline.job.Superseded).
+        log.warning("job %s: queued without an attempt for over %.0f s; published again", record.id,
+                    store.republish_after_s)  # fmt: skip
+        if record.id not in store.queued_ids():
+            store.enqueue(record.id, lane_for(plan.totals.bytes, store.large_job_bytes))
+        created = True
+    release_plan(plan)  # a batch at a time: freeing 100,000 tensors at once stalls every thread
     return Submission(to_status(record), created=created)
 
 
@@ -173,9 +188,19 @@ def _sha256_of(artifacts: Artifacts, job_id: str, name: str) -> str:
 
 
 def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool]:
-    """Keep a report under its request id; True when it is new. The same request and algorithm
-    version give the same bytes, so one id recorded with two artifacts is a conflict."""
+    """Keep a report under its request id; True when it is new.
+
+    For a request this server has a job for, the record is the server's own report (the job's
+    report.json): a report that differs from it is a ConflictError (409) naming the first field
+    that differs, one sent before the job succeeded a JobNotReadyError (409), and an equal one is
+    accepted as already recorded (issue 16: a forged report, artifact sha256 zeroed, was kept and
+    the genuine one then refused for good). For any other id the same request and algorithm version
+    give the same bytes, so one id recorded with two artifacts is a conflict."""
     request_id, sha256 = report.provenance.request_id, report.artifact.sha256
+    location = f"/v1/reports/{request_id}"
+    if store.records.exists(request_id):
+        _check_own_report(store, report)
+        return RecordedReport(id=request_id, sha256=sha256, recorded_at=now(), location=location), False
     stored = store.artifacts.get_report(request_id)
     created = stored is None
     if stored is None:
@@ -188,11 +213,62 @@ def record_report(store: JobStore, report: Report) -> tuple[RecordedReport, bool
                 "the same request and algorithm version give the same bytes: check the report's provenance",
                 ("artifact", "sha256"),
             )
-    recorded = RecordedReport(id=request_id, sha256=sha256, recorded_at=now(), location=f"/v1/reports/{request_id}")
-    return recorded, created
+    return RecordedReport(id=request_id, sha256=sha256, recorded_at=now(), location=location), created
+
+
+def _check_own_report(store: JobStore, report: Report) -> None:
+    """Refuse `report` unless it equals the server's own for its job; the record then holds the
+    server's bytes, so a report posted before the job ran never outlives the job either."""
+    request_id = report.provenance.request_id
+    state = store.records.load(request_id).state
+    if state != "succeeded":
+        raise JobNotReadyError(
+            f"request {request_id} is a job of this server ({state}): the server records its own report when the "
+            f"job succeeds, at GET /v1/reports/{request_id}",
+            ("provenance", "request_id"),
+        )
+    own = load_report(store, request_id)
+    own_json = own.model_dump_json()
+    if report.model_dump_json() != own_json:
+        where = _first_difference(report.model_dump(mode="json"), own.model_dump(mode="json"), ())
+        field = ".".join(map(str, where)) or "the report"
+        raise ConflictError(
+            f"this server ran request {request_id} and its report differs from the one sent at {field}; "
+            f"GET /v1/reports/{request_id} answers the server's own",
+            where,
+        )
+    stored = store.artifacts.get_report(request_id)
+    if stored is not None and stored != own_json.encode():
+        store.artifacts.put_report(request_id, own_json.encode())
+
+
+def _first_difference(sent: object, own: object, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The path of the first value in which two JSON trees differ; () when they are equal (NaN
+    equals NaN here: a report's non-finite statistics are values, not errors)."""
+    if isinstance(sent, dict) and isinstance(own, dict):
+        for key in [*own, *(k for k in sent if k not in own)]:
+            if key not in sent or key not in own:
+                return (*path, key)
+            if found := _first_difference(sent[key], own[key], (*path, key)):
+                return found
+        return ()
+    if isinstance(sent, list) and isinstance(own, list):
+        if len(sent) != len(own):
+            return path
+        for i, (a, b) in enumerate(zip(sent, own, strict=True)):
+            if found := _first_difference(a, b, (*path, i)):
+                return found
+        return ()
+    same = sent == own or (isinstance(sent, float) and isinstance(own, float) and sent != sent and own != own)
+    return () if same else path
 
 
 def recorded_report(store: JobStore, request_id: str) -> Report:
+    """The report kept for `request_id`: for a request this server has a job for, the job's own
+    report (JobNotReadyError or JobFailedError, 409, until it succeeded), so no report posted
+    earlier can stand in for it; else the one posted (JobNotFoundError, 404, when none was)."""
+    if store.records.exists(request_id):
+        return load_report(store, request_id)
     stored = store.artifacts.get_report(request_id)
     if stored is None:
         raise JobNotFoundError(f"no report recorded for {request_id}; POST it to /v1/reports", ("id",))

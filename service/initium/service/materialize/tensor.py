@@ -23,6 +23,18 @@ def pick_device(preference: str) -> torch.device:
     return torch.device(preference)
 
 
+def device_problem_here(preference: str) -> str | None:
+    """Why this process cannot compute on `preference` (cuda:0 on a host without a GPU, cuda:3 on a
+    host with two), or None when a tensor op there succeeds. It creates the CUDA context: call it in
+    the process that will use the device (a Celery prefork parent asks a subprocess instead)."""
+    try:
+        torch.ones(1, device=pick_device(preference)).sum().item()
+    except Exception as exc:  # any failure means the same here: this device cannot run jobs
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    return None
+
+
 def materialize(tensor: PlannedTensor, seed: int, device: torch.device, scale: float = 1.0) -> torch.Tensor:
     """Draw `tensor` (or its requested slice) from its Philox stream and round it once to its dtype;
     `scale` (LSUV's factor) multiplies the float64 values before that one rounding."""

@@ -31,15 +31,20 @@ from initium.schemas import report as wire
 from initium.schemas.job import FileInfo
 from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
-from initium.service.jobs.records import add_progress, fail
+from initium.service.jobs.records import add_progress
 from initium.service.jobs.store import WEIGHTS, JobStore
 from initium.service.pipeline.job import (
     JobRun,
+    Superseded,
+    attempt_writer,
+    ensure_unpublished,
     execute_job,
+    fail_job,
     failure_loc,
     failure_message,
     finish_job,
     mark_succeeded,
+    put_unpublished,
 )
 from initium.service.pipeline.loop import MAX_ATTEMPTS
 from initium.service.plan.output import tensor_nbytes
@@ -110,9 +115,11 @@ def coordinate(store: JobStore, job_id: str, device: torch.device, part_bytes: i
     try:
         run.rescale()
         lsuv = Lsuv(scales=run.scales, layers=run.lsuv_layers, skipped=run.lsuv_skipped)
-        store.artifacts.put(job_id, LSUV, lsuv.model_dump_json().encode())
+        put_unpublished(store, job_id, LSUV, lsuv.model_dump_json().encode())
+    except Superseded:
+        return  # published meanwhile by another attempt
     except Exception as exc:
-        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)), loc=failure_loc(exc))
+        fail_job(store, job_id, failure_message(exc, store.root), loc=failure_loc(exc))
         return
     log.info("job fanned out into %d parts", len(parts))
     done = _done(store, job_id, len(parts))
@@ -130,8 +137,8 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
     parts = split(run.plan, run.request, part_bytes)
     # A part that kills its worker is redelivered, and brokers keep no count: the records do.
     if store.records.count_part_attempt(job_id, k) > MAX_ATTEMPTS:
-        fail(store.records, job_id, f"part {k + 1} of {len(parts)} stopped its worker {MAX_ATTEMPTS} times; "
-                                    "it may need more memory than the worker has")  # fmt: skip
+        fail_job(store, job_id, f"part {k + 1} of {len(parts)} stopped its worker {MAX_ATTEMPTS} times; "
+                                "it may need more memory than the worker has")  # fmt: skip
         return
     # A sharded output's part is a whole shard file, written under its own name; a single file's
     # part is a run of tensor data (no header) that finalize assembles.
@@ -140,12 +147,14 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
     try:
         run.scales = Lsuv.model_validate_json(store.artifacts.get(job_id, LSUV)).scales
         progress = _PartProgress(store, job_id)
-        info = run.write_shard(parts[k], store.artifacts.writer(job_id, name), progress.add, with_header=sharded)
+        info = run.write_shard(parts[k], attempt_writer(store, job_id, name), progress.add, with_header=sharded)
         progress.flush()
         result = PartResult(file=info, stats=run.stats, seconds=run.clock.seconds)
-        store.artifacts.put(job_id, _part(k, "json"), result.model_dump_json().encode())
+        put_unpublished(store, job_id, _part(k, "json"), result.model_dump_json().encode())
+    except Superseded:
+        return  # a late copy of this part: the job is published, and its parts are gone with it
     except Exception as exc:
-        fail(store.records, job_id, f"part {k + 1} of {len(parts)}: {failure_message(exc, store.job_dir(job_id))}")
+        fail_job(store, job_id, f"part {k + 1} of {len(parts)}: {failure_message(exc, store.root)}")
         return
     if len(_done(store, job_id, len(parts))) == len(parts):
         publish(FINALIZE, [job_id])
@@ -173,17 +182,20 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         else:
             # header + the parts' data, in order, hashed as it is copied (SHA-256 does not compose).
             header = build_header(_file_order(plan), metadata_for(plan, request))
+            ensure_unpublished(store, job_id)
             files = [store.artifacts.compose(job_id, WEIGHTS, header, [_part(k, "data") for k in range(len(parts))])]
         run.clock.add("write", t)
         lsuv = Lsuv.model_validate_json(store.artifacts.get(job_id, LSUV))
         run.scales, run.lsuv_layers = lsuv.scales, lsuv.layers  # the probe generates with the same factors
         run.lsuv_skipped = lsuv.skipped
         files = finish_job(store, job_id, run, files)
+        mark_succeeded(store, job_id, files)
+    except Superseded:
+        return  # a duplicate finalize that won: its files stand
     except Exception as exc:
         # A duplicate finalize that won stands (`fail` changes only a running job): nothing is lost.
-        fail(store.records, job_id, f"assembling the parts: {failure_message(exc, store.job_dir(job_id))}")
+        fail_job(store, job_id, f"assembling the parts: {failure_message(exc, store.root)}")
         return
-    mark_succeeded(store, job_id, files)
     store.artifacts.delete(job_id, [n for n in store.artifacts.names(job_id) if n.startswith("parts/")])
 
 

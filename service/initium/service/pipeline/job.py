@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from initium.schemas import report as wire
 from initium.schemas.job import FileInfo, Progress
 from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
-from initium.service.errors import InitiumError
+from initium.service.errors import InitiumError, without_server_paths
 from initium.service.jobs.records import fail, set_progress, succeed
 from initium.service.jobs.store import REPORT, JobStore
 from initium.service.materialize.tensor import TORCH_DTYPES, materialize
@@ -28,10 +29,11 @@ from initium.service.model.lsuv import lsuv_scales
 from initium.service.model.probe import collect_warnings, run_probe
 from initium.service.plan.output import INDEX_FILE, tensor_nbytes
 from initium.service.summarize.report import build_report, tensor_stats
-from initium.service.write.artifacts import Artifacts, ArtifactWriter, record_hashed
+from initium.service.write.artifacts import Artifacts, ArtifactWriter, GuardedWriter, record_hashed
 from initium.service.write.index import index_bytes, metadata_for
 from initium.service.write.safetensors import SafetensorsStreamWriter, tensor_locations
 
+log = logging.getLogger("initium.worker")
 ProgressFn = Callable[[Progress], None]
 TensorDone = Callable[[PlannedTensor], None]
 STAGES = ("plan", "lsuv", "materialize", "summarize", "write", "propagate")
@@ -145,21 +147,70 @@ def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
     """Run one job to a terminal state; any failure becomes a failed job with the reason."""
     try:
         files = _generate(store, job_id, device, ProgressSaver(store, job_id))
+        mark_succeeded(store, job_id, files)
+    except Superseded:
+        log.info("another attempt published this job first; this attempt stops and keeps nothing")
     except Exception as exc:  # the job fails; the worker lives on to run the next one
         # A duplicate attempt that finished first (its cleanup removed this one's files) stands:
         # `fail` changes only a running job.
-        fail(store.records, job_id, failure_message(exc, store.job_dir(job_id)), loc=failure_loc(exc))
-        return
-    mark_succeeded(store, job_id, files)
+        fail_job(store, job_id, failure_message(exc, store.root), loc=failure_loc(exc))
+
+
+class Superseded(Exception):
+    """[Note: a success stays] The job has succeeded by another attempt (a redelivered or duplicate
+    run: an orphaned worker beside a new one, a message delivered twice). From then on no attempt
+    touches the job: its record is frozen by the state machine (jobs.records), and its files because
+    every commit of an attempt (each file, the report, the index, the stamps) first checks the
+    record (ensure_unpublished) and aborts, leaving the published bytes as they are. A success that
+    lands between that check and the commit meets identical bytes (same id, same bytes)."""
+
+
+def ensure_unpublished(store: JobStore, job_id: str) -> None:
+    """Superseded when the job has already succeeded; called before each commit of an attempt."""
+    if store.records.load(job_id).state == "succeeded":
+        raise Superseded(job_id)
+
+
+def attempt_writer(store: JobStore, job_id: str, name: str) -> ArtifactWriter:
+    """A writer for this attempt that commits only while the job is unpublished (see [Note: a success stays])."""
+    return GuardedWriter(store.artifacts.writer(job_id, name), lambda: ensure_unpublished(store, job_id))
+
+
+def put_unpublished(store: JobStore, job_id: str, name: str, data: bytes) -> None:
+    """A small object of this attempt's, written only while the job is unpublished."""
+    ensure_unpublished(store, job_id)
+    store.artifacts.put(job_id, name, data)
 
 
 def mark_succeeded(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
     """The job's record once its files are in place (the last file is the main one: the weights, or
-    the shard index); what attempts that died left unfinished goes with it. Each file is stamped as
-    this worker hashed it, so the API serves it without hashing it again (jobs.submit.VerifiedFiles)."""
-    store.artifacts.clean(job_id)
+    the shard index). Each file is stamped as this worker hashed it, so the API serves it without
+    hashing it again (jobs.submit.VerifiedFiles). Then, and only then, what other attempts left
+    unfinished goes: cleaning first would end a duplicate attempt that could fail the job before
+    this success is recorded. Superseded when another attempt published the job first."""
+    ensure_unpublished(store, job_id)
     record_hashed(store.artifacts, job_id, files)
-    succeed(store.records, job_id, files)
+    if succeed(store.records, job_id, files).state == "succeeded":
+        store.artifacts.clean(job_id)
+
+
+def fail_job(
+    store: JobStore, job_id: str, message: str, error_type: str = "job_failed", loc: Sequence[str | int] = ()
+) -> None:
+    """records.fail, and when the job is now failed, what its attempts left unfinished goes with it."""
+    if fail(store.records, job_id, message, error_type, loc).state == "failed":
+        discard_unfinished(store, job_id)
+
+
+def discard_unfinished(store: JobStore, job_id: str) -> None:
+    """A failed job keeps nothing partial: every attempt's temporary files or unfinished uploads and
+    its fan-out parts. The transition that fails the job calls this, since an attempt that died
+    cannot clean up after itself. A store that refuses is logged: the failure is recorded already."""
+    try:
+        store.artifacts.clean(job_id)
+        store.artifacts.delete(job_id, [n for n in store.artifacts.names(job_id) if n.startswith("parts/")])
+    except Exception as exc:  # the record is what counts; eviction removes the rest later
+        log.warning("job %s failed, but its unfinished files stay for now: %s: %s", job_id, type(exc).__name__, exc)
 
 
 def failure_loc(exc: Exception) -> list[str | int]:
@@ -167,13 +218,19 @@ def failure_loc(exc: Exception) -> list[str | int]:
     return list(exc.loc) if isinstance(exc, InitiumError) else []
 
 
-def failure_message(exc: Exception, job_dir: Path) -> str:
+def failure_message(exc: Exception, data_dir: Path) -> str:
+    """What a failed job's status says: the service's own message, or the exception's kind and text
+    (an OSError's strerror, never its file name), with no server path in it (issue 16)."""
+    if isinstance(exc, InitiumError):
+        return without_server_paths(exc.message, data_dir)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES):
         return (
-            f"the store could not take the artifact: {exc.strerror} (errno {exc.errno}) writing under {job_dir}; "
-            "free space or fix the volume's permissions, then resubmit the request (nothing partial was kept)"
+            f"the store could not take the artifact: {exc.strerror} (errno {exc.errno}); free space or fix the "
+            "data volume's permissions (INITIUM_DATA_DIR), then resubmit the request (nothing partial was kept)"
         )
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror} (errno {exc.errno})"
+    return without_server_paths(f"{type(exc).__name__}: {exc}", data_dir)
 
 
 def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> list[FileInfo]:
@@ -184,11 +241,12 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     attempt's finished files, identical to what any attempt writes (same id, same bytes), may stay
     until a later attempt commits them again or eviction removes the job. A redelivered job may run
     twice at once (see [Note: outbox] in initium.service.jobs.queue): each attempt writes under
-    temporary names or uploads of its own, and both commit the same bytes."""
+    temporary names or uploads of its own, and commits only while the job has not succeeded (see
+    [Note: a success stays]); a job that fails keeps nothing partial (discard_unfinished)."""
     run = JobRun.load(store, job_id, device)
     run.rescale()
     counter = ProgressCounter(run.plan, on_progress)
-    files = [run.write_shard(s, store.artifacts.writer(job_id, s.file), counter.add) for s in run.plan.shards]
+    files = [run.write_shard(s, attempt_writer(store, job_id, s.file), counter.add) for s in run.plan.shards]
     return finish_job(store, job_id, run, files)
 
 
@@ -199,9 +257,9 @@ def finish_job(store: JobStore, job_id: str, run: JobRun, files: list[FileInfo])
     if index is not None:
         files = [*files, FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(index).hexdigest(), size=len(index))]
     report = run.report(files, run.probe_source(store.artifacts, job_id))
-    store.artifacts.put(job_id, REPORT, report.model_dump_json(indent=1).encode())
+    put_unpublished(store, job_id, REPORT, report.model_dump_json(indent=1).encode())
     if index is not None:
-        store.artifacts.put(job_id, INDEX_FILE, index)
+        put_unpublished(store, job_id, INDEX_FILE, index)
     return files
 
 
@@ -236,4 +294,4 @@ class ProgressSaver:
             set_progress(self.store.records, self.job_id, progress)
 
 
-__all__ = ["JobRun", "StageClock", "execute_job"]
+__all__ = ["JobRun", "StageClock", "Superseded", "discard_unfinished", "execute_job", "fail_job"]

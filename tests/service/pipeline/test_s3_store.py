@@ -62,9 +62,10 @@ def test_the_supervisor_hands_the_worker_the_store(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(subprocess, "Popen", lambda cmd, env: started.append(cmd) or SimpleNamespace(pid=0))
     settings = Settings(data_dir=tmp_path, artifact_store="s3://bucket/p", s3_endpoint_url="http://minio:9000")
     WorkerSupervisor(settings).start()
-    (cmd,) = started
-    assert cmd[cmd.index("--artifact-store") + 1] == "s3://bucket/p"
-    assert cmd[cmd.index("--s3-endpoint-url") + 1] == "http://minio:9000"
+    assert len(started) == 2  # one worker per lane (issue 16)
+    for cmd in started:
+        assert cmd[cmd.index("--artifact-store") + 1] == "s3://bucket/p"
+        assert cmd[cmd.index("--s3-endpoint-url") + 1] == "http://minio:9000"
 
 
 def test_the_design_example_on_s3_gives_the_golden_bytes_and_ranges(

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from initium.service.jobs.store import JobStore
+from initium.service.jobs.store import LARGE, SMALL, JobStore
 
 if TYPE_CHECKING:  # imported when used: local mode and the embedded worker submit jobs without Celery
     from celery import Celery
@@ -25,7 +25,11 @@ if TYPE_CHECKING:  # imported when used: local mode and the embedded worker subm
 log = logging.getLogger("initium.engine")
 
 RUN_JOB = "initium.run_job"
+# [Note: lanes] in jobs.store, under Celery: one queue per lane. Small jobs keep the queue every job
+# used before lanes existed, so a worker started with the old `-Q initium` still serves them.
 QUEUE = "initium"
+LARGE_QUEUE = "initium.large"
+QUEUES = {SMALL: QUEUE, LARGE: LARGE_QUEUE}
 
 
 def make_celery(broker_url: str, visibility_timeout_s: float) -> Celery:
@@ -82,7 +86,8 @@ class CeleryQueue:
     ping_timeout_s: float = 1.0
 
     def publish(self, job_id: str) -> None:
-        self.app.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+        """To the queue of the lane the job was routed to at submit (its outbox marker's)."""
+        self.app.send_task(RUN_JOB, args=[job_id], queue=QUEUES[self.store.lane_of(job_id)])
         self.store.dequeue(job_id)
 
     def publish_outbox(self) -> int:

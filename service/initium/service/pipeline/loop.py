@@ -1,7 +1,8 @@
-"""The worker process: take queued jobs from the store, oldest first, one at a time, until told to stop.
+"""The worker process: take queued jobs of its lane from the store, oldest first, one at a time, until told to stop.
 
-Run by the API's supervisor in the embedded default (`initium serve`), or alone:
-    python -m initium.service.pipeline --data-dir DIR [--device auto|cpu|cuda]
+Run by the API's supervisor in the embedded default (`initium serve`: one per lane, see [Note: lanes]
+in initium.service.jobs.store), or alone:
+    python -m initium.service.pipeline --data-dir DIR [--device auto|cpu|cuda] [--lane large|small]
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ import torch
 
 from initium.service import logs
 from initium.service.jobs.records import start_attempt
-from initium.service.jobs.store import HEARTBEAT, JobStore
+from initium.service.jobs.store import (
+    EXIT_DEVICE_UNUSABLE,
+    LANES,
+    LARGE,
+    SMALL,
+    JobStore,
+    device_problem_name,
+    heartbeat_name,
+)
 from initium.service.materialize.sampling import warm_up
-from initium.service.materialize.tensor import pick_device
-from initium.service.pipeline.job import execute_job
+from initium.service.materialize.tensor import device_problem_here, pick_device
+from initium.service.pipeline import lifecycle
+from initium.service.pipeline.job import discard_unfinished, execute_job, fail_job, failure_loc, failure_message
 from initium.service.summarize import stats
-from initium.service.write.artifacts import open_artifacts
+from initium.service.write.artifacts import atomic_write, open_artifacts
 
 log = logging.getLogger("initium.worker")
 
@@ -37,44 +47,93 @@ MAX_ATTEMPTS = 3
 
 
 class Worker:
-    def __init__(self, store: JobStore, device: torch.device, poll_interval: float = 0.05) -> None:
+    """One lane's worker (see [Note: lanes]): the large lane's takes a small job only when no large
+    one waits, the small lane's never takes a large one. With `parent_pid` (the supervising API), it
+    dies with that process (see [Note: orphaned worker] in initium.service.pipeline.lifecycle)."""
+
+    def __init__(self, store: JobStore, device: torch.device, poll_interval: float = 0.05, lane: str = LARGE,
+                 parent_pid: int | None = None, grace_s: float = 30.0) -> None:  # fmt: skip
         self.store = store
         self.device = device
         self.poll_interval = poll_interval
+        self.lane = lane
+        self.parent_pid = parent_pid
+        self.grace_s = grace_s
         self.stopping = threading.Event()
+        self.orphan = threading.Event()
 
     def run(self) -> None:
+        if self.parent_pid is not None:
+            lifecycle.watch_parent(self.parent_pid, self.orphaned, self.stopping)
         path = warm_up(self.device)  # before the first heartbeat: /readyz waits for it
         stats.warm_up()
-        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
-        beat.start()
-        log.info("worker ready on %s (%s sampler), data in %s", self.device, path, self.store.root)
-        while not self.stopping.is_set():
-            if not self.run_pending():
-                self.stopping.wait(self.poll_interval)
+        if self.stopping.is_set():  # stopped, or orphaned, while warming up
+            return
+        # One process per lane of a data directory: a second waits here, not ready, for the first to exit.
+        with lifecycle.lane_lock(self.store.root / f"worker-{self.lane}.lock", self.stopping) as held:
+            if not held:
+                return
+            beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+            beat.start()
+            log.info("worker ready on %s (%s sampler) for %s jobs, data in %s", self.device, path, self.lane,
+                     self.store.root)  # fmt: skip
+            while not self.stopping.is_set():
+                if not self.run_pending():
+                    self.stopping.wait(self.poll_interval)
 
     def run_pending(self) -> bool:
-        """Run every queued job once; True when there was work."""
-        ids = self.store.queued_ids()
-        for job_id in ids:
-            if self.stopping.is_set():
-                break
-            self._run_one(job_id)
-        return bool(ids)
+        """Run the queued jobs this lane takes, each at most once, until none is left or the worker
+        stops; True when there was work."""
+        done: set[str] = set()
+        while not self.stopping.is_set() and (job_id := self._run_next(done)) is not None:
+            done.add(job_id)
+        return bool(done)
+
+    def _run_next(self, done: set[str]) -> str | None:
+        """Claim and run the first job this lane takes (see JobStore.claim); its id, or None."""
+        small = self.store.queued_ids(SMALL)
+        for job_id in small if self.lane == SMALL else self.store.queued_ids(LARGE) + small:
+            if job_id in done:
+                continue
+            with self.store.claim(job_id) as mine:
+                if mine:
+                    self._run_one(job_id)
+                    return job_id
+            if not self.store.job_dir(job_id).is_dir():  # the job is gone (evicted): nothing to run
+                self.store.dequeue(job_id)
+        return None
 
     def _run_one(self, job_id: str) -> None:
         run_one(self.store, job_id, self.device)
         self.store.dequeue(job_id)
 
     def _heartbeat(self) -> None:
-        path = self.store.root / HEARTBEAT
+        path = self.store.root / heartbeat_name(self.lane)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(str(os.getpid()))  # whose beat it is: the supervisor tells its own child's from another's
+        tmp.replace(path)
         while not self.stopping.is_set():
             path.touch()
             self.stopping.wait(1.0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         # The running job finishes; a job cut short by a harder stop stays queued and resumes.
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.orphaned()  # the SIGTERM of PR_SET_PDEATHSIG: the API is gone
+            return
         self.stopping.set()
+
+    def orphaned(self) -> None:
+        """The API that started this worker is gone: take no new job and exit within
+        lifecycle.ORPHAN_EXIT_S, a running job cut short (see [Note: orphaned worker] in
+        initium.service.pipeline.lifecycle)."""
+        if self.orphan.is_set():
+            return
+        self.orphan.set()
+        log.warning("the API (pid %s) is gone: exiting; a running job stays queued for the next worker",
+                    self.parent_pid)  # fmt: skip
+        self.stopping.set()
+        lifecycle.exit_after(lifecycle.ORPHAN_EXIT_S)
 
 
 def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job) -> None:
@@ -82,16 +141,42 @@ def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute
     `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     record = start_attempt(store.records, job_id, worker, MAX_ATTEMPTS)
+    if record.state == "failed":
+        # Failed now for having stopped its workers MAX_ATTEMPTS times (or earlier): the attempts
+        # that died left their temporary files and parts, which only this transition can remove.
+        discard_unfinished(store, job_id)
     if record.state != "running":
-        return  # finished, or failed now for having stopped its workers MAX_ATTEMPTS times
+        return
     token = logs.job_id.set(job_id)
     try:
         started = time.perf_counter()
         log.info("job started (attempt %d) on %s", record.attempts, worker)
-        execute(store, job_id, device)
+        try:
+            execute(store, job_id, device)
+        except Exception as exc:  # a job this worker took and could not run fails with the reason
+            log.exception("job could not run on %s", worker)
+            fail_job(store, job_id, failure_message(exc, store.root), loc=failure_loc(exc))
         log.info("job %s in %.3f s", store.records.load(job_id).state, time.perf_counter() - started)
     finally:
         logs.job_id.reset(token)
+
+
+def device_usable(data_dir: Path, lane: str, device: str) -> bool:
+    """Whether this worker can compute on `device`. When it cannot, why is left in the lane's
+    device-problem file for /readyz (issue 16: a worker on cuda:0 without a GPU reported ready and
+    took jobs it could not run), and the worker exits EXIT_DEVICE_UNUSABLE without taking a job."""
+    problem_file = data_dir / device_problem_name(lane)
+    problem = device_problem_here(device)
+    if problem is None:
+        problem_file.unlink(missing_ok=True)
+        return True
+    message = (
+        f"this host cannot use device {device!r} for the {lane}-job lane ({problem}); set INITIUM_DEVICE "
+        "(or INITIUM_SMALL_LANE_DEVICE) to a device it has: auto picks cuda when present, else cpu"
+    )
+    log.error("%s", message)
+    atomic_write(problem_file, message.encode())
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,14 +187,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact-store", default=os.environ.get("INITIUM_ARTIFACT_STORE", "local"),
                         help="local (under --data-dir) or s3://bucket/prefix")  # fmt: skip
     parser.add_argument("--s3-endpoint-url", default=os.environ.get("INITIUM_S3_ENDPOINT_URL"))
+    parser.add_argument("--lane", choices=LANES, default=LARGE,
+                        help="large (default: every job, large ones first) or small (small jobs only)")  # fmt: skip
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the API) is gone")
+    parser.add_argument("--grace-s", type=float, default=30.0, help="once orphaned, how long a job may finish")
     args = parser.parse_args(argv)
     logs.configure()
+    if args.parent_pid is not None and not lifecycle.die_with_parent(args.parent_pid):
+        log.warning("the API (pid %d) exited before this worker started; exiting", args.parent_pid)
+        return 0
+    if not device_usable(args.data_dir, args.lane, args.device):
+        return EXIT_DEVICE_UNUSABLE
     artifacts = open_artifacts(args.artifact_store, args.data_dir, args.s3_endpoint_url)
-    worker = Worker(JobStore(args.data_dir, artifacts=artifacts), pick_device(args.device), args.poll_interval)
+    store = JobStore(args.data_dir, artifacts=artifacts)
+    worker = Worker(store, pick_device(args.device), args.poll_interval, args.lane, args.parent_pid, args.grace_s)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.run()
+    if worker.orphan.is_set():
+        # Nobody waits for an orphan's exit status, and tearing down torch's interpreter state can take
+        # seconds on a busy host: the lane's lock is released the moment the process ends.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
-__all__ = ["HEARTBEAT", "MAX_ATTEMPTS", "Worker", "main", "run_one"]
+__all__ = ["MAX_ATTEMPTS", "Worker", "main", "run_one"]

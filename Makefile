@@ -15,13 +15,15 @@ DEBS := $(VENV)/.debs
 setup: $(STAMP)
 
 # Debian packages the tests use: chromium (the HTML report in a real browser) and redis-server (the
-# scaled-out topology: broker, API, two workers). One apt-get update, only for what is missing.
+# scaled-out topology: broker, API, two workers) and nginx (deploy/nginx.conf.template in front of the
+# API). One apt-get update, only for what is missing.
 debs: $(DEBS)
 
 $(DEBS): $(STAMP)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing$$missing (apt-get)"; \
@@ -48,7 +50,7 @@ typecheck: setup
 	$(BIN)/mypy schemas/initium client/initium service/initium
 
 pytest: setup debs
-	INITIUM_REQUIRE_REDIS=1 $(BIN)/pytest
+	INITIUM_REQUIRE_REDIS=1 INITIUM_REQUIRE_NGINX=1 $(BIN)/pytest
 
 test: lint typecheck pytest
 

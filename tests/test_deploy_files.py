@@ -89,3 +89,29 @@ def test_dockerfile_runs_serve_as_non_root() -> None:
     assert '"initium", "serve"' in text and '"/data"' in text
     for folder in ("schemas", "client", "service"):
         assert f"COPY {folder}/ {folder}/" in text
+
+
+def test_compose_publishes_only_the_proxy_which_runs_the_shipped_nginx_template() -> None:
+    """Clients reach the API through nginx alone (issue 16): the API's port is not published, the
+    proxy's is, its template is the file tests/test_reverse_proxy.py runs, and both refuse the same
+    bodies."""
+    from initium.service.config import Settings
+
+    services = _compose()["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}, "only the proxy's port is published"
+    api, proxy = services["api"], services["proxy"]
+    assert api["expose"] == ["8000"] and "--port" in api["command"]
+    assert api["command"][api["command"].index("--port") + 1] == "8000"
+    assert proxy["image"].startswith("nginx:") and proxy["ports"] == ["8000:8080"]
+    env = proxy["environment"]
+    assert env["INITIUM_UPSTREAM"] == "api:8000" and env["NGINX_PORT"] == "8080"
+    assert env["INITIUM_MAX_BODY_BYTES"] == api["environment"]["INITIUM_MAX_BODY_BYTES"]
+    assert int(env["INITIUM_MAX_BODY_BYTES"]) == Settings().max_body_bytes
+    source, target = proxy["volumes"][0].split(":")[:2]
+    assert (ROOT / source).resolve() == ROOT / "deploy" / "nginx.conf.template"
+    assert target.startswith("/etc/nginx/templates/") and target.endswith(".template")
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    template = (ROOT / "deploy" / "nginx.conf.template").read_text()
+    for name in ("INITIUM_UPSTREAM", "NGINX_PORT", "INITIUM_MAX_BODY_BYTES"):
+        assert "${" + name + "}" in template

@@ -7,12 +7,15 @@ import argparse
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from initium.service import logs
 from initium.service.api.app import create_app
+from initium.service.api.protocol import JsonErrorH11Protocol
 from initium.service.config import Settings
+from initium.service.jobs.queue import LARGE_QUEUE, QUEUE
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,21 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="the API's data directory (a shared volume)")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--name", default=None, help="worker node name (default initium-<pid>@<host>)")
+    parser.add_argument(
+        "--queues", type=_queues, default=(LARGE_QUEUE, QUEUE), metavar="Q[,Q]",
+        help=f"the queues this worker takes jobs from, comma-separated: {LARGE_QUEUE} (jobs of at least "
+        f"INITIUM_LARGE_JOB_BYTES) and/or {QUEUE} (smaller ones); default both. Give at least one worker "
+        f"{QUEUE} alone (a CPU is enough), so small jobs never wait behind large ones",
+    )  # fmt: skip
+
+
+def _queues(value: str) -> tuple[str, ...]:
+    queues = tuple(dict.fromkeys(q.strip() for q in value.split(",") if q.strip()))
+    unknown = [q for q in queues if q not in (LARGE_QUEUE, QUEUE)]
+    if not queues or unknown:
+        raise argparse.ArgumentTypeError(f"unknown queue {', '.join(unknown) or value!r}; give {LARGE_QUEUE}, "
+                                         f"{QUEUE} or both, comma-separated")  # fmt: skip
+    return queues
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -55,8 +73,23 @@ def serve(args: argparse.Namespace) -> int:
     # directory came from the command line.
     os.environ["INITIUM_DATA_DIR"] = str(settings.data_dir.resolve())
     print(f"initium: serving on http://{args.host}:{args.port}, data in {settings.data_dir.resolve()}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=logs.configure())
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=logs.configure(),
+                **server_bounds(settings))  # fmt: skip
     return 0
+
+
+def server_bounds(settings: Settings) -> dict[str, Any]:
+    """uvicorn.run's keyword arguments for what one serving process may hold open (issue 16): open
+    connections (503 past them), idle keep-alive, the request head's size, the listen backlog.
+    h11 by name: the head limit is h11's (httptools, which "auto" prefers when installed, ignores it),
+    answering what it refuses in the API's JSON envelope (initium.service.api.protocol)."""
+    return {
+        "http": JsonErrorH11Protocol,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "backlog": settings.backlog,
+    }
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -75,4 +108,4 @@ def worker(args: argparse.Namespace) -> int:
     logs.configure()
     from initium.service.pipeline import celery_tasks  # imports torch: only in worker processes
 
-    return celery_tasks.main(args.name or f"initium-{os.getpid()}@{socket.gethostname()}")
+    return celery_tasks.main(args.name or f"initium-{os.getpid()}@{socket.gethostname()}", args.queues)

@@ -36,24 +36,96 @@ class Settings(BaseSettings):
     )  # fmt: skip
     s3_endpoint_url: str | None = Field(None, description="an S3-compatible server (MinIO: http://minio:9000)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="worker device")
+    # About 1 GB: at or above it, a job holds a GPU for seconds (writes run at ~1.7 GB/s) and the CPU
+    # for minutes, so it is worth a lane of its own; below it lie the everyday models (GPT-2 small
+    # in float32 is 0.5 GB), which the CPU lane still finishes while a user waits for them.
+    large_job_bytes: Annotated[int, Field(gt=0)] = Field(
+        1_000_000_000, description="INITIUM_LARGE_JOB_BYTES: a job whose plan writes at least this many bytes runs "
+        "in the large lane (embedded) or on the initium.large queue (Celery), so smaller jobs never wait behind it",
+    )  # fmt: skip
+    small_lane_device: str = Field(
+        "cpu", pattern=r"^(off|auto|cpu|cuda(:[0-9]+)?)$", description="INITIUM_SMALL_LANE_DEVICE: embedded: the "
+        "device of the second worker, which runs small jobs only; off: one worker runs every job in turn",
+    )  # fmt: skip
+    worker_grace_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="INITIUM_WORKER_GRACE_S: embedded: how long a stopping worker (the API shut down, or "
+        "killed) may finish its running job before it is killed; the job then stays queued and resumes",
+    )  # fmt: skip
     poll_interval: Annotated[float, Field(gt=0, le=5)] = 0.05
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000
-    max_tensors: Annotated[int, Field(gt=0)] = 1_000_000
+    max_tensors: Annotated[int, Field(gt=0)] = Field(
+        100_000, description="INITIUM_MAX_TENSORS: the most tensors one request plans into, counted from the spec "
+        "before planning (413 beyond)",
+    )  # fmt: skip
+    max_name_bytes: Annotated[int, Field(gt=0)] = Field(
+        32 * 1024 * 1024, description="INITIUM_MAX_NAME_BYTES: the most bytes one request's tensor names total, "
+        "counted from the spec before planning (413 beyond): it bounds planning's memory and the headers",
+    )  # fmt: skip
+    max_plan_seconds: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="INITIUM_MAX_PLAN_SECONDS: the longest one request may take to plan (413 beyond)"
+    )
+    max_plan_inline_bytes: Annotated[int, Field(gt=0)] = Field(
+        8 * 1024 * 1024, description="INITIUM_MAX_PLAN_INLINE_BYTES: a POST /v1/plans answer larger than this is "
+        "streamed as a download (Content-Disposition: attachment) instead of sent whole",
+    )  # fmt: skip
     worker_stale_after: Annotated[float, Field(gt=0)] = 10.0
+    republish_after_s: Annotated[float, Field(gt=0)] = Field(
+        600.0, description="INITIUM_REPUBLISH_AFTER_S: a job queued this long without a first attempt is "
+        "published again when its request is resubmitted (its message may be lost); at most once per period",
+    )  # fmt: skip
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    # What one `initium serve` process holds open (uvicorn's own bounds; issue 16). uvicorn has no
+    # header or body read timeout: deploy/nginx.conf in front gives those (README, deployment).
+    max_connections: Annotated[int, Field(gt=0)] = Field(
+        512, description="INITIUM_MAX_CONNECTIONS: `initium serve` answers 503 to a request while this many "
+        "connections or requests are open (uvicorn's limit_concurrency); each stalled download holds about "
+        "1.5 MB, so this also bounds their memory",
+    )  # fmt: skip
+    keep_alive_s: Annotated[int, Field(gt=0)] = Field(
+        5, description="INITIUM_KEEP_ALIVE_S: `initium serve` closes a connection idle this long between requests "
+        "(uvicorn's timeout_keep_alive)",
+    )  # fmt: skip
+    max_header_bytes: Annotated[int, Field(ge=1024)] = Field(
+        16 * 1024, description="INITIUM_MAX_HEADER_BYTES: `initium serve` refuses a request whose line and headers "
+        "take more bytes than this with 400 and closes the connection (h11's max_incomplete_event_size)",
+    )  # fmt: skip
+    backlog: Annotated[int, Field(gt=0)] = Field(
+        2048, description="INITIUM_BACKLOG: connections the kernel queues for `initium serve` before it accepts "
+        "them (listen backlog; the kernel caps it at net.core.somaxconn)",
+    )  # fmt: skip
     store_max_bytes: Annotated[int, Field(gt=0)] | None = Field(None, description="evict finished jobs beyond this")
     store_max_age_s: Annotated[float, Field(gt=0)] | None = Field(None, description="evict jobs unused this long")
     evict_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    # [Note: free space for readiness] Below this many free bytes the data volume reports "full"
+    # and /readyz is not ready, so a balancer stops sending work before writes fail. A submission
+    # stores its request and plan (about 490 bytes of plan.json per tensor, measured: 9.7 MB for
+    # 20,000 tensors), so 64 MiB holds one more submission of 100,000 tensors (49 MB) beside records
+    # and presets. It promises nothing for a job's weights: the worker that cannot write them fails
+    # the job with the reason.
+    min_free_bytes: Annotated[int, Field(ge=0)] = Field(
+        64 << 20, description="INITIUM_MIN_FREE_BYTES: below this many free bytes on the data volume /readyz "
+        "reports the store full and not ready (0: never)",
+    )  # fmt: skip
     max_depth: Annotated[int, Field(gt=0)] = 64
     max_modules: Annotated[int, Field(gt=0)] = 200_000
+    max_preset_rules: Annotated[int, Field(gt=0)] = Field(
+        1_000, description="INITIUM_MAX_PRESET_RULES: the most rules one published preset holds (413 beyond)"
+    )
     api_key_hashes: str = Field(
         "",
         description="comma-separated sha256 hex digests of the accepted API keys; empty: no auth ('initium api-key')",
     )
+    public_docs: bool = Field(
+        False, description="INITIUM_PUBLIC_DOCS: with API keys configured, serve /docs, /redoc and /openapi.json "
+        "without a key (default: they need one, as /v1 does); without keys they are always open",
+    )  # fmt: skip
 
     def limits(self) -> Limits:
         """What one request may ask for: the planner's view of these settings."""
-        return Limits(self.max_parameters, self.max_tensors, max_depth=self.max_depth, max_modules=self.max_modules)
+        return Limits(
+            self.max_parameters, self.max_tensors, max_depth=self.max_depth, max_modules=self.max_modules,
+            max_name_bytes=self.max_name_bytes, max_plan_seconds=self.max_plan_seconds,
+        )  # fmt: skip
 
     def artifacts(self, serving: bool = False) -> Artifacts:
         """The artifact store these settings name (an S3 bucket is created if missing); `serving`:

@@ -9,17 +9,18 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 import initium.service
-from initium.service import logs
-from initium.service.api.http import install_error_handlers
+from initium.service.api.connections import BoundedWrites
+from initium.service.api.http import document_json_bodies, install_error_handlers
 from initium.service.api.metrics import Metrics
+from initium.service.api.request_log import RequestLog
 from initium.service.api.routes import catalog, health, initializations, plans, reports
-from initium.service.api.security import BodyLimit, require_api_key
+from initium.service.api.security import ApiKeyGate, BodyLimit, JsonBodies
 from initium.service.config import Settings, get_settings
 from initium.service.errors import StoreUnavailableError
 from initium.service.jobs.presets import PresetStore
@@ -46,22 +47,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The API's own artifact store: on S3 it fails fast (a 503 the client retries) and starts while
     # S3 is down, which /readyz then reports; see [Note: S3 patience] in initium.service.write.s3.
     artifacts = settings.artifacts(serving=True)
-    app.state.store = JobStore(settings.data_dir, records, artifacts)
-    app.state.presets = PresetStore(settings.data_dir)
+    # Jobs are queued by planned bytes in a lane (see [Note: lanes] in initium.service.jobs.store).
+    app.state.store = JobStore(settings.data_dir, records, artifacts, large_job_bytes=settings.large_job_bytes)
+    app.state.store.republish_after_s = settings.republish_after_s
+    app.state.presets = PresetStore(settings.data_dir, settings.max_preset_rules)
     app.state.verified = VerifiedFiles()
     app.state.metrics = Metrics()
     app.state.metrics.observe_store(app.state.store)  # jobs finished before this process are not its to count
     app.state.dispatcher = _dispatcher(settings, app.state.store)
     embedded = settings.embedded_worker and settings.broker_url is None
     app.state.supervisor = WorkerSupervisor(settings) if embedded else None
-    # Every /v1 route needs a key when keys are configured; health, readiness and metrics stay open
-    # for the orchestrator and the scraper.
-    for module in (initializations, plans, catalog, reports):
-        app.include_router(module.router, dependencies=[Depends(require_api_key)])
-    app.include_router(health.router)
+    for module in (initializations, plans, catalog, reports, health):
+        app.include_router(module.router)
     install_error_handlers(app)
-    app.middleware("http")(_count_requests)
+    document_json_bodies(app)
+    # The gates read headers only, outermost first: the key, then the body's form, then its size, all
+    # before FastAPI reads the body; the request counter wraps them, so refusals are counted and carry
+    # X-Request-ID. With keys configured every path needs one but health, readiness and metrics (for
+    # the orchestrator and the scraper) and, when INITIUM_PUBLIC_DOCS is set, the docs.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(JsonBodies)
+    docs = [p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p]
+    health_paths = [route.path for route in health.router.routes if isinstance(route, APIRoute)]
+    open_paths = health_paths + (docs if settings.public_docs else [])
+    app.add_middleware(ApiKeyGate, hashes=settings.key_hashes(), open_paths=open_paths)
+    app.add_middleware(RequestLog, metrics=app.state.metrics)
+    # Outermost: the server gets bounded writes, so a stalled download holds little ([Note: stalled downloads]).
+    app.add_middleware(BoundedWrites)
     return app
 
 
@@ -121,26 +133,3 @@ async def _watch(supervisor: WorkerSupervisor) -> None:
     while True:
         await asyncio.sleep(1.0)
         supervisor.ensure_running()
-
-
-async def _count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    # Every request carries an id (the caller's X-Request-ID, or a new one) into the logs and back.
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-    token = logs.request_id.set(rid)
-    started = time.perf_counter()
-    try:
-        response = await call_next(request)
-        ms = 1000 * (time.perf_counter() - started)
-        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code, ms)
-    finally:
-        logs.request_id.reset(token)
-    response.headers["X-Request-ID"] = rid
-    metrics: Metrics = request.app.state.metrics
-    metrics.requests.labels(request.method, _route_template(request), str(response.status_code)).inc()
-    return response
-
-
-def _route_template(request: Request) -> str:
-    # Label by template, not by path: one series per route, not one per job id.
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))

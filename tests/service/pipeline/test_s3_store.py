@@ -248,15 +248,17 @@ def test_what_counts_as_a_down_store(s3_endpoint: str) -> None:
 
 
 def test_a_worker_whose_store_is_down_fails_the_job_with_the_reason(
-    tmp_path: Path, mlp_request: dict[str, Any]
+    tmp_path: Path, mlp_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # credentials of its own: alone, none were set
+        monkeypatch.setenv(name, "testing")
     s3 = S3Artifacts("nowhere", endpoint_url=f"http://127.0.0.1:{free_port()}", serving=True)  # fails fast
     store = JobStore(tmp_path / "down", artifacts=s3)
     job_id = create(store, mlp_request)
     run_one(store, job_id, CPU)
     record = store.records.load(job_id)
     assert record.state == "failed" and record.error is not None
-    assert record.error.type == "job_failed" and "StoreUnavailableError" in record.error.message
+    assert record.error.type == "job_failed" and "is unavailable (EndpointConnectionError)" in record.error.message
     assert "EndpointConnectionError" in record.error.message
 
 

@@ -1,9 +1,10 @@
-"""What the benchmark scripts share: a free loopback port and a service that is ready."""
+"""What the benchmark scripts share: a free loopback port, a service that is ready, the README's request."""
 
 from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import httpx
 
@@ -26,3 +27,17 @@ def wait_ready(url: str, timeout: float = 180.0) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} was not ready after {timeout} s")
+
+
+def readme_mlp(seed: int = 7) -> dict[str, Any]:
+    """The README's MLP (784 -> 512 -> 10, kaiming_normal weights, zero biases)."""
+    return {
+        "spec": {"name": "mlp", "modules": [
+            {"type": "linear", "name": "fc1", "in_features": 784, "out_features": 512}, {"type": "relu"},
+            {"type": "linear", "name": "fc2", "in_features": 512, "out_features": 10}]},
+        "policy": {"rules": [
+            {"match": {"type": "linear", "role": "weight"},
+             "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"}},
+            {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}]},
+        "seed": seed, "dtype": "float32",
+    }  # fmt: skip

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks._serve import readme_mlp
+
 STAGES = ["api", "jobs", "plan", "materialize", "summarize", "model", "write", "pipeline"]
 SHARED = {"errors", "identity", "registry", "logs", "config", "__init__"}
 # The flat layout before issue 14: module -> stage (its folders named no stage).
@@ -95,16 +97,7 @@ TRACER: Tracer | None = None
 def run_request(old: bool, seed: int, data_dir: Path) -> None:
     from fastapi.testclient import TestClient
 
-    body = {
-        "spec": {"name": "mlp", "modules": [
-            {"type": "linear", "name": "fc1", "in_features": 784, "out_features": 512}, {"type": "relu"},
-            {"type": "linear", "name": "fc2", "in_features": 512, "out_features": 10}]},
-        "policy": {"rules": [
-            {"match": {"type": "linear", "role": "weight"},
-             "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"}},
-            {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}]},
-        "seed": seed, "dtype": "float32",
-    }  # fmt: skip
+    body = readme_mlp(seed)
     if old:
         from initium.service.app import create_app  # type: ignore[import-not-found]
     else:

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 
+from benchmarks._serve import readme_mlp
 from benchmarks.hostile.harness import INITIUM, Lab, Verdict, alive, answers, kill_group, probe, redis, wait_until
 from benchmarks.hostile.jobs import (
     ZEROS,
     finished,
     megabytes,
-    readme_mlp,
     short,
     status,
     submit,

@@ -11,20 +11,6 @@ import httpx
 ZEROS = {"rules": [{"init": {"scheme": "zeros"}}]}
 
 
-def readme_mlp(seed: int = 7) -> dict[str, Any]:
-    """The README's MLP (784 -> 512 -> 10, kaiming_normal weights, zero biases)."""
-    return {
-        "spec": {"name": "mlp", "modules": [
-            {"type": "linear", "name": "fc1", "in_features": 784, "out_features": 512}, {"type": "relu"},
-            {"type": "linear", "name": "fc2", "in_features": 512, "out_features": 10}]},
-        "policy": {"rules": [
-            {"match": {"type": "linear", "role": "weight"},
-             "init": {"scheme": "kaiming_normal", "nonlinearity": "relu"}},
-            {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}]},
-        "seed": seed, "dtype": "float32",
-    }  # fmt: skip
-
-
 def wide(layers: int, seed: int = 0) -> dict[str, Any]:
     """`layers` x Linear(4096, 4096) without bias, float32 normals: 67 MB a layer, a job of seconds on a CPU."""
     modules = [{"type": "linear", "name": f"l{i}", "in_features": 4096, "out_features": 4096, "bias": False}

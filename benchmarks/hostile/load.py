@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks._serve import readme_mlp
 from benchmarks.hostile.files import PLAN_CAP, refused
 from benchmarks.hostile.harness import REPO, Lab, Verdict, connects, probe, redis, rss_mb, wait_until
 from benchmarks.hostile.jobs import (
@@ -23,7 +24,6 @@ from benchmarks.hostile.jobs import (
     capped_post,
     finished,
     megabytes,
-    readme_mlp,
     short,
     status,
     submit,

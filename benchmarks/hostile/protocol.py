@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks._serve import readme_mlp
 from benchmarks.hostile.crashes import disk_full
 from benchmarks.hostile.harness import Lab, Verdict, probe
-from benchmarks.hostile.jobs import megabytes, readme_mlp, short
+from benchmarks.hostile.jobs import megabytes, short
 from benchmarks.hostile.records import shared_job
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 
+from benchmarks._serve import readme_mlp
 from benchmarks.hostile.harness import Lab, Verdict, probe
-from benchmarks.hostile.jobs import finished, readme_mlp, short
+from benchmarks.hostile.jobs import finished, short
 
 
 def shared_job(lab: Lab) -> dict[str, Any]:

@@ -48,8 +48,9 @@ class Settings(BaseSettings):
         "device of the second worker, which runs small jobs only; off: one worker runs every job in turn",
     )  # fmt: skip
     worker_grace_s: Annotated[float, Field(gt=0)] = Field(
-        30.0, description="INITIUM_WORKER_GRACE_S: embedded: how long a stopping worker (the API shut down, or "
-        "killed) may finish its running job before it is killed; the job then stays queued and resumes",
+        30.0, description="INITIUM_WORKER_GRACE_S: embedded: how long a worker stopped by the API's shutdown may "
+        "finish its running job before it is killed; the job then stays queued and resumes (an API killed "
+        "outright takes its workers with it within a second: pipeline.lifecycle)",
     )  # fmt: skip
     poll_interval: Annotated[float, Field(gt=0, le=5)] = 0.05
     max_parameters: Annotated[int, Field(gt=0)] = 20_000_000_000

@@ -23,7 +23,7 @@ from initium.service.api.app import create_app
 from initium.service.config import Settings
 from initium.service.jobs.queue import LARGE_QUEUE, QUEUE, CeleryQueue, make_celery
 from initium.service.jobs.records import open_records
-from initium.service.jobs.store import LARGE, SMALL, JobStore
+from initium.service.jobs.store import LARGE, SMALL, JobStore, lane_for
 from initium.service.pipeline.loop import Worker
 from initium.service.plan.planner import make_plan
 from tests.conftest import MLP_REQUEST, needs_redis
@@ -78,6 +78,17 @@ def test_jobs_are_queued_by_planned_bytes_and_each_lane_takes_its_share(
     # A marker from before lanes existed (queue/<id>) is still taken, by the large lane.
     store.enqueue(small)
     assert store.queued_ids(SMALL) == [] and taken_in_order(Worker(store, CPU, lane=LARGE), monkeypatch) == [small]
+
+
+def test_many_tiny_tensors_make_a_large_job_whatever_their_bytes(tmp_path: Path) -> None:
+    # Round two of issue 16: 100,000 one-element tensors are 400 KB, but minutes of per-tensor statistics;
+    # queued by bytes alone they held the small lane while small jobs waited behind them.
+    store = JobStore(tmp_path, large_job_bytes=10**9, large_job_tensors=8)
+    few, many = create(store, linears(7, 2, seed=1)), create(store, linears(8, 2, seed=2))
+    assert (store.lane_of(few), store.lane_of(many)) == (SMALL, LARGE)
+    assert lane_for(100, 10**9, 100_000, 1_000) == LARGE and lane_for(100, 10**9, 999, 1_000) == SMALL
+    assert lane_for(100, None, 1, None) == LARGE  # no threshold: one lane, every job large
+    assert Settings().large_job_tensors == 1_000
 
 
 def test_a_job_claimed_by_another_worker_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +200,5 @@ def test_compose_sizes_both_queues() -> None:
     assert gpu and all(LARGE_QUEUE in queues[name] for name in gpu)
     thresholds = {s["environment"]["INITIUM_LARGE_JOB_BYTES"] for s in [services["api"], *workers.values()]}
     assert len(thresholds) == 1 and Settings(large_job_bytes=thresholds.pop()).large_job_bytes == 1_000_000_000
+    tensors = {s["environment"]["INITIUM_LARGE_JOB_TENSORS"] for s in [services["api"], *workers.values()]}
+    assert len(tensors) == 1 and Settings(large_job_tensors=tensors.pop()).large_job_tensors == 1_000

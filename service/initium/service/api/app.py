@@ -48,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # S3 is down, which /readyz then reports; see [Note: S3 patience] in initium.service.write.s3.
     artifacts = settings.artifacts(serving=True)
     # Jobs are queued by planned bytes in a lane (see [Note: lanes] in initium.service.jobs.store).
-    app.state.store = JobStore(settings.data_dir, records, artifacts, large_job_bytes=settings.large_job_bytes)
+    app.state.store = JobStore(
+        settings.data_dir, records, artifacts, settings.large_job_bytes, settings.large_job_tensors
+    )
     app.state.store.republish_after_s = settings.republish_after_s
     app.state.presets = PresetStore(settings.data_dir, settings.max_preset_rules)
     app.state.verified = VerifiedFiles()

@@ -7,7 +7,7 @@
     <data_dir>/queue/<id>               one empty marker per large job the embedded workers still owe
                                         (and every job queued before lanes existed), or (Celery) not
                                         yet published: the outbox
-    <data_dir>/queue/small/<id>         the same for a small job (planned bytes under large_job_bytes)
+    <data_dir>/queue/small/<id>         the same for a small job (under large_job_bytes and large_job_tensors)
     <data_dir>/jobs/<id>/run.lock       flocked by the embedded worker running the job
     <data_dir>/reports/<id>.json        reports kept for the record (POST /v1/reports), local store
 
@@ -16,8 +16,10 @@ and a job whose process died stays in queue/ and is resumed when a worker starts
 the broker holds the queue and the markers are an outbox (initium.service.jobs.queue).
 Ids are validated hex digests before they touch a path, so nothing a user sends names a file.
 
-[Note: lanes] A job is routed at submit by its planned bytes to a lane, so that nobody's small job
-waits behind someone else's huge one (issue 16): `large` (at least large_job_bytes) or `small`.
+[Note: lanes] A job is routed at submit by its planned bytes and tensors to a lane, so that nobody's
+small job waits behind someone else's huge one (issue 16): `large` (at least large_job_bytes, or
+at least large_job_tensors: 100,000 one-element tensors are 400 KB but minutes of per-tensor
+statistics) or `small`.
 The embedded default runs one worker per lane; the large lane's takes a small job when it has no
 large one, the small lane's never takes a large one. Under Celery each lane is a queue.
 """
@@ -47,10 +49,14 @@ LANES = (LARGE, SMALL)
 RUN_LOCK = "run.lock"
 
 
-def lane_for(nbytes: int, large_job_bytes: int | None) -> str:
-    """The lane of a job that writes `nbytes` (its plan's totals.bytes); every job is large when no
-    threshold is set. See [Note: lanes]."""
-    return LARGE if large_job_bytes is None or nbytes >= large_job_bytes else SMALL
+def lane_for(nbytes: int, large_job_bytes: int | None, tensors: int = 0, large_job_tensors: int | None = None) -> str:
+    """The lane of a job that writes `nbytes` (its plan's totals.bytes) in `tensors` tensors: large
+    from either threshold on (a job's time grows with its bytes and, through each tensor's
+    statistics and report entry, with its tensors); every job is large when no byte threshold is
+    set. See [Note: lanes]."""
+    if large_job_bytes is None or nbytes >= large_job_bytes:
+        return LARGE
+    return LARGE if large_job_tensors is not None and tensors >= large_job_tensors else SMALL
 
 
 def heartbeat_name(lane: str) -> str:
@@ -90,7 +96,8 @@ class JobStore:
     """A deployment's jobs: their records (files under data_dir unless `records` says otherwise),
     the queue markers and their artifacts (the local store unless `artifacts` says otherwise, which
     also keeps the reports posted for the record). A job of at least `large_job_bytes` planned bytes
-    is queued in the large lane, a smaller one in the small lane; None: every job is large."""
+    or `large_job_tensors` tensors is queued in the large lane, a smaller one in the small lane;
+    large_job_bytes None: every job is large."""
 
     # A queued job never started for this long is published again when resubmitted (the API sets
     # it from INITIUM_REPUBLISH_AFTER_S; see [Note: a lost message] in jobs.submit).
@@ -102,9 +109,10 @@ class JobStore:
         records: JobRecords | None = None,
         artifacts: Artifacts | None = None,
         large_job_bytes: int | None = None,
+        large_job_tensors: int | None = None,
     ) -> None:
         self.root = data_dir
-        self.large_job_bytes = large_job_bytes
+        self.large_job_bytes, self.large_job_tensors = large_job_bytes, large_job_tensors
         self.jobs = data_dir / "jobs"
         self.queue = data_dir / "queue"
         for d in (self.jobs, self.queue, self.queue / SMALL):
@@ -124,13 +132,17 @@ class JobStore:
             try:
                 with volume_full_as_507("the job's queue marker"):
                     self.job_dir(record.id).mkdir(exist_ok=True)
-                    self.enqueue(record.id, lane_for(plan.totals.bytes, self.large_job_bytes))
+                    self.enqueue(record.id, self.lane(plan.totals.bytes, plan.totals.tensors))
             except InsufficientStorageError:
                 # No queued job without its marker (nothing would ever run it): a retry once there is
                 # room creates it afresh under the same id.
                 self.records.delete(record.id)
                 raise
         return record, created
+
+    def lane(self, nbytes: int, tensors: int) -> str:
+        """The lane of a job of `nbytes` planned bytes in `tensors` tensors, by this store's thresholds."""
+        return lane_for(nbytes, self.large_job_bytes, tensors, self.large_job_tensors)
 
     def _lane_dir(self, lane: str) -> Path:
         # The large lane keeps the queue's own folder, so markers written before lanes existed

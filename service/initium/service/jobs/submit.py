@@ -24,7 +24,7 @@ from initium.service.errors import (
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
 from initium.service.jobs.records import now, republish_due
-from initium.service.jobs.store import REPORT, WEIGHTS, JobStore, lane_for
+from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.plan.limits import Limits
 from initium.service.plan.output import release_plan
 from initium.service.plan.planner import make_plan
@@ -72,7 +72,7 @@ def submit(store: JobStore, request: InitRequest, limits: Limits, presets: Prese
         log.warning("job %s: queued without an attempt for over %.0f s; published again", record.id,
                     store.republish_after_s)  # fmt: skip
         if record.id not in store.queued_ids():
-            store.enqueue(record.id, lane_for(plan.totals.bytes, store.large_job_bytes))
+            store.enqueue(record.id, store.lane(plan.totals.bytes, plan.totals.tensors))
         created = True
     release_plan(plan)  # a batch at a time: freeing 100,000 tensors at once stalls every thread
     return Submission(to_status(record), created=created)

@@ -67,8 +67,9 @@ def _warm_up(**_: object) -> None:
 def _publish(name: str, args: list[object]) -> None:
     """A fan-out part or finalize of job args[0], on its job's queue: a large job's parts never wait
     behind small jobs, nor small jobs behind them (see [Note: lanes] in jobs.store)."""
-    nbytes = _store().records.load(str(args[0])).progress.bytes_total  # the plan's totals.bytes, set at submit
-    app.send_task(name, args=args, queue=QUEUES[lane_for(nbytes, settings.large_job_bytes)])
+    size = _store().records.load(str(args[0])).progress  # the plan's totals, set at submit
+    lane = lane_for(size.bytes_total, settings.large_job_bytes, size.tensors_total, settings.large_job_tensors)
+    app.send_task(name, args=args, queue=QUEUES[lane])
 
 
 @app.task(name=RUN_JOB, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -16,6 +16,7 @@ from initium.schemas.job import Progress
 from initium.service.jobs.records import (
     FileJobRecords,
     JobRecords,
+    release_attempt,
     republish_due,
     set_progress,
     start_attempt,
@@ -59,6 +60,18 @@ def test_a_new_attempt_shows_its_own_progress_from_zero(records: JobRecords) -> 
     assert (second.state, second.attempts, second.worker) == ("running", 2, "host:2")
     assert (second.progress.tensors_done, second.progress.bytes_done) == (0, 0)
     assert (second.progress.tensors_total, second.progress.bytes_total) == (total.tensors_total, total.bytes_total)
+
+
+def test_a_worker_stopping_on_purpose_releases_its_attempt_uncounted(records: JobRecords) -> None:
+    # Round two of issue 16: three API restarts (each stopping its worker mid-job) failed a healthy job.
+    job_id = _create(records)
+    for _ in range(MAX_ATTEMPTS + 1):  # more stops than the cap allows crashes
+        assert start_attempt(records, job_id, "host:1", MAX_ATTEMPTS).state == "running"
+        released = release_attempt(records, job_id, "host:1")
+        assert (released.state, released.attempts) == ("queued", 0)
+    start_attempt(records, job_id, "host:2", MAX_ATTEMPTS)
+    kept = release_attempt(records, job_id, "host:1")  # not its attempt any more: another worker runs it
+    assert (kept.state, kept.attempts, kept.worker) == ("running", 1, "host:2")
 
 
 def test_a_queued_job_never_started_is_due_for_publishing_once_per_period(records: JobRecords) -> None:

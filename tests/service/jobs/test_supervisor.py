@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from initium.service.config import Settings
+from initium.service.jobs.records import FileJobRecords
 from initium.service.jobs.store import LARGE, SMALL, heartbeat_name
 from initium.service.jobs.supervisor import WorkerSupervisor
 from initium.service.pipeline import lifecycle
@@ -87,6 +88,10 @@ def test_kill_9_of_the_api_stops_its_workers_and_the_restarted_api_finishes_the_
             time.sleep(0.05)
         assert all(_gone(pid) for pid in pids), f"workers {pids} outlived their API; log in {tmp_path}"
         assert time.monotonic() - killed < 5
+        # Cut short mid-run, and released: queued again with its attempt uncounted (three API restarts
+        # must not fail a healthy job as one that kills its worker).
+        cut = FileJobRecords(data).load(job["id"])
+        assert (cut.state, cut.attempts) == ("queued", 0), cut
         api = _serve(port, data, tmp_path / "serve.log")
         _wait_ready(url)
         status: dict[str, Any] = {}
@@ -94,7 +99,7 @@ def test_kill_9_of_the_api_stops_its_workers_and_the_restarted_api_finishes_the_
             assert time.monotonic() - killed < 120, status
             time.sleep(0.2)
             status = httpx.get(f"{url}/v1/initializations/{job['id']}").json()
-        assert status["state"] == "succeeded" and status["attempts"] == 2, status  # killed mid-run, then resumed
+        assert status["state"] == "succeeded" and status["attempts"] == 1, status
         weights = httpx.get(f"{url}/v1/initializations/{job['id']}/weights", timeout=60)
         assert weights.status_code == 200 and weights.headers["etag"] == f'"{status["sha256"]}"'
         assert not list(data.rglob("*.partial")), "the cut-short attempt's temporary files stayed"

@@ -213,6 +213,20 @@ def republish_due(records: JobRecords, job_id: str, stale_after_s: float) -> boo
     return due
 
 
+def release_attempt(records: JobRecords, job_id: str, worker: str) -> JobRecord:
+    """running by `worker` -> queued, its attempt uncounted: the worker is stopping on purpose (its API
+    shut down or was killed) rather than crashing, so the attempt says nothing about the job and must
+    not bring it nearer MAX_ATTEMPTS (round two of issue 16: three API restarts failed a healthy job
+    as "may need more memory"). Any other record is left as it is."""
+
+    def change(record: JobRecord) -> JobRecord:
+        if record.state != "running" or record.worker != worker:
+            return record
+        return record.model_copy(update={"state": "queued", "attempts": max(0, record.attempts - 1)})
+
+    return records.update(job_id, change)
+
+
 def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecord:
     """running (or failed by a duplicate attempt meanwhile) -> succeeded with `files` (the last one is
     the main file: the weights, or the shard index, whose sha256 and size the record carries),

@@ -6,7 +6,8 @@ the same within half a second. An orphan then takes no new job and exits within 
 a running job cut short. Letting that job finish (a clean shutdown's grace, INITIUM_WORKER_GRACE_S)
 was tried and refused: a killed API is a crash, whoever killed it expects its processes gone (as a
 cgroup kill would leave them), and a job may run for hours with nobody to serve it. The job cut
-short stays queued (its attempt counts, as for any worker that stopped mid-job; its temporary files
+short goes back to the queue with its attempt uncounted (records.release_attempt: stopping on purpose
+says nothing about the job, so API restarts never bring it nearer MAX_ATTEMPTS; its temporary files
 go when another attempt commits or the job fails) and the restarted API's worker resumes it.
 
 The two never run one job at once, whichever way it goes: each lane of a data directory is held
@@ -63,12 +64,18 @@ def watch_parent(parent_pid: int, on_orphaned: Callable[[], None], stopping: thr
     return thread
 
 
-def exit_after(grace_s: float) -> threading.Timer:
+def exit_after(grace_s: float, before: Callable[[], None] | None = None) -> threading.Timer:
     """End the process `grace_s` from now, whatever it is doing (os._exit: no cleanup, as a kill
-    would; the job's files stay temporary and the job queued). A clean exit before then wins."""
+    would; the job's files stay temporary and the job queued), first calling `before` (the worker
+    releases its job's attempt). A clean exit before then wins."""
 
     def end() -> None:
-        log.warning("still running %.1f s after the API went away; exiting now", grace_s)
+        log.warning("still running %.1f s after being told to stop; exiting now", grace_s)
+        if before is not None:
+            try:
+                before()
+            except Exception:  # exiting matters more: the attempt then counts, as after a crash
+                log.exception("could not release the running job before exiting")
         os._exit(1)
 
     timer = threading.Timer(grace_s, end)

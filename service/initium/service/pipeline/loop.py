@@ -21,7 +21,7 @@ from types import FrameType
 import torch
 
 from initium.service import logs
-from initium.service.jobs.records import start_attempt
+from initium.service.jobs.records import release_attempt, start_attempt
 from initium.service.jobs.store import (
     EXIT_DEVICE_UNUSABLE,
     LANES,
@@ -61,6 +61,7 @@ class Worker:
         self.grace_s = grace_s
         self.stopping = threading.Event()
         self.orphan = threading.Event()
+        self.running: str | None = None  # the job being run, released if the worker must exit mid-job
 
     def run(self) -> None:
         if self.parent_pid is not None:
@@ -104,8 +105,17 @@ class Worker:
         return None
 
     def _run_one(self, job_id: str) -> None:
-        run_one(self.store, job_id, self.device)
+        self.running = job_id
+        try:
+            run_one(self.store, job_id, self.device)
+        finally:
+            self.running = None
         self.store.dequeue(job_id)
+
+    def _release(self) -> None:
+        """The running job goes back to the queue uncounted: this worker exits on purpose, mid-job."""
+        if (job_id := self.running) is not None:
+            release_attempt(self.store.records, job_id, worker_name())
 
     def _heartbeat(self) -> None:
         path = self.store.root / heartbeat_name(self.lane)
@@ -117,11 +127,14 @@ class Worker:
             self.stopping.wait(1.0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
-        # The running job finishes; a job cut short by a harder stop stays queued and resumes.
+        """The running job may finish within grace_s; past it the worker releases the job (queued again,
+        the attempt uncounted) and exits, just before its supervisor would kill it."""
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             self.orphaned()  # the SIGTERM of PR_SET_PDEATHSIG: the API is gone
             return
-        self.stopping.set()
+        if not self.stopping.is_set():
+            self.stopping.set()
+            lifecycle.exit_after(max(self.grace_s - 1.0, 0.5 * self.grace_s), self._release)
 
     def orphaned(self) -> None:
         """The API that started this worker is gone: take no new job and exit within
@@ -133,13 +146,18 @@ class Worker:
         log.warning("the API (pid %s) is gone: exiting; a running job stays queued for the next worker",
                     self.parent_pid)  # fmt: skip
         self.stopping.set()
-        lifecycle.exit_after(lifecycle.ORPHAN_EXIT_S)
+        lifecycle.exit_after(lifecycle.ORPHAN_EXIT_S, self._release)
+
+
+def worker_name() -> str:
+    """host:pid, what a job record's `worker` says of the process running it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job) -> None:
     """The task both engines run: one attempt at a job, unless it is finished or out of attempts.
     `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts."""
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = worker_name()
     record = start_attempt(store.records, job_id, worker, MAX_ATTEMPTS)
     if record.state == "failed":
         # Failed now for having stopped its workers MAX_ATTEMPTS times (or earlier): the attempts

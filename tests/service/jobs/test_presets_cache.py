@@ -87,6 +87,19 @@ def test_a_preset_over_the_rule_bound_is_413_naming_the_variable(tmp_path: Path)
     assert not (store.dir / "big@1.json").exists()
 
 
+def test_published_presets_are_bounded_in_bytes_together(tmp_path: Path) -> None:
+    # Round two of issue 16: presets each within the rule bound, 60 of them, made a 68 MB listing.
+    one = len(preset("p0", rules=10).model_dump_json(indent=1).encode())
+    store = PresetStore(tmp_path, max_total_bytes=3 * one + 10)
+    for i in range(3):
+        assert store.publish(preset(f"p{i}", rules=10))[1]
+    with pytest.raises(LimitExceededError, match="INITIUM_MAX_PRESETS_BYTES") as raised:
+        store.publish(preset("p3", rules=10))
+    assert raised.value.status == 413 and not (store.dir / "p3@1.json").exists()
+    assert store.publish(preset("p1", rules=10)) == (preset("p1", rules=10), False)  # republishing stays a no-op
+    assert Settings().max_presets_bytes == 64 * 1024 * 1024
+
+
 def test_the_catalog_is_serialized_once_per_listing(tmp_path: Path) -> None:
     store = PresetStore(tmp_path)
     first = store.catalog_json()

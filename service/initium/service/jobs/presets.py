@@ -38,15 +38,18 @@ from initium.service.errors import (
 log = logging.getLogger("initium.presets")
 
 MAX_PRESET_RULES = 1_000  # INITIUM_MAX_PRESET_RULES' default
+MAX_PUBLISHED_BYTES = 64 * 1024 * 1024  # INITIUM_MAX_PRESETS_BYTES' default: every published preset, together
 
 
 class PresetStore:
     """The built-in presets and those published under `data_dir`, parsed once each and cached."""
 
-    def __init__(self, data_dir: Path, max_rules: int = MAX_PRESET_RULES) -> None:
+    def __init__(
+        self, data_dir: Path, max_rules: int = MAX_PRESET_RULES, max_total_bytes: int = MAX_PUBLISHED_BYTES
+    ) -> None:
         self.dir = data_dir / "presets"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_rules = max_rules
+        self.max_rules, self.max_total_bytes = max_rules, max_total_bytes
         self._lock = threading.Lock()  # FastAPI runs sync routes on a thread pool
         self._files: dict[str, Preset | None] = {}  # file name -> its preset; None: skipped (warned once)
         self._known: dict[tuple[str, int], Preset] = builtin_presets()
@@ -102,13 +105,16 @@ class PresetStore:
                 ("rules",),
             )
         path = self.dir / f"{preset.ref}.json"
+        body = preset.model_dump_json(indent=1).encode()
+        if not path.exists():
+            self._check_room(preset.ref, len(body))
         # A full volume is a 507 that leaves nothing behind (the temporary file goes in `finally`).
         with volume_full_as_507(f"the preset {preset.ref}"):
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".publish-", suffix=".tmp")
         try:
             with volume_full_as_507(f"the preset {preset.ref}"):
                 with os.fdopen(fd, "wb") as f:
-                    f.write(preset.model_dump_json(indent=1).encode())
+                    f.write(body)
                 os.link(tmp, path)
             return preset, True
         except FileExistsError:
@@ -122,6 +128,19 @@ class PresetStore:
             ) from None
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def _check_room(self, ref: str, nbytes: int) -> None:
+        """LimitExceededError (413) when `nbytes` more would take the published presets past
+        max_total_bytes: every request's planning and GET /v1/presets read them all (round two of issue
+        16: 60 presets within the rule bound made a 68 MB listing)."""
+        used = sum(entry.stat().st_size for entry in os.scandir(self.dir) if entry.name.endswith(".json"))
+        if used + nbytes > self.max_total_bytes:
+            raise LimitExceededError(
+                f"publishing {ref} ({nbytes:,} bytes) would take the published presets to {used + nbytes:,} bytes; "
+                f"this server keeps at most {self.max_total_bytes:,} (INITIUM_MAX_PRESETS_BYTES): publish fewer or "
+                "smaller presets (a name glob matches many tensors), or raise the limit",
+                ("rules",),
+            )
 
     def _next_version(self, name: str) -> int:
         return max((v for n, v in self.all() if n == name), default=0) + 1

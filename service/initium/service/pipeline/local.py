@@ -55,7 +55,7 @@ class LocalService:
         self._artifacts = LocalArtifacts(data_dir)
         self._store = JobStore(data_dir, artifacts=self._artifacts)
         settings = Settings(data_dir=data_dir)  # the API's limits, from the same INITIUM_* variables
-        self._presets = PresetStore(data_dir, settings.max_preset_rules)
+        self._presets = PresetStore(data_dir, settings.max_preset_rules, settings.max_presets_bytes)
         self._limits = settings.limits()
         self._verified = jobs.VerifiedFiles()
 

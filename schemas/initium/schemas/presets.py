@@ -59,7 +59,9 @@ def resolve_ref(ref: str, known: Mapping[tuple[str, int], Preset]) -> Preset:
     name, _, version = ref.partition("@")
     versions = sorted(v for (n, v) in known if n == name)
     if not versions:
-        names = ", ".join(sorted({n for n, _ in known}))
+        every = sorted({n for n, _ in known})
+        # A listing of thousands of published names is no help in one message: GET /v1/presets has them all.
+        names = ", ".join(every[:20]) + (f" and {len(every) - 20} more (GET /v1/presets)" if len(every) > 20 else "")
         raise UnknownPresetError(f"unknown preset {name[:64]!r}; known presets: {names}")
     # A version that is not a number below 2^31 names nothing: int() would refuse one of 4,300 digits.
     wanted = versions[-1] if not version else int(version) if _VERSION.match(version) else None

@@ -129,3 +129,12 @@ def test_the_api_bounds_presets_and_serves_the_cached_catalog(tmp_path: Path) ->
         for ref in ("gpt2@abc", "gpt2@" + "9" * 5000, f"acme@{MAX_PRESET_VERSION + 1}"):
             missing = client.get(f"/v1/presets/{ref}")
             assert missing.status_code == 404 and len(missing.text) < 400, missing.text
+
+
+@pytest.mark.parametrize("ref", ["gpt2@", "gpt2@01", "gpt2@+1", "gpt2@1.0"])
+def test_a_preset_address_is_canonical(tmp_path: Path, ref: str) -> None:
+    # Round two of issue 16: GET /v1/presets/gpt2@ answered the newest version, gpt2@01 version 1.
+    store = PresetStore(tmp_path)
+    assert store.lookup("gpt2@1").version == 1 and store.lookup("gpt2").name == "gpt2"
+    with pytest.raises(PresetNotFoundError, match="gpt2@N"):
+        store.lookup(ref)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -37,6 +38,7 @@ from initium.service.errors import (
 
 log = logging.getLogger("initium.presets")
 
+_CANONICAL_VERSION = re.compile(r"[1-9][0-9]{0,9}")
 MAX_PRESET_RULES = 1_000  # INITIUM_MAX_PRESET_RULES' default
 MAX_PUBLISHED_BYTES = 64 * 1024 * 1024  # INITIUM_MAX_PRESETS_BYTES' default: every published preset, together
 
@@ -86,7 +88,15 @@ class PresetStore:
             raise RequestInvalidError(str(exc), ("preset",)) from None
 
     def lookup(self, ref: str) -> Preset:
-        """The preset at its address (GET /v1/presets/{ref}); PresetNotFoundError (404) when none is."""
+        """The preset at its address (GET /v1/presets/{ref}); PresetNotFoundError (404) when none is.
+        An address is canonical, 'name' or 'name@N' with N as Location headers write it: 'gpt2@' and
+        'gpt2@01' name nothing (one resource, one URL)."""
+        name, at, version = ref.partition("@")
+        if at and not _CANONICAL_VERSION.fullmatch(version):
+            raise PresetNotFoundError(
+                f"no preset at {ref[:80]!r}: address a version as {name[:64]}@N (N from 1, no leading zeros), "
+                f"or {name[:64]} for the newest"
+            )
         try:
             return resolve_ref(ref, self.all())
         except UnknownPresetError as exc:

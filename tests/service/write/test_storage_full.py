@@ -10,6 +10,8 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ from initium.schemas.request import InitRequest
 from initium.service.api.routes.health import _artifacts
 from initium.service.errors import InsufficientStorageError, volume_full_as_507
 from initium.service.jobs.presets import PresetStore
-from initium.service.jobs.store import WEIGHTS, JobStore
+from initium.service.jobs.store import LARGE, WEIGHTS, JobStore, heartbeat_name
 from initium.service.jobs.submit import submit
-from initium.service.pipeline.loop import run_one
+from initium.service.pipeline.loop import Worker, run_one
 from initium.service.plan.limits import Limits
 from initium.service.write.artifacts import atomic_write
 from initium.service.write.directory import LocalArtifacts
@@ -240,3 +242,25 @@ def test_a_job_whose_records_or_marker_do_not_fit_is_not_created(
     monkeypatch.setattr(store, "enqueue", real_enqueue)
     submitted = submit(store, request, Limits(), presets)
     assert submitted.created and store.queued_ids() == [submitted.status.id]
+
+
+def test_a_worker_started_on_a_full_volume_beats_once_there_is_room(tmpfs: Path) -> None:
+    # Round two of issue 16: the heartbeat thread died on ENOSPC, so /readyz said the worker was down
+    # for good after the space came back.
+    worker = Worker(JobStore(tmpfs / "data"), torch.device("cpu"))
+    beat = tmpfs / "data" / heartbeat_name(LARGE)
+    filler = fill(tmpfs)
+    thread = threading.Thread(target=worker._heartbeat, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        assert thread.is_alive() and not beat.exists()
+        filler.unlink()
+        deadline = time.monotonic() + 5
+        while not beat.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert beat.read_text() == str(os.getpid())
+        assert not [p.name for p in (tmpfs / "data").iterdir() if p.name.startswith(".")]  # no temporary beat left
+    finally:
+        worker.stopping.set()
+        thread.join(5)

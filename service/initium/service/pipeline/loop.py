@@ -21,6 +21,7 @@ from types import FrameType
 import torch
 
 from initium.service import logs
+from initium.service.errors import InsufficientStorageError
 from initium.service.jobs.records import release_attempt, start_attempt
 from initium.service.jobs.store import (
     EXIT_DEVICE_UNUSABLE,
@@ -118,12 +119,25 @@ class Worker:
             release_attempt(self.store.records, job_id, worker_name())
 
     def _heartbeat(self) -> None:
+        """Every second: the lane's heartbeat file, holding this pid (the supervisor tells its own
+        child's beat from another's), written again whenever it could not be. A beat that fails (a
+        full volume: round two of issue 16, where the thread died and /readyz stayed 'down' after the
+        space came back) is logged once and retried, so readiness returns by itself."""
         path = self.store.root / heartbeat_name(self.lane)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(str(os.getpid()))  # whose beat it is: the supervisor tells its own child's from another's
-        tmp.replace(path)
+        written, warned = False, False
         while not self.stopping.is_set():
-            path.touch()
+            try:
+                if written:
+                    path.touch()
+                else:
+                    atomic_write(path, str(os.getpid()).encode())
+                    written = True
+                warned = False
+            except (OSError, InsufficientStorageError) as exc:
+                written = False
+                if not warned:
+                    log.warning("heartbeat not written (%s); retrying every second", exc)
+                    warned = True
             self.stopping.wait(1.0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:

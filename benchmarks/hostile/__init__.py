@@ -10,7 +10,7 @@ item number plus a letter; it checks what the issue says must hold and prints on
 markdown table docs/reliability.md carries: probe, input, what must hold, what was observed, held,
 seconds. Every probe kills the process groups it started and unmounts what it mounted, held or not.
 `--only` takes probe ids or item numbers; `--quick` shrinks the sizes (for development; the table
-in the docs comes from a full run, bounded to about 15 minutes on 2 cores). Exit status 1 unless
+in the docs comes from a full run, 3 to 8 minutes on 2 cores, bounded to 15). Exit status 1 unless
 every probe that ran held (a skipped probe says why in its row).
 """
 

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, description="INITIUM_MAX_PLAN_INLINE_BYTES: a POST /v1/plans answer larger than this is "
         "streamed as a download (Content-Disposition: attachment) instead of sent whole",
     )  # fmt: skip
+    # Planning is pure Python under the GIL: plans at once share one core's worth of CPU, so more of
+    # them finish no sooner, they only multiply memory (a 100,000-tensor plan holds about 0.35-0.55
+    # GB while planned) and stall the event loop. Two let a small plan through beside a large one.
+    max_concurrent_plans: Annotated[int, Field(gt=0)] = Field(
+        2, description="INITIUM_MAX_CONCURRENT_PLANS: the most requests the API plans at once (POST /v1/plans "
+        "and POST /v1/initializations together); one that finds no free slot within a few seconds gets 503 "
+        "with Retry-After",
+    )  # fmt: skip
     worker_stale_after: Annotated[float, Field(gt=0)] = 10.0
     republish_after_s: Annotated[float, Field(gt=0)] = Field(
         600.0, description="INITIUM_REPUBLISH_AFTER_S: a job queued this long without a first attempt is "
@@ -94,7 +102,8 @@ class Settings(BaseSettings):
     )  # fmt: skip
     max_header_bytes: Annotated[int, Field(ge=1024)] = Field(
         16 * 1024, description="INITIUM_MAX_HEADER_BYTES: `initium serve` refuses a request whose line and headers "
-        "take more bytes than this with 400 and closes the connection (h11's max_incomplete_event_size)",
+        "take more bytes than this and closes the connection: 400 while the head arrives (h11's "
+        "max_incomplete_event_size), 431 when it arrived whole (api.connections.HeaderLimit, any server)",
     )  # fmt: skip
     backlog: Annotated[int, Field(gt=0)] = Field(
         2048, description="INITIUM_BACKLOG: connections the kernel queues for `initium serve` before it accepts "
@@ -118,6 +127,10 @@ class Settings(BaseSettings):
     max_preset_rules: Annotated[int, Field(gt=0)] = Field(
         1_000, description="INITIUM_MAX_PRESET_RULES: the most rules one published preset holds (413 beyond)"
     )
+    max_presets_bytes: Annotated[int, Field(gt=0)] = Field(
+        64 * 1024 * 1024, description="INITIUM_MAX_PRESETS_BYTES: the most bytes all published presets take "
+        "together (a publish past it is a 413): planning and GET /v1/presets read every one",
+    )  # fmt: skip
     api_key_hashes: str = Field(
         "",
         description="comma-separated sha256 hex digests of the accepted API keys; empty: no auth ('initium api-key')",

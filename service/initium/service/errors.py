@@ -11,7 +11,9 @@ InitiumError                 anything else the service raises on purpose (500)
 +-- ConflictError            a name and version exist with other content (409)
 +-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
 +-- StoreUnavailableError    the artifact store cannot be reached or refuses for now (503, Retry-After)
+|   +-- RecordsUnavailableError  the job records' Redis (under Celery) cannot be reached (503, Retry-After)
 +-- InsufficientStorageError the data volume or the object store has no room for a write (507, Retry-After)
++-- PlanningBusyError        every planning slot (INITIUM_MAX_CONCURRENT_PLANS) stayed taken (503, Retry-After)
 
 The status lives here, not in the HTTP layer, so local mode (initium.service.pipeline.local) raises
 the client's errors exactly as the API would answer without importing fastapi.
@@ -101,6 +103,16 @@ class StoreUnavailableError(InitiumError):
         self.reason = reason
 
 
+class RecordsUnavailableError(StoreUnavailableError):
+    """The job records' store (Redis, under Celery: INITIUM_BROKER_URL) is unreachable, times out or
+    is still loading its data; `reason` is the redis-py exception's name (ConnectionError,
+    TimeoutError, BusyLoadingError). A StoreUnavailableError, so whatever waits out a store that is
+    down (eviction, readiness) waits this out too. Nothing was lost: the same call succeeds once
+    Redis is back (issue 16)."""
+
+    type = "records_unavailable"
+
+
 class InsufficientStorageError(InitiumError):
     """The store has no room for a write (RFC 4918's 507 Insufficient Storage): the data volume is out
     of space or over a quota, or the object store refused the write for space (MinIO's
@@ -116,6 +128,18 @@ class InsufficientStorageError(InitiumError):
     def __init__(self, message: str, loc: Sequence[str | int] = (), reason: str = "full") -> None:
         super().__init__(message, loc)
         self.reason = reason
+
+
+class PlanningBusyError(InitiumError):
+    """Every planning slot stayed taken for as long as a request waits for one (api.capacity): the
+    API plans at most INITIUM_MAX_CONCURRENT_PLANS requests at once, bounding planning's memory and
+    CPU (issue 16). Nothing was done: the same request succeeds once a slot is free. Retry-After is
+    a few seconds: a slot frees when a plan finishes (the largest the defaults allow take 11-25 s,
+    most milliseconds)."""
+
+    type = "planning_busy"
+    status = 503
+    retry_after_s = 5
 
 
 # errno values that say the volume cannot take the bytes: no space left, a quota reached, a file

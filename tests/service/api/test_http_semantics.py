@@ -118,6 +118,19 @@ def test_head_answers_the_get_headers_without_reading(
     assert app_client.head(url, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
 
 
+def test_every_get_route_answers_head_with_its_headers(app_client: TestClient, done: dict[str, Any]) -> None:
+    # Round two of issue 16: HEAD answered 405 everywhere but the downloads (RFC 9110 section 9.1: a
+    # general-purpose server MUST support HEAD). The TestClient, like a browser, reads no HEAD body.
+    links = done["links"]
+    for url in (links["self"], links["report"], links["report_html"], "/v1/presets", "/v1/presets/gpt2",
+                "/v1/schemes", "/healthz", "/v1/initializations/" + "0" * 64):  # fmt: skip
+        got, head = app_client.get(url), app_client.head(url)
+        assert head.status_code == got.status_code and head.content == b"", url
+        for field in ("content-type", "content-length", "etag"):
+            assert head.headers.get(field) == got.headers.get(field), (url, field)
+    assert "head" not in app_client.get("/openapi.json").json()["paths"][links["self"].replace(done["id"], "{job_id}")]
+
+
 def _no_read(*args: object, **kwargs: object) -> Iterator[bytes]:
     raise AssertionError("the artifact was read")
 

@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 import initium.service
-from initium.service.api.connections import BoundedWrites
+from initium.service.api.capacity import PlanSlots
+from initium.service.api.connections import BoundedWrites, HeaderLimit
+from initium.service.api.head import HeadAsGet
 from initium.service.api.http import document_json_bodies, install_error_handlers
 from initium.service.api.metrics import Metrics
 from initium.service.api.request_log import RequestLog
@@ -52,8 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir, records, artifacts, settings.large_job_bytes, settings.large_job_tensors
     )
     app.state.store.republish_after_s = settings.republish_after_s
-    app.state.presets = PresetStore(settings.data_dir, settings.max_preset_rules)
+    app.state.presets = PresetStore(settings.data_dir, settings.max_preset_rules, settings.max_presets_bytes)
     app.state.verified = VerifiedFiles()
+    app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)  # see [Note: planning slots]
     app.state.metrics = Metrics()
     app.state.metrics.observe_store(app.state.store)  # jobs finished before this process are not its to count
     app.state.dispatcher = _dispatcher(settings, app.state.store)
@@ -67,12 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # before FastAPI reads the body; the request counter wraps them, so refusals are counted and carry
     # X-Request-ID. With keys configured every path needs one but health, readiness and metrics (for
     # the orchestrator and the scraper) and, when INITIUM_PUBLIC_DOCS is set, the docs.
+    app.add_middleware(HeadAsGet, router=app.router)  # innermost: HEAD on every GET route
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(JsonBodies)
     docs = [p for p in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p]
     health_paths = [route.path for route in health.router.routes if isinstance(route, APIRoute)]
     open_paths = health_paths + (docs if settings.public_docs else [])
     app.add_middleware(ApiKeyGate, hashes=settings.key_hashes(), open_paths=open_paths)
+    # The head's size first: what uvicorn's own head limit lets through (see HeaderLimit).
+    app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     app.add_middleware(RequestLog, metrics=app.state.metrics)
     # Outermost: the server gets bounded writes, so a stalled download holds little ([Note: stalled downloads]).
     app.add_middleware(BoundedWrites)
@@ -116,7 +122,8 @@ async def _evict(store: JobStore, settings: Settings) -> None:
             log.warning("eviction skipped: %s", exc.message)
             removed = []
         if removed:
-            log.info("evicted %d finished jobs: %s", len(removed), ", ".join(r[:12] for r in removed))
+            log.info("evicted %d finished jobs and recorded reports: %s", len(removed),
+                     ", ".join(r[:20] for r in removed))  # fmt: skip
         await asyncio.sleep(settings.evict_interval_s)
 
 

@@ -1,4 +1,5 @@
-"""What one connection may hold: response bodies handed to the server in bounded slices (issue 16).
+"""What one connection may hold: response bodies handed to the server in bounded slices, request
+heads within INITIUM_MAX_HEADER_BYTES (issue 16).
 
 [Note: stalled downloads] A client that requests a file and never reads keeps its connection's
 response stuck in the server's write path. uvicorn applies asyncio flow control (it stops awaiting
@@ -14,6 +15,8 @@ thread hops: a loopback download stays as fast as with 1 MiB messages).
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from initium.service.api.http import error_response
 
 SLICE_BYTES = 64 * 1024  # asyncio's default high-water mark for a transport's write buffer
 
@@ -42,3 +45,40 @@ class BoundedWrites:
                 await send({"type": "http.response.body", "body": bytes(view[start : start + step]), "more_body": more})
 
         await self.app(scope, receive, sliced)
+
+
+def head_bytes(scope: Scope) -> int:
+    """The request line and header fields as HTTP/1.1 sends them: `METHOD target HTTP/x\\r\\n`, each
+    `name: value\\r\\n` and the closing `\\r\\n` (bytes). h11 has stripped the optional whitespace
+    around values, so this is at most what arrived."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    line = len(scope["method"]) + 1 + len(target) + len(" HTTP/") + len(scope.get("http_version", "1.1")) + 2
+    fields = sum(len(name) + 2 + len(value) + 2 for name, value in scope["headers"])
+    return line + fields + 2
+
+
+class HeaderLimit:
+    """Pure ASGI: 431 Request Header Fields Too Large (RFC 6585), in the JSON error envelope, to a
+    request whose line and headers take more than `limit` bytes, and the connection closed.
+
+    uvicorn's h11_max_incomplete_event_size (the same setting, cli.server_bounds) bounds only a head
+    that arrives in pieces: h11 takes a complete head of any size from one read (issue 16: 60 KB in
+    one send was accepted). This answers whatever the server let through, before any route runs."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size = head_bytes(scope) if scope["type"] == "http" else 0
+        if size <= self.limit:
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"the request line and headers take {size:,} bytes; this server allows at most {self.limit:,} "
+            "(INITIUM_MAX_HEADER_BYTES): send fewer or shorter headers"
+        )
+        # A body on its way is never read: the connection closes after the answer.
+        response = error_response(431, "header_too_large", message, headers={"Connection": "close"})
+        await response(scope, receive, send)

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the app's store, presets, limits, metrics and supervisor, as Annotated aliases."""
+"""FastAPI dependencies: the app's store, presets, limits, metrics, supervisor and planning slots, as
+Annotated aliases."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from initium.service.api.capacity import PlanSlots
 from initium.service.api.metrics import Metrics
 from initium.service.config import Settings
 from initium.service.jobs.presets import PresetStore
@@ -38,3 +40,4 @@ LimitsDep = Annotated[Limits, Depends(_limits)]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
 SupervisorDep = Annotated[WorkerSupervisor | None, Depends(_state("supervisor"))]
 DispatcherDep = Annotated[Dispatcher, Depends(_state("dispatcher"))]
+PlanSlotsDep = Annotated[PlanSlots, Depends(_state("plan_slots"))]

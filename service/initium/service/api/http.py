@@ -36,7 +36,9 @@ _MEANING = {
     416: "the Range starts past the end of the file (type range_not_satisfiable); Content-Range gives its size",
     422: "the body does not validate; `loc` names the field",
     500: "a stored artifact no longer matches its recorded sha256",
-    503: "the artifact store is unreachable or refusing for now (type store_unavailable); retry after Retry-After",
+    503: "the artifact store is unreachable or refusing for now (type store_unavailable), the job records' Redis "
+    "is (type records_unavailable), or the API is already planning INITIUM_MAX_CONCURRENT_PLANS requests (type "
+    "planning_busy); retry after Retry-After",
     507: "the data volume or the object store has no room for the write (type insufficient_storage); nothing "
     "was kept: retry after Retry-After once space is freed",
 }

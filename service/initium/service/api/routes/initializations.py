@@ -11,7 +11,15 @@ from initium.schemas.job import JobStatus
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 from initium.service.api.conditional import revalidated
-from initium.service.api.deps import DispatcherDep, LimitsDep, MetricsDep, PresetsDep, StoreDep, VerifiedDep
+from initium.service.api.deps import (
+    DispatcherDep,
+    LimitsDep,
+    MetricsDep,
+    PlanSlotsDep,
+    PresetsDep,
+    StoreDep,
+    VerifiedDep,
+)
 from initium.service.api.downloads import serve_file
 from initium.service.api.http import body_route_responses, error_responses
 from initium.service.api.report_html import render_report
@@ -45,7 +53,9 @@ _FILE_FIELDS = {
 # See [Note: downloads stream through the API] in initium.service.api.downloads.
 
 
-@router.post("", status_code=202, response_model=JobStatus, responses=body_route_responses(JobStatus))
+@router.post(
+    "", status_code=202, response_model=JobStatus, responses={**body_route_responses(JobStatus), **error_responses(503)}
+)
 def submit(
     request: InitRequest,
     response: Response,
@@ -54,9 +64,13 @@ def submit(
     metrics: MetricsDep,
     presets: PresetsDep,
     dispatcher: DispatcherDep,
+    slots: PlanSlotsDep,
 ) -> JobStatus:
-    """Validate, plan and enqueue; 202 while the job is pending, 200 when this request is already done."""
-    submission = jobs.submit(store, request, limits, presets)
+    """Validate, plan and enqueue; 202 while the job is pending, 200 when this request is already done.
+    At most INITIUM_MAX_CONCURRENT_PLANS requests plan at once (503 with Retry-After when no slot
+    frees within a few seconds)."""
+    with slots.held():  # until the stored job no longer needs the plan: see [Note: planning slots]
+        submission = jobs.submit(store, request, limits, presets)
     if submission.created:
         jobs.dispatch(dispatcher, submission.status.id)
     metrics.observe_submission(submission.created, submission.status.state)

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from initium.service.errors import StoreUnavailableError
 from initium.service.jobs.store import LARGE, SMALL, JobStore
 
 if TYPE_CHECKING:  # imported when used: local mode and the embedded worker submit jobs without Celery
@@ -101,11 +102,27 @@ class CeleryQueue:
     def readiness(self, count_workers: bool = True) -> dict[str, object]:
         """The broker answers and at least one worker replies to a ping (a prefork parent answers
         while its pool process computes). Counting every worker waits the whole ping timeout;
-        without counting, the first reply ends the wait (what a metrics scrape needs)."""
-        try:
-            with self.app.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=self.ping_timeout_s)
-        except Exception as exc:  # any transport error means the same thing here: not ready
-            return {"broker": f"down ({type(exc).__name__})", "workers": 0}
-        replies = self.app.control.ping(timeout=self.ping_timeout_s, limit=None if count_workers else 1) or []
-        return {"broker": "ok", "workers": len(replies)}
+        without counting, the first reply ends the wait (what a metrics scrape needs). With the
+        records in Redis, `records` says ok, volatile (Redis does not persist them: still ready) or
+        down (<cause>). Never raises: a broker that fails twice is `down (<cause>)` (issue 16: a
+        stale pooled connection after a Redis restart answered /readyz with a 500)."""
+        from initium.service.jobs.records_redis import RedisJobRecords  # redis-py: only Celery needs it
+
+        body: dict[str, object] = {}
+        if isinstance(self.store.records, RedisJobRecords):
+            try:
+                body["records"] = self.store.records.readiness()
+            except StoreUnavailableError as exc:
+                log.warning("not ready: %s", exc.message)
+                body["records"] = f"down ({exc.reason})"
+        for attempt in (1, 2):  # once more on a new connection: a restart may cut the first one
+            try:  # a connection of its own, not the app's pool, whose may predate a Redis restart
+                with self.app.connection_for_write() as connection:
+                    connection.ensure_connection(max_retries=1, timeout=self.ping_timeout_s)
+                    limit = None if count_workers else 1
+                    replies = self.app.control.ping(timeout=self.ping_timeout_s, limit=limit, connection=connection)
+                return body | {"broker": "ok", "workers": len(replies or [])}
+            except Exception as exc:  # any transport error means the same thing here: not ready
+                if attempt == 2:
+                    return body | {"broker": f"down ({type(exc).__name__})", "workers": 0}
+        raise AssertionError("unreachable")

@@ -47,6 +47,7 @@ REPORT = "report.json"
 LARGE, SMALL = "large", "small"
 LANES = (LARGE, SMALL)
 RUN_LOCK = "run.lock"
+REPORTS_PREFIX = "reports/"  # marks a recorded report among the entries evict() removed
 
 
 def lane_for(nbytes: int, large_job_bytes: int | None, tensors: int = 0, large_job_tensors: int | None = None) -> str:
@@ -192,13 +193,17 @@ class JobStore:
         return self.job_dir(job_id) / name
 
     def evict(self, max_bytes: int | None, max_age_s: float | None, now_s: float) -> list[str]:
-        """Remove finished jobs whose last use is older than max_age_s, then the least recently used
-        until the store holds at most max_bytes; queued and running jobs are never touched."""
-        finished = []
+        """Remove finished jobs and reports kept for the record (POST /v1/reports) whose last use is
+        older than max_age_s, then the least recently used of both until the store holds at most
+        max_bytes; queued and running jobs are never touched. Returns the job ids removed, then
+        `REPORTS_PREFIX + id` for each report removed (issue 16: reports alone filled a volume)."""
+        finished = []  # (last use, bytes, entry): an entry is a job id or REPORTS_PREFIX + request id
         for record in self.records.records():
             if record.state in ("succeeded", "failed"):
                 usage = self.artifacts.usage(record.id)
                 finished.append((_last_use(self.jobs / record.id, record, usage.last_used), usage.bytes, record.id))
+        for request_id, usage in self.artifacts.report_usage().items():
+            finished.append((usage.last_used or 0.0, usage.bytes, REPORTS_PREFIX + request_id))
         finished.sort()
         expired = {job for used, _, job in finished if max_age_s is not None and now_s - used > max_age_s}
         removed = [job for _, _, job in finished if job in expired]
@@ -209,8 +214,12 @@ class JobStore:
             if job not in expired:
                 removed.append(job)
                 total -= size
+        reports = [entry for entry in removed if entry.startswith(REPORTS_PREFIX)]
         for job in removed:  # the record first: no status ever points at files already gone
+            if job.startswith(REPORTS_PREFIX):
+                self.artifacts.delete_report(job.removeprefix(REPORTS_PREFIX))
+                continue
             self.records.delete(job)
             self.artifacts.delete_job(job)
             shutil.rmtree(self.jobs / job, ignore_errors=True)
-        return removed
+        return [job for job in removed if job not in reports] + reports

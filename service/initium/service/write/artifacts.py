@@ -141,7 +141,17 @@ class Artifacts(Protocol):
         ...
 
     def get_report(self, request_id: str) -> bytes | None:
-        """A report kept for the record, None when there is none."""
+        """A report kept for the record, None when there is none; reading it counts as a use."""
+        ...
+
+    def report_usage(self) -> dict[str, Usage]:
+        """Every report kept for the record: request id -> its bytes and last use (local: when it was
+        recorded or last read; S3: when it was recorded), for eviction beside the jobs (issue 16:
+        reports filled a volume that eviction never emptied)."""
+        ...
+
+    def delete_report(self, request_id: str) -> None:
+        """Remove a report kept for the record; a missing one is no error."""
         ...
 
 

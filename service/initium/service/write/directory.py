@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from initium.schemas.job import FileInfo
 from initium.service.errors import InsufficientStorageError, StoreUnavailableError, volume_full_as_507
-from initium.service.identity import check_id
+from initium.service.identity import JOB_ID, check_id
 from initium.service.write.artifacts import (
     ACCESSED,
     NAME,
@@ -163,10 +163,30 @@ class LocalArtifacts:
         atomic_write(self.reports / f"{check_id(request_id)}.json", data)
 
     def get_report(self, request_id: str) -> bytes | None:
+        path = self.reports / f"{check_id(request_id)}.json"
         try:
-            return (self.reports / f"{check_id(request_id)}.json").read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        # Eviction's "last use" is the file's mtime (atime is unreliable under relatime/noatime); a
+        # stamp that fails (a full or read-only volume) must not fail the read.
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return data
+
+    def report_usage(self) -> dict[str, Usage]:
+        found = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.reports):
+                request_id = entry.name.removesuffix(".json")
+                if entry.name.endswith(".json") and JOB_ID.match(request_id):  # not a temporary .*.tmp
+                    with contextlib.suppress(FileNotFoundError):  # deleted since it was listed
+                        st = entry.stat()
+                        found[request_id] = Usage(bytes=st.st_size, last_used=st.st_mtime)
+        return found
+
+    def delete_report(self, request_id: str) -> None:
+        (self.reports / f"{check_id(request_id)}.json").unlink(missing_ok=True)
 
 
 def _read_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:

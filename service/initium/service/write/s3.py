@@ -33,7 +33,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from initium.schemas.job import FileInfo
 from initium.service.errors import InsufficientStorageError, StoreUnavailableError
-from initium.service.identity import check_id
+from initium.service.identity import JOB_ID, check_id
 from initium.service.write.artifacts import (
     ACCESSED,
     READ_CHUNK,
@@ -439,3 +439,19 @@ class S3Artifacts:
             return b"".join(self._read(self._report_key(request_id), 0, None))
         except FileNotFoundError:
             return None
+
+    @_guarded
+    def report_usage(self) -> dict[str, Usage]:
+        # Last use is LastModified (when recorded): stamping each read would rewrite the object.
+        base = f"{self.prefix}reports/"
+        found = {}
+        for o in self._keys(base):
+            request_id = str(o["Key"])[len(base) :].removesuffix(".json")
+            if JOB_ID.match(request_id):
+                modified: datetime = o["LastModified"]
+                found[request_id] = Usage(bytes=int(o["Size"]), last_used=modified.timestamp())
+        return found
+
+    @_guarded
+    def delete_report(self, request_id: str) -> None:
+        self._delete_keys([self._report_key(request_id)])

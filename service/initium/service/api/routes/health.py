@@ -38,7 +38,9 @@ def readyz(request: Request, supervisor: SupervisorDep, store: StoreDep, dispatc
     (`store`: ok, missing or full; `store_free_bytes`), the artifact store answers (S3: a HEAD of the
     bucket, within ~2 s; one that refused a write for space must take a probe write) and a worker
     can take jobs: each lane's embedded worker beats (`lanes`: worker, device, pid, heartbeat age),
-    or (Celery) the broker answers and at least one worker replies to a ping. A full store turns
+    or (Celery) the job records' Redis answers (`records`: ok, volatile when Redis does not persist
+    them, or down), the broker answers and at least one worker replies to a ping. Never a 500: a
+    store or broker that fails is reported as not ready with its cause. A full store turns
     ready again by itself once space is freed."""
     body = _readiness(supervisor, store, dispatcher, min_free_bytes=request.app.state.settings.min_free_bytes)
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
@@ -58,7 +60,9 @@ def _readiness(
     engine = dispatcher.readiness(count_workers)
     if engine:  # Celery
         body |= engine
-        workers = engine["broker"] == "ok" and int(str(engine["workers"])) > 0
+        # records (Redis): ok or volatile (not persisted: ready, but the README says to fix it) or down
+        records = str(engine.get("records", "ok")) in ("ok", "volatile")
+        workers = records and engine["broker"] == "ok" and int(str(engine["workers"])) > 0
     elif supervisor is not None:  # embedded: one worker per lane (see [Note: lanes] in jobs.store)
         lanes = supervisor.lanes()
         workers = all(lane["worker"] == "ok" for lane in lanes.values())

@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from initium.service.config import Settings
 from initium.service.jobs.records import FileJobRecords
-from initium.service.jobs.store import LARGE, SMALL, heartbeat_name
+from initium.service.jobs.store import LARGE, SMALL, JobStore, heartbeat_name
 from initium.service.jobs.supervisor import WorkerSupervisor
 from initium.service.pipeline import lifecycle
+from initium.service.pipeline.loop import Worker
 from tests.conftest import free_port
 
 INITIUM = str(Path(sys.executable).parent / "initium")
@@ -236,3 +238,16 @@ def test_a_worker_that_cannot_use_its_device_is_never_ready_and_readyz_says_why(
     finally:
         api.terminate()
         api.wait(30)
+
+
+def test_stopping_an_unsupervised_worker_never_ends_its_process(tmp_path: Path) -> None:
+    """Only a supervised worker (its own process) exits by itself past its grace; a Worker run in a
+    caller's process (tests, local use) only stops taking jobs (the suite itself was once ended by it)."""
+    before = _timers()
+    worker = Worker(JobStore(tmp_path), torch.device("cpu"), grace_s=0.2)
+    worker.stop()
+    assert worker.stopping.is_set() and _timers() == before
+
+
+def _timers() -> int:
+    return sum(isinstance(t, threading.Timer) for t in threading.enumerate())

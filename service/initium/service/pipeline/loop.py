@@ -141,14 +141,16 @@ class Worker:
             self.stopping.wait(1.0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
-        """The running job may finish within grace_s; past it the worker releases the job (queued again,
-        the attempt uncounted) and exits, just before its supervisor would kill it."""
+        """The running job may finish within grace_s; past it a supervised worker (with parent_pid)
+        releases the job (queued again, the attempt uncounted) and exits, just before its supervisor
+        would kill it."""
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             self.orphaned()  # the SIGTERM of PR_SET_PDEATHSIG: the API is gone
             return
         if not self.stopping.is_set():
             self.stopping.set()
-            lifecycle.exit_after(max(self.grace_s - 1.0, 0.5 * self.grace_s), self._release)
+            if self.parent_pid is not None:  # a supervised process of its own: never a test's or a caller's
+                lifecycle.exit_after(max(self.grace_s - 1.0, 0.5 * self.grace_s), self._release)
 
     def orphaned(self) -> None:
         """The API that started this worker is gone: take no new job and exit within

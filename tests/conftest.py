@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from initium.service.api.app import create_app
+from initium.service.cli import server_bounds
 from initium.service.config import Settings
 
 # The clients' download cache goes to a directory of this run's own, never the user's ~/.cache
@@ -90,6 +94,25 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, settings: Settings) -> Iterator[int]:
+    """`app` served by a real uvicorn in this process, with `initium serve`'s bounds for `settings`
+    (cli.server_bounds); yields its loopback port, stops it after."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **server_bounds(settings)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 SERVE_LOGS: list[Path] = []  # where the served process writes its log (for the log test)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
 from initium.service.api.app import create_app
@@ -19,7 +17,7 @@ from initium.service.api.connections import SLICE_BYTES, BoundedWrites
 from initium.service.api.protocol import JsonErrorH11Protocol
 from initium.service.cli import server_bounds
 from initium.service.config import Settings
-from tests.conftest import free_port
+from tests.conftest import uvicorn_in_thread
 
 
 def test_bounded_writes_send_the_same_bytes_in_slices() -> None:
@@ -50,19 +48,8 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     data: Path = tmp_path_factory.mktemp("bounds")
     settings = Settings(data_dir=data, embedded_worker=False, max_connections=3, keep_alive_s=1,
                         max_header_bytes=2048)  # fmt: skip
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), port=port, log_level="warning", **server_bounds(settings))
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(create_app(settings), settings) as port:
+        yield port
 
 
 def _ask(sock: socket.socket, head: bytes) -> bytes:

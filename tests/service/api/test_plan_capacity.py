@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from initium.schemas import InitRequest
@@ -22,11 +21,10 @@ from initium.schemas.plan import Plan
 from initium.service.api.app import create_app
 from initium.service.api.capacity import PlanSlots
 from initium.service.api.routes import plans
-from initium.service.cli import server_bounds
 from initium.service.config import Settings
 from initium.service.errors import PlanningBusyError
 from initium.service.plan.planner import make_plan
-from tests.conftest import free_port
+from tests.conftest import uvicorn_in_thread
 from tests.service.api.test_plan_bounds import _tiny_linears
 
 
@@ -90,17 +88,8 @@ def served(tmp_path: Path) -> Iterator[int]:
                         max_plan_inline_bytes=20_000, max_header_bytes=2048)  # fmt: skip
     app = create_app(settings)
     app.state.plan_slots = PlanSlots(1, wait_s=0.5)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **server_bounds(settings)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(app, settings) as port:
+        yield port
 
 
 def _post(port: int, body: bytes, rcvbuf: int | None = None) -> socket.socket:

@@ -114,6 +114,10 @@ def test_the_api_answers_503_and_readyz_names_the_records(
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.json()["error"]["type"] == "records_unavailable", answer.text
     assert "INITIUM_BROKER_URL" in answer.json()["error"]["message"]
+    assert client.get("/metrics").status_code == 200  # the scrape goes on, initium_worker_up 0
+    # An API started while Redis is down starts (not ready), rather than failing at start.
+    started = TestClient(create_app(Settings(data_dir=tmp_path / "data2", broker_url=url, embedded_worker=False)))
+    assert started.get("/healthz").status_code == 200
     redis_down_and_up.start()
     assert client.post("/v1/initializations", json=mlp_request).status_code in (200, 201, 202)
     assert client.get("/readyz").json()["records"] == "volatile"

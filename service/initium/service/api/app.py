@@ -58,7 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verified = VerifiedFiles()
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)  # see [Note: planning slots]
     app.state.metrics = Metrics()
-    app.state.metrics.observe_store(app.state.store)  # jobs finished before this process are not its to count
+    try:  # jobs finished before this process are not its to count
+        app.state.metrics.observe_store(app.state.store)
+    except StoreUnavailableError as exc:  # Redis down at start: the API starts, not ready, and counts later
+        log.warning("job records unreadable at start: %s", exc.message)
     app.state.dispatcher = _dispatcher(settings, app.state.store)
     embedded = settings.embedded_worker and settings.broker_url is None
     app.state.supervisor = WorkerSupervisor(settings) if embedded else None

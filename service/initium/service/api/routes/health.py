@@ -112,8 +112,12 @@ def _artifacts(store: JobStore) -> str:
 def metrics(
     request: Request, metrics: MetricsDep, store: StoreDep, supervisor: SupervisorDep, dispatcher: DispatcherDep
 ) -> Response:
-    """Prometheus text format."""
-    metrics.observe_store(store)
+    """Prometheus text format; while the job records cannot be read (Redis down) the job series keep
+    their last values and initium_worker_up says 0, rather than the scrape failing."""
+    try:
+        metrics.observe_store(store)
+    except StoreUnavailableError as exc:
+        log.warning("metrics: job records unreadable: %s", exc.message)
     min_free = request.app.state.settings.min_free_bytes
     ready = _readiness(supervisor, store, dispatcher, count_workers=False, min_free_bytes=min_free)["status"] == "ready"
     metrics.worker_up.set(1 if ready else 0)

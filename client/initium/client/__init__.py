@@ -33,6 +33,14 @@ def spec_from_module(*args: Any, **kwargs: Any) -> Any:
     return describe(*args, **kwargs)
 
 
+def initialize_(*args: Any, **kwargs: Any) -> Any:
+    """See initium.client._inplace.initialize_: init a module in place, in this process, with the
+    service's values (imports torch and the service on first use)."""
+    from initium.client._inplace import initialize_ as fill
+
+    return fill(*args, **kwargs)
+
+
 def shard_slices(*args: Any, **kwargs: Any) -> Any:
     """See initium.client._torch.shard_slices: one tensor-parallel rank's `slices`."""
     from initium.client._torch import shard_slices as slices
@@ -61,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "build_request",
+    "initialize_",
     "shard_slices",
     "spec_from_module",
 ]

@@ -26,7 +26,8 @@ from initium.service.errors import InitiumError
 from initium.service.jobs import submit as jobs
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.store import JobStore
-from initium.service.materialize.tensor import pick_device
+from initium.service.materialize.tensor import materialize, pick_device
+from initium.service.model.lsuv import lsuv_scales
 from initium.service.pipeline.loop import run_one
 from initium.service.plan.planner import make_plan
 from initium.service.write.directory import LocalArtifacts
@@ -73,6 +74,14 @@ class LocalService:
             run_one(self._store, job_id, self.device)
             self._store.dequeue(job_id)
         return self.status(job_id)
+
+    def tensors(self, request: InitRequest) -> dict[str, torch.Tensor]:
+        """Every tensor of `request` (state_dict name -> values on this service's device), exactly
+        the values its file would hold, writing nothing: what in-place init fills a module with
+        (issue 17). The same plan check, LSUV factors and materialize a job runs; errors as `run`'s."""
+        plan = jobs.plan_request(request, self._limits, self._presets)
+        scales = lsuv_scales(request, plan, self.device)[0]
+        return {t.name: materialize(t, request.seed, self.device, scales.get(t.name, 1.0)) for t in plan.tensors}
 
     def status(self, job_id: str) -> JobStatus:
         return jobs.to_status(self._store.records.load(job_id))

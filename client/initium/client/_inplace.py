@@ -34,8 +34,9 @@ def initialize_(
     """Initialize `module` in place under `policy` (a policy, or a preset's name such as "gpt2");
     returns it.
 
-    `device`: where the values are drawn and left; default the module's own device, cpu for a module
-    on the meta device (which is materialized there). `dtype`: the request's dtype (default the
+    `device`: where the values are drawn; default the module's own device, cpu for a module on the
+    meta device. A meta module is materialized there; a module that has its tensors keeps them where
+    they are (the values are copied in), as load_state_dict does. `dtype`: the request's dtype (default the
     module's); every tensor keeps the dtype the module gave it. `data_dir`: where local mode keeps
     published presets (default as Client.local()). The request is the one `Client.initialize_module`
     would send, so the values equal the service's file for it. Raises the client's typed errors

@@ -84,7 +84,13 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         **parts: Any,
     ) -> InitResult:  # fmt: skip
         """Submit, wait, download (resumable) and verify; see Client.initialize."""
-        status = await self.submit(request, **parts)
+        status, result_path = await self._weights(await self.submit(request, **parts), path, timeout)
+        return InitResult(status, result_path, await self.report(status.id))
+
+    async def _weights(
+        self, status: JobStatus, path: str | Path | None, timeout: float | None
+    ) -> tuple[JobStatus, Path]:
+        """Client._weights, awaited."""
         if status.state != "succeeded":
             status = await self.wait(status.id, timeout)
         result_path, fetches = artifact_fetches(status, path, self.cache)
@@ -93,7 +99,7 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
                 await adownload(self._http, fetch, self.settings.retry, self.progress)
                 if self.cache is not None:
                     self.cache.remember(fetch)
-        return InitResult(status, result_path, await self.report(status.id))
+        return status, result_path
 
     async def _call(self, call: api.Call[T]) -> T:
         """Send with retries (see [Note: retries] in initium.client._retry); one idempotency key."""

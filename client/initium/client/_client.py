@@ -121,15 +121,7 @@ class Client(ClientBase[httpx.Client]):
         Without `path` the result lives in the client's download cache and a repeated request is not
         downloaded again (see `cache_dir`); `result.save(path)` copies it.
         """
-        status = self.submit(request, **parts)
-        if status.state != "succeeded":
-            status = self.wait(status.id, timeout)
-        result_path, fetches = artifact_fetches(status, path, self.cache)
-        for fetch in fetches:
-            if self.cache is None or not self.cache.reuse(fetch):
-                self._download(fetch)
-                if self.cache is not None:
-                    self.cache.remember(fetch)
+        status, result_path = self._weights(self.submit(request, **parts), path, timeout)
         return InitResult(status, result_path, self.report(status.id))
 
     def initialize_module(
@@ -177,6 +169,18 @@ class Client(ClientBase[httpx.Client]):
         status = self.status(job_id)
         bar.show(status)
         return status
+
+    def _weights(self, status: JobStatus, path: str | Path | None, timeout: float | None) -> tuple[JobStatus, Path]:
+        """The submitted job's files on local disk, verified: (its final status, the result's path)."""
+        if status.state != "succeeded":
+            status = self.wait(status.id, timeout)
+        result_path, fetches = artifact_fetches(status, path, self.cache)
+        for fetch in fetches:
+            if self.cache is None or not self.cache.reuse(fetch):
+                self._download(fetch)
+                if self.cache is not None:
+                    self.cache.remember(fetch)
+        return status, result_path
 
     def _download(self, fetch: Fetch) -> Path:
         return download(self._http, fetch, self.settings.retry, self.progress)

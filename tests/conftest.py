@@ -67,11 +67,16 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
         yield client
 
 
-def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_job(
+    client: TestClient | httpx.Client, job_id: str, timeout: float = 60.0, report: bool = True
+) -> dict[str, Any]:
+    """The job's status once it finished; with `report`, once a success's report is no longer
+    pending either (the worker computes it after publishing the weights: issue 17)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status: dict[str, Any] = client.get(f"/v1/initializations/{job_id}").json()
-        if status["state"] in ("succeeded", "failed"):
+        pending = report and status["state"] == "succeeded" and status["report_state"] == "pending"
+        if status["state"] in ("succeeded", "failed") and not pending:
             return status
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish within {timeout} s")

@@ -8,6 +8,7 @@ _download); only sending and sleeping are awaited here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Mapping
@@ -19,10 +20,11 @@ import httpx
 
 from initium.client import _calls as api
 from initium.client._base import ClientBase
-from initium.client._download import adownload, artifact_fetches
+from initium.client._download import adownload, alive_download, artifact_fetches, asettled, live_part
+from initium.client._errors import ReportPendingError
 from initium.client._request import RequestLike
 from initium.client._result import InitResult
-from initium.client._wait import progress_bar, wait_outcome
+from initium.client._wait import progress_bar, report_wait, wait_outcome
 from initium.schemas.catalog import SchemeInfo
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
@@ -58,11 +60,12 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
                     return done
                 await asyncio.sleep(self.settings.poll_interval)
 
-    async def report(self, job_id: str) -> Report:
-        return await self._call(api.report_call(job_id))
+    async def report(self, job_id: str, timeout: float | None = None) -> Report:
+        """Client.report, awaited: waits while the report is computed after the weights."""
+        return await self._pending_waited(api.report_call(job_id), timeout)
 
-    async def report_html(self, job_id: str) -> str:
-        return await self._call(api.report_html_call(job_id))
+    async def report_html(self, job_id: str, timeout: float | None = None) -> str:
+        return await self._pending_waited(api.report_html_call(job_id), timeout)
 
     async def record_report(self, report: Report) -> RecordedReport:
         return await self._call(api.record_report_call(report))
@@ -85,21 +88,50 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
     ) -> InitResult:  # fmt: skip
         """Submit, wait, download (resumable) and verify; see Client.initialize."""
         status, result_path = await self._weights(await self.submit(request, **parts), path, timeout)
-        return InitResult(status, result_path, await self.report(status.id))
+        return InitResult(status, result_path, functools.partial(self._report_blocking, status.id))
+
+    def _report_blocking(self, job_id: str) -> Report:
+        """What `result.report` runs when first read: InitResult's attributes are not awaitable, so
+        a short-lived synchronous client with these settings fetches it (waiting while it is
+        pending). In a running event loop, prefer `await client.report(result.id)`."""
+        from initium.client._client import Client
+
+        s = self.settings
+        with Client(s.base_url, api_key=s.api_key, timeout=s.timeout, retry=s.retry, poll_interval=s.poll_interval,
+                    cache_dir=False) as client:  # fmt: skip
+            return client.report(job_id)
 
     async def _weights(
         self, status: JobStatus, path: str | Path | None, timeout: float | None
     ) -> tuple[JobStatus, Path]:
         """Client._weights, awaited."""
-        if status.state != "succeeded":
-            status = await self.wait(status.id, timeout)
-        result_path, fetches = artifact_fetches(status, path, self.cache)
-        for fetch in fetches:
-            if self.cache is None or not self.cache.reuse(fetch):
-                await adownload(self._http, fetch, self.settings.retry, self.progress)
-                if self.cache is not None:
-                    self.cache.remember(fetch)
-        return status, result_path
+        received = None
+        try:
+            if status.state != "succeeded":
+                deadline = None if timeout is None else time.monotonic() + timeout
+                part = live_part(status.id, path, self.cache)
+                received = await alive_download(self._http, status.id, part, self.progress, deadline)
+                job_id, left = status.id, None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                status = await asettled(lambda: self.status(job_id), received) or await self.wait(job_id, left)
+            result_path, fetches = artifact_fetches(status, path, self.cache)
+            for fetch in fetches:
+                if self.cache is None or not self.cache.reuse(fetch):
+                    carried = received if len(fetches) == 1 else None
+                    await adownload(self._http, fetch, self.settings.retry, self.progress, carried)
+                    if self.cache is not None:
+                        self.cache.remember(fetch)
+            return status, result_path
+        finally:
+            if received is not None:
+                received.discard()  # not taken over (a cached copy served, the job failed): it goes
+
+    async def _pending_waited(self, call: api.Call[T], timeout: float | None) -> T:
+        started = time.monotonic()
+        while True:
+            try:
+                return await self._call(call)
+            except ReportPendingError as pending:
+                await asyncio.sleep(report_wait(pending, self.settings.poll_interval, timeout, started))
 
     async def _call(self, call: api.Call[T]) -> T:
         """Send with retries (see [Note: retries] in initium.client._retry); one idempotency key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -13,11 +14,12 @@ import httpx
 
 from initium.client import _calls as api
 from initium.client._base import ClientBase
-from initium.client._download import artifact_fetches, download
+from initium.client._download import Received, artifact_fetches, download, live_download, live_part, settled
+from initium.client._errors import ReportPendingError
 from initium.client._fetch import Fetch, file_url, weights_url
 from initium.client._request import PolicyLike, RequestLike, build_request
 from initium.client._result import InitResult
-from initium.client._wait import ProgressBar, progress_bar, wait_outcome
+from initium.client._wait import ProgressBar, progress_bar, report_wait, wait_outcome
 from initium.schemas.catalog import SchemeInfo
 from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
@@ -67,12 +69,15 @@ class Client(ClientBase[httpx.Client]):
                 time.sleep(self.settings.poll_interval)
         return done
 
-    def report(self, job_id: str) -> Report:
-        return self._call(api.report_call(job_id))
+    def report(self, job_id: str, timeout: float | None = None) -> Report:
+        """The job's report. The service computes it after the weights (issue 17): while it is
+        pending this waits, up to `timeout` seconds (None: as long as it takes; then the
+        ReportPendingError is raised). ReportFailedError when it could not be computed."""
+        return self._pending_waited(api.report_call(job_id), timeout)
 
-    def report_html(self, job_id: str, path: str | Path | None = None) -> str:
-        """The report as one self-contained HTML page; also written to `path` when given."""
-        html = self._call(api.report_html_call(job_id))
+    def report_html(self, job_id: str, path: str | Path | None = None, timeout: float | None = None) -> str:
+        """The report as one self-contained HTML page (waiting as `report` does); also written to `path` when given."""
+        html = self._pending_waited(api.report_html_call(job_id), timeout)
         if path is not None:
             Path(path).write_text(html, encoding="utf-8")
         return html
@@ -122,7 +127,7 @@ class Client(ClientBase[httpx.Client]):
         downloaded again (see `cache_dir`); `result.save(path)` copies it.
         """
         status, result_path = self._weights(self.submit(request, **parts), path, timeout)
-        return InitResult(status, result_path, self.report(status.id))
+        return InitResult(status, result_path, functools.partial(self.report, status.id))
 
     def initialize_module(
         self,
@@ -165,25 +170,45 @@ class Client(ClientBase[httpx.Client]):
                 time.sleep(self.settings.retry.wait_after(attempt, error))
         raise AssertionError("unreachable")
 
+    def _pending_waited(self, call: api.Call[T], timeout: float | None) -> T:
+        """`call`, again after each Retry-After while the report it asks for is pending."""
+        started = time.monotonic()
+        while True:
+            try:
+                return self._call(call)
+            except ReportPendingError as pending:
+                time.sleep(report_wait(pending, self.settings.poll_interval, timeout, started))
+
     def _tracked(self, job_id: str, bar: ProgressBar) -> JobStatus:
         status = self.status(job_id)
         bar.show(status)
         return status
 
     def _weights(self, status: JobStatus, path: str | Path | None, timeout: float | None) -> tuple[JobStatus, Path]:
-        """The submitted job's files on local disk, verified: (its final status, the result's path)."""
-        if status.state != "succeeded":
-            status = self.wait(status.id, timeout)
-        result_path, fetches = artifact_fetches(status, path, self.cache)
-        for fetch in fetches:
-            if self.cache is None or not self.cache.reuse(fetch):
-                self._download(fetch)
-                if self.cache is not None:
-                    self.cache.remember(fetch)
-        return status, result_path
+        """The submitted job's files on local disk, verified and fsync'd: (its final status, the result's
+        path). A job still running streams its single file while it is written (see [Note: live
+        downloads] in initium.client._download), then is waited for; its sha256 decides."""
+        received = None
+        try:
+            if status.state != "succeeded":
+                deadline = None if timeout is None else time.monotonic() + timeout
+                part = live_part(status.id, path, self.cache)
+                received = live_download(self._http, status.id, part, self.progress, deadline)
+                job_id, left = status.id, None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                status = settled(lambda: self.status(job_id), received) or self.wait(job_id, left)
+            result_path, fetches = artifact_fetches(status, path, self.cache)
+            for fetch in fetches:
+                if self.cache is None or not self.cache.reuse(fetch):
+                    self._download(fetch, received if len(fetches) == 1 else None)
+                    if self.cache is not None:
+                        self.cache.remember(fetch)
+            return status, result_path
+        finally:
+            if received is not None:
+                received.discard()  # not taken over (a cached copy served, the job failed): it goes
 
-    def _download(self, fetch: Fetch) -> Path:
-        return download(self._http, fetch, self.settings.retry, self.progress)
+    def _download(self, fetch: Fetch, received: Received | None = None) -> Path:
+        return download(self._http, fetch, self.settings.retry, self.progress, received)
 
     def close(self) -> None:
         if self._owns_http:

@@ -8,6 +8,8 @@ InitiumError
 |   +-- RequestTimeoutError      408 (retried)
 |   +-- ConflictError            409: the job has no artifact, or a preset version differs
 |   |   +-- NotReadyError            409 not_ready: the job has not finished yet (retried)
+|   |   |   +-- ReportPendingError       409 report_pending: the weights are ready, the report is computed after them
+|   |   +-- ReportFailedError        409 report_failed: the report could not be computed (the weights stand)
 |   +-- RequestTooLargeError     413: over a server limit
 |   +-- RequestInvalidError      422: the spec or policy is wrong; `loc` points at the field
 |   +-- RateLimitError           429 (retried, honouring Retry-After)
@@ -71,6 +73,16 @@ class NotReadyError(ConflictError):
     pass
 
 
+class ReportPendingError(NotReadyError):
+    """The job's weights are served; its report is still being computed (issue 17). Client.report
+    waits it out; Retry-After says when to ask again."""
+
+
+class ReportFailedError(ConflictError):
+    """The job's report could not be computed; its weights are fine. Submitting the request again
+    computes the report again."""
+
+
 class RequestTimeoutError(APIStatusError):
     pass
 
@@ -109,6 +121,13 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
+_CONFLICTS: dict[str, type[APIStatusError]] = {
+    "not_ready": NotReadyError,
+    "report_pending": ReportPendingError,
+    "report_failed": ReportFailedError,
+}
+
+
 def status_error(status_code: int, body: Any, retry_after: str | None = None) -> APIStatusError:
     """The typed exception for an error response; tolerant of bodies that are not ours (a proxy's)."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -116,6 +135,6 @@ def status_error(status_code: int, body: Any, retry_after: str | None = None) ->
         error = {"type": "http_error", "message": str(body)[:500], "loc": []}
     type_ = str(error.get("type"))
     cls = ServerError if status_code >= 500 else _BY_STATUS.get(status_code, APIStatusError)
-    if status_code == 409 and type_ == "not_ready":
-        cls = NotReadyError
+    if status_code == 409:
+        cls = _CONFLICTS.get(type_, cls)
     return cls(status_code, type_, str(error.get("message")), list(error.get("loc") or []), body, retry_after)

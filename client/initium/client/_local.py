@@ -10,6 +10,7 @@ service's HTTP answers would raise them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -111,10 +112,9 @@ class LocalClient:
         status = self.wait(self.submit(request, **parts).id, timeout)
         with _as_client_errors():  # every file checked against its sha256; the last is the main one
             paths = [self._service.file(status.id, f.name)[0] for f in status.files]
-        result = InitResult(status, paths[-1], self.report(status.id))
-        if path is not None:
-            return InitResult(status, result.save(path), result.report)
-        return result
+        # The report is computed on its first read (local mode makes it only when asked: issue 17).
+        report = functools.partial(self.report, status.id)
+        return InitResult(status, InitResult(status, paths[-1], report).save(path) if path else paths[-1], report)
 
     def initialize_module(
         self, module: torch.nn.Module, *, policy: PolicyLike, seed: int = 0, dtype: str | None = None,

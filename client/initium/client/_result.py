@@ -1,10 +1,10 @@
-"""The result of an initialization: the verified file, its report, and torch conveniences."""
+"""The result of an initialization: the verified file, its report (loaded when first read), and torch conveniences."""
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +28,22 @@ class InitResult:
     """A finished initialization whose files are on local disk and match their sha256.
 
     `path` is the safetensors file, or for sharded output the model.safetensors.index.json beside
-    its shards (the layout transformers' from_pretrained reads).
+    its shards (the layout transformers' from_pretrained reads). `report` is the report, or how to
+    fetch it: the service computes it after the weights (issue 17), so the result is returned as
+    soon as the files are verified, and the report is fetched (waiting while it is still being
+    computed) the first time `result.report` is read.
     """
 
-    def __init__(self, status: JobStatus, path: Path, report: Report) -> None:
+    def __init__(self, status: JobStatus, path: Path, report: Report | Callable[[], Report]) -> None:
         self.status = status
         self.path = path
-        self.report = report
+        self._report = report
+
+    @cached_property
+    def report(self) -> Report:
+        """The job's report: fetched on first read, waiting while the service still computes it
+        (raises ReportFailedError when it could not be computed; the weights are unaffected)."""
+        return self._report if isinstance(self._report, Report) else self._report()
 
     @property
     def id(self) -> str:
@@ -42,7 +51,10 @@ class InitResult:
 
     @property
     def sha256(self) -> str:
-        return self.report.artifact.sha256
+        """The main file's sha256 (the weights, or the shard index), as verified on download."""
+        sha256 = self.status.sha256
+        assert sha256 is not None, "a result is made only of a succeeded job, which has its sha256"
+        return sha256
 
     @cached_property
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -81,7 +93,8 @@ class InitResult:
         return module
 
     def __repr__(self) -> str:
-        return f"InitResult(id={self.id[:12]}..., tensors={self.report.totals.tensors}, path={str(self.path)!r})"
+        tensors = self.status.progress.tensors_total
+        return f"InitResult(id={self.id[:12]}..., tensors={tensors}, path={str(self.path)!r})"
 
 
 class LazyTensors(Mapping[str, "torch.Tensor"]):

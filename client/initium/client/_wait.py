@@ -10,7 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from initium.client._errors import JobFailedError, JobTimeoutError
+from initium.client._errors import JobFailedError, JobTimeoutError, ReportPendingError
+from initium.client._retry import parse_retry_after
 from initium.schemas.job import JobStatus
 
 
@@ -24,6 +25,16 @@ def wait_outcome(status: JobStatus, timeout: float | None, started: float) -> Jo
     if timeout is not None and time.monotonic() - started > timeout:
         raise JobTimeoutError(f"job {status.id} still {status.state} after {timeout} s")
     return None
+
+
+def report_wait(pending: ReportPendingError, poll_interval: float, timeout: float | None, started: float) -> float:
+    """Seconds to wait before asking again for a report the service is still computing (its
+    Retry-After, at most a second past the poll interval); re-raises `pending` once more than
+    `timeout` seconds passed since `started` (time.monotonic())."""
+    if timeout is not None and time.monotonic() - started > timeout:
+        raise pending
+    hinted = parse_retry_after(pending.retry_after)
+    return min(hinted, poll_interval + 1.0) if hinted is not None else poll_interval
 
 
 class ProgressBar:

@@ -100,11 +100,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     request = load_request(args)
     with Client.local() if args.local else Client(args.server) as client:
         result = client.initialize(request, path=args.output, timeout=args.timeout)
-    if args.report:
-        Path(args.report).write_text(result.report.model_dump_json(indent=2))
-    totals = result.report.totals
-    print(f"wrote {args.output}: {totals.tensors} tensors, {totals.parameters:,} parameters, sha256 {result.sha256}")
+        progress = result.status.progress
+        print(f"wrote {args.output}: {progress.tensors_total} {plural(progress.tensors_total, 'tensor')}, "
+              f"{progress.bytes_total:,} bytes, sha256 {result.sha256}")  # fmt: skip
+        if args.report:  # waits for the report, which the service computes after the weights
+            Path(args.report).write_text(result.report.model_dump_json(indent=2))
+            print(f"wrote the report to {args.report}")
+        elif isinstance(client, Client):
+            print(f"report: {report_state(client, result.id)} (initium report {result.id})")
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
+
+
+def report_state(client: Client, job_id: str) -> str:
+    """'ready', or 'pending' while the service computes it after the weights (issue 17), or 'failed'."""
+    return client.status(job_id).report_state
 
 
 def format_report(report: Report) -> str:
@@ -125,6 +138,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         str(Path(tempfile.mkdtemp(prefix="initium-")) / f"{args.job_id[:16]}.html") if args.open else None
     )
     with Client(args.server) as client:
+        if args.no_wait and (state := report_state(client, args.job_id)) != "ready":
+            print(f"report {state}: job {args.job_id}'s weights are ready; its report is "
+                  f"{'still being computed' if state == 'pending' else 'not available'}")  # fmt: skip
+            return 0
+        if report_state(client, args.job_id) == "pending":
+            print("report pending: the weights are ready; waiting for the report ...", file=sys.stderr)
         report = client.report(args.job_id)
         if html:
             client.report_html(args.job_id, html)
@@ -243,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="also save the self-contained HTML report here")
     p.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-wait", action="store_true",
+                   help="while the report is still being computed after the weights, say so and exit")  # fmt: skip
     _add_server_argument(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("presets", help="list, show or publish presets (platform policies)")

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         "published again when its request is resubmitted (its message may be lost); at most once per period",
     )  # fmt: skip
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    live_idle_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="INITIUM_LIVE_IDLE_S: a live weights download (GET .../weights?live=1) that received no "
+        "new byte for this long while its job was not running (still queued, or queued again after its worker "
+        "died) ends short; the client then waits for the job and resumes from the finished file",
+    )  # fmt: skip
     # What one `initium serve` process holds open (uvicorn's own bounds; issue 16). uvicorn has no
     # header or body read timeout: deploy/nginx.conf in front gives those (README, deployment).
     max_connections: Annotated[int, Field(gt=0)] = Field(

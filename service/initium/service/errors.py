@@ -7,6 +7,8 @@ InitiumError                 anything else the service raises on purpose (500)
 +-- JobNotFoundError         no job has this id (404)
 +-- PresetNotFoundError      GET /v1/presets/{ref} names no preset (404)
 +-- JobNotReadyError         the job has no artifact yet (409)
+|   +-- ReportPendingError       the job's weights are served, its report is still being computed (409, Retry-After)
++-- ReportFailedError        the job's report could not be computed; its weights stand (409)
 +-- JobFailedError           the job failed; its artifact will never exist (409)
 +-- ConflictError            a name and version exist with other content (409)
 +-- ArtifactCorruptError     a stored file no longer matches its sha256 (500)
@@ -71,6 +73,21 @@ class PresetNotFoundError(InitiumError):
 
 class JobNotReadyError(InitiumError):
     type = "not_ready"
+    status = 409
+
+
+class ReportPendingError(JobNotReadyError):
+    """The job succeeded (its weights are served) and its report is computed after them (issue 17)."""
+
+    type = "report_pending"
+    retry_after_s = 1
+
+
+class ReportFailedError(InitiumError):
+    """The report could not be computed; the weights are unaffected, and resubmitting the request
+    computes the report again."""
+
+    type = "report_failed"
     status = 409
 
 

@@ -28,7 +28,9 @@ _MEANING = {
     "deeper than the JSON parser allows",
     401: "an API key is required (INITIUM_API_KEY_HASHES is set): send Authorization: Bearer <key>",
     404: "no such job, file, preset or report",
-    409: "the job is not finished or failed, or the name and version exist with other content",
+    409: "the job is not finished or failed (types not_ready, job_failed), its report is still being computed "
+    "after its weights (type report_pending, Retry-After) or could not be (type report_failed), or the name and "
+    "version exist with other content",
     412: "If-Match names no current version of the file (type precondition_failed); the ETag header has it",
     413: "the body or the model is over a configured limit",
     415: "the body is not application/json, or has a Content-Encoding (type unsupported_media_type); "

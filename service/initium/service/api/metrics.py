@@ -52,13 +52,14 @@ class Metrics:
         finished when the API started are not counted (they belong to an earlier process's series)."""
         records = list(store.records.records())
         self.queue_depth.set(sum(r.state in ("queued", "running") for r in records))
-        finished = {(r.id, r.updated_at): r for r in records if r.state in ("succeeded", "failed")}
+        # keyed by when each finished (a report computed afterwards changes updated_at, not this)
+        finished = {(r.id, r.finished_at or r.updated_at): r for r in records if r.state in ("succeeded", "failed")}
         if self._counted is None:
             self._counted = set(finished)
             return
         for key in finished.keys() - self._counted:
             record = finished[key]
-            took = datetime.fromisoformat(record.updated_at) - datetime.fromisoformat(record.created_at)
+            took = datetime.fromisoformat(key[1]) - datetime.fromisoformat(record.created_at)
             self.job_duration.labels(record.state).observe(max(0.0, took.total_seconds()))
             if record.state == "succeeded":
                 self.bytes_generated.inc(sum(f.size for f in record.files))

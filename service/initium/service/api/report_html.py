@@ -239,6 +239,23 @@ def _provenance(report: Report) -> str:
     )
 
 
+def render_pending(job_id: str) -> str:
+    """The page a browser gets while a job's report is computed after its weights (issue 17): it
+    says the weights are ready, and reloads itself every two seconds until the report is there."""
+    job = escape(job_id)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="2"><title>initium report {job[:12]} (pending)</title>
+<style>{_STYLE}</style></head><body>
+<h1>initium report</h1>
+<div class="box note"><strong>Report pending.</strong> The weights of job <code class="hash">{job}</code> are
+ready to download; their report (statistics and the signal-propagation probe) is still being computed.
+This page reloads by itself.</div>
+<p><a href="/v1/initializations/{job}">The job's status</a> links its files.</p>
+</body></html>
+"""
+
+
 def render_report(report: Report) -> str:
     """The page for `report`: HTML5, its styles inline, no scripts and no external resources."""
     params = [t for t in report.tensors if t.role in _PARAMETER_ROLES]

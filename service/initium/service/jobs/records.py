@@ -11,6 +11,10 @@ result is checked against one table of transitions:
     failed    -> failed, queued, succeeded
     succeeded -> succeeded, with sha256, size, files and progress unchanged
 
+A succeeded job's report has a state of its own (see [Note: weights first] in initium.schemas.job):
+pending from the success until the worker stores it (ready) or gives up on it (failed, with the
+reason); a failed report goes back to pending when the request is submitted again.
+
 A change the table refuses leaves the record as it is (logged at INFO) and `update` returns the
 stored record, so a duplicate or late attempt can never overwrite a success: its failure, its
 progress or its own success with other bytes is dropped. The one exit from `succeeded` is
@@ -156,6 +160,7 @@ def fresh(job_id: str, progress: Progress) -> JobRecord:
 def restart(record: JobRecord, progress: Progress) -> JobRecord:
     """A failed job asked for again: a fresh start under the same id (same bytes if it succeeds)."""
     update: dict[str, object] = {"state": "queued", "error": None, "attempts": 0, "progress": progress}
+    update |= {"report_state": "pending", "report_error": None, "report_attempts": 0, "finished_at": None}
     # a queued job has written nothing yet: the previous attempt's files are not its own
     update |= {"sha256": None, "size": None, "files": [], "worker": None, "updated_at": now()}
     return record.model_copy(update=update)
@@ -164,7 +169,7 @@ def restart(record: JobRecord, progress: Progress) -> JobRecord:
 def invalidated(record: JobRecord, error: ErrorInfo) -> JobRecord:
     if record.state != "succeeded":
         return record
-    return record.model_copy(update={"state": "failed", "error": error, "updated_at": now()})
+    return record.model_copy(update={"state": "failed", "error": error, "updated_at": now(), "finished_at": now()})
 
 
 # --- the named transitions: each is one `update` --------------------------------------------------------
@@ -184,7 +189,8 @@ def start_attempt(records: JobRecords, job_id: str, worker: str, max_attempts: i
                 f"the worker stopped {record.attempts} times while running this job; "
                 "it may need more memory than the worker has"
             )
-            return record.model_copy(update={"state": "failed", "error": ErrorInfo(type="job_failed", message=message)})
+            error = ErrorInfo(type="job_failed", message=message)
+            return record.model_copy(update={"state": "failed", "error": error, "finished_at": now()})
         # The status shows this attempt's progress: what an attempt that died had written is gone
         # with it (its temporary files are never committed), so the count starts again at 0.
         progress = record.progress.model_copy(update={"tensors_done": 0, "bytes_done": 0})
@@ -233,6 +239,8 @@ def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecor
     progress at its totals and no error."""
 
     def change(record: JobRecord) -> JobRecord:
+        if record.state == "succeeded":  # a duplicate attempt's success: the first one's record stands
+            return record
         main, p = files[-1], record.progress
         progress = p.model_copy(update={"tensors_done": p.tensors_total, "bytes_done": p.bytes_total})
         update: dict[str, object] = {
@@ -242,10 +250,75 @@ def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecor
             "size": main.size,
             "files": files,
             "progress": progress,
+            "report_state": "pending",  # computed after the weights (pipeline.job.publish_report)
+            "report_error": None,
+            "report_attempts": 0,
+            "finished_at": now(),
         }
         return record.model_copy(update=update)
 
     return records.update(job_id, change)
+
+
+def start_report(records: JobRecords, job_id: str, max_attempts: int) -> JobRecord:
+    """A succeeded job's pending report: one run at it more; when `max_attempts` runs already
+    stopped their worker (a report that needs more memory than the worker has), -> failed instead,
+    so it cannot restart the worker for ever. The caller computes the report only when the returned
+    record's report is pending."""
+
+    def change(record: JobRecord) -> JobRecord:
+        if record.state != "succeeded" or record.report_state != "pending":
+            return record
+        if record.report_attempts >= max_attempts:
+            message = (
+                f"the worker stopped {record.report_attempts} times while computing the report; it may need more "
+                "memory than the worker has (the weights are not affected)"
+            )
+            return record.model_copy(
+                update={"report_state": "failed", "report_error": ErrorInfo(type="report_failed", message=message)}
+            )
+        return record.model_copy(update={"report_attempts": record.report_attempts + 1})
+
+    return records.update(job_id, change)
+
+
+def release_report(records: JobRecords, job_id: str) -> JobRecord:
+    """A pending report's run stopped on purpose (it yields to jobs waiting for their weights): that
+    run is uncounted, as release_attempt does for a job."""
+
+    def change(record: JobRecord) -> JobRecord:
+        if record.state != "succeeded" or record.report_state != "pending":
+            return record
+        return record.model_copy(update={"report_attempts": max(0, record.report_attempts - 1)})
+
+    return records.update(job_id, change)
+
+
+def report_done(records: JobRecords, job_id: str, error: ErrorInfo | None = None) -> JobRecord:
+    """A succeeded job's pending report -> ready (stored), or failed with `error`. Any other record is
+    left as it is: a job resubmitted or failed meanwhile has no report to speak of."""
+
+    def change(record: JobRecord) -> JobRecord:
+        if record.state != "succeeded" or record.report_state != "pending":
+            return record
+        return record.model_copy(update={"report_state": "failed" if error else "ready", "report_error": error})
+
+    return records.update(job_id, change)
+
+
+def retry_report(records: JobRecords, job_id: str) -> bool:
+    """A succeeded job whose report failed -> its report pending again; True when it changed (the
+    caller then queues the job, whose worker computes only the report)."""
+    retried = False
+
+    def change(record: JobRecord) -> JobRecord:
+        nonlocal retried
+        retried = record.state == "succeeded" and record.report_state == "failed"
+        update = {"report_state": "pending", "report_error": None, "report_attempts": 0}
+        return record.model_copy(update=update) if retried else record
+
+    records.update(job_id, change)
+    return retried
 
 
 def fail(
@@ -259,7 +332,7 @@ def fail(
     def change(record: JobRecord) -> JobRecord:
         if record.state != "running":
             return record
-        return record.model_copy(update={"state": "failed", "error": error})
+        return record.model_copy(update={"state": "failed", "error": error, "finished_at": now()})
 
     return records.update(job_id, change)
 

@@ -19,11 +19,13 @@ from initium.service.errors import (
     JobFailedError,
     JobNotFoundError,
     JobNotReadyError,
+    ReportFailedError,
+    ReportPendingError,
     RequestInvalidError,
 )
 from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.queue import Dispatcher
-from initium.service.jobs.records import now, republish_due
+from initium.service.jobs.records import now, republish_due, retry_report
 from initium.service.jobs.store import REPORT, WEIGHTS, JobStore
 from initium.service.plan.limits import Limits
 from initium.service.plan.output import release_plan
@@ -74,6 +76,11 @@ def submit(store: JobStore, request: InitRequest, limits: Limits, presets: Prese
         if record.id not in store.queued_ids():
             store.enqueue(record.id, store.lane(plan.totals.bytes, plan.totals.tensors))
         created = True
+    if not created and record.state == "succeeded" and retry_report(store.records, record.id):
+        # Its report failed before: queued again, the worker computes only the report (pipeline.loop.run_one).
+        record = store.records.load(record.id)
+        store.enqueue(record.id, store.lane(plan.totals.bytes, plan.totals.tensors))
+        created = True
     release_plan(plan)  # a batch at a time: freeing 100,000 tensors at once stalls every thread
     return Submission(to_status(record), created=created)
 
@@ -106,10 +113,19 @@ def require_succeeded(store: JobStore, job_id: str) -> JobRecord:
 
 
 def load_report(store: JobStore, job_id: str) -> Report:
-    """A succeeded job's report; one that is gone from the store (or no longer parses) fails the
-    job as artifact_corrupt, as weights that no longer match their sha256 do, so resubmitting
-    regenerates both."""
-    require_succeeded(store, job_id)
+    """A succeeded job's report: ReportPendingError while it is computed after the weights,
+    ReportFailedError when it could not be (see [Note: weights first] in initium.schemas.job). One
+    that is gone from the store (or no longer parses) fails the job as artifact_corrupt, as weights
+    that no longer match their sha256 do, so resubmitting regenerates both."""
+    record = require_succeeded(store, job_id)
+    if record.report_state == "pending":
+        raise ReportPendingError(
+            f"job {job_id}'s weights are ready; its report is still being computed: retry after Retry-After",
+            ("id",),
+        )
+    if record.report_state == "failed":
+        reason = record.report_error.message if record.report_error else "no reason recorded"
+        raise ReportFailedError(reason, ("id",))
     try:
         return Report.model_validate_json(store.artifacts.get(job_id, REPORT))
     except (FileNotFoundError, ValidationError):

@@ -42,8 +42,9 @@ from initium.service.pipeline.job import (
     fail_job,
     failure_loc,
     failure_message,
-    finish_job,
+    finish_files,
     mark_succeeded,
+    publish_report,
     put_unpublished,
 )
 from initium.service.pipeline.loop import MAX_ATTEMPTS
@@ -147,7 +148,10 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
     try:
         run.scales = Lsuv.model_validate_json(store.artifacts.get(job_id, LSUV)).scales
         progress = _PartProgress(store, job_id)
-        info = run.write_shard(parts[k], attempt_writer(store, job_id, name), progress.add, with_header=sharded)
+        writer = attempt_writer(store, job_id, name)
+        # A part's statistics are taken while its tensors are in memory, on its own worker: the
+        # finalizer's report only gathers them.
+        info = run.write_shard(parts[k], writer, progress.add, with_header=sharded, summarize=True)
         progress.flush()
         result = PartResult(file=info, stats=run.stats, seconds=run.clock.seconds)
         put_unpublished(store, job_id, _part(k, "json"), result.model_dump_json().encode())
@@ -161,7 +165,7 @@ def run_part(store: JobStore, job_id: str, k: int, device: torch.device, part_by
 
 
 def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int) -> None:
-    """Assemble the parts into the job's files, report and state, exactly as one worker would."""
+    """Assemble the parts into the job's files and state, exactly as one worker would, then its report."""
     if store.records.load(job_id).state != "running":
         return
     run = JobRun.load(store, job_id, device)
@@ -188,7 +192,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         lsuv = Lsuv.model_validate_json(store.artifacts.get(job_id, LSUV))
         run.scales, run.lsuv_layers = lsuv.scales, lsuv.layers  # the probe generates with the same factors
         run.lsuv_skipped = lsuv.skipped
-        files = finish_job(store, job_id, run, files)
+        files = finish_files(store, job_id, run, files)
         mark_succeeded(store, job_id, files)
     except Superseded:
         return  # a duplicate finalize that won: its files stand
@@ -197,6 +201,7 @@ def finalize(store: JobStore, job_id: str, device: torch.device, part_bytes: int
         fail_job(store, job_id, f"assembling the parts: {failure_message(exc, store.root)}")
         return
     store.artifacts.delete(job_id, [n for n in store.artifacts.names(job_id) if n.startswith("parts/")])
+    publish_report(store, job_id, run, device)  # the weights are served already (see [Note: weights first])
 
 
 class _PartProgress:

@@ -1,14 +1,28 @@
-"""One job run: the stored plan's tensors through materialize, summarize and write, then the report.
+"""One job run: the stored plan's tensors through materialize and write, the job published, then the report.
 
 The plan was made and stored at submit (jobs.submit); a run reads it and never plans again, so the
 worker, a fan-out part and the finalizer all generate exactly what the API planned and refused
 nothing of, and none of them imports the planner or the presets.
+
+[Note: weights first] (issue 17) The weights are what a caller waits for: the job succeeds as soon
+as its files are written, hashed and committed, and only then is the report computed (summarize and
+the probe), recorded with a state of its own (report_state: pending, ready, failed). Summarize reads
+each tensor again the way the probe does (an elementwise law drawn again, bit for bit the same; a
+whole-tensor law read back from the stored file), so nothing of it is on the weights' path. The
+embedded worker computes a report only once no job of its lane waits for its weights, and a report
+being computed stops between two tensors when one arrives (publish_report's yield_to); a Celery
+worker computes it right after the weights, in the same task (other workers take other jobs). The
+job stays queued until its report is in: a worker that dies while computing it leaves the job
+succeeded with its report pending, and the next worker to take it computes only the report. The
+weights' stage clock is kept beside them (CLOCK), so a report computed later still says what the
+weights took.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +32,12 @@ from pathlib import Path
 import torch
 
 from initium.schemas import report as wire
+from initium.schemas.errors import ErrorInfo
 from initium.schemas.job import FileInfo, Progress
 from initium.schemas.plan import Plan, PlannedTensor, Shard
 from initium.schemas.request import InitRequest
 from initium.service.errors import InitiumError, without_server_paths
-from initium.service.jobs.records import fail, set_progress, succeed
+from initium.service.jobs.records import fail, release_report, report_done, set_progress, start_report, succeed
 from initium.service.jobs.store import REPORT, JobStore
 from initium.service.materialize.tensor import TORCH_DTYPES, materialize
 from initium.service.model.lsuv import lsuv_scales
@@ -36,7 +51,11 @@ from initium.service.write.safetensors import SafetensorsStreamWriter, tensor_lo
 log = logging.getLogger("initium.worker")
 ProgressFn = Callable[[Progress], None]
 TensorDone = Callable[[PlannedTensor], None]
+YieldTo = Callable[[], bool]
 STAGES = ("plan", "lsuv", "materialize", "summarize", "write", "propagate")
+# Runs at one report that may stop their worker (killed, out of memory) before it is recorded failed.
+MAX_REPORT_ATTEMPTS = 3
+CLOCK = "clock.json"  # the weights' stage seconds, for a report computed after them
 
 
 @dataclass
@@ -82,11 +101,18 @@ class JobRun:
         self.clock.add("lsuv", t)
 
     def write_shard(
-        self, shard: Shard, sink: ArtifactWriter, tensor_done: TensorDone, with_header: bool = True
+        self,
+        shard: Shard,
+        sink: ArtifactWriter,
+        tensor_done: TensorDone,
+        with_header: bool = True,
+        summarize: bool = False,
     ) -> FileInfo:
-        """Materialize, summarize and write `shard`'s tensors into `sink` (an artifact store writer),
-        one at a time, and commit it: a safetensors file, or (with_header=False) only their data, a
-        part of a file assembled later. A failure aborts the writer: nothing of it is kept."""
+        """Materialize and write `shard`'s tensors into `sink` (an artifact store writer), one at a
+        time, and commit it: a safetensors file, or (with_header=False) only their data, a part of a
+        file assembled later. `summarize`: each tensor's statistics too, while it is in memory (a
+        fan-out part, whose statistics travel with it; a whole job summarizes after its weights are
+        published, see [Note: weights first]). A failure aborts the writer: nothing of it is kept."""
         by_name = {t.name: t for t in self.plan.tensors}
         tensors = [by_name[name] for name in shard.tensors]
         metadata = metadata_for(self.plan, self.request)
@@ -96,8 +122,9 @@ class JobRun:
                 scale = self.scales.get(planned.name, 1.0)
                 values = materialize(planned, self.request.seed, self.device, scale)
                 t = self.clock.add("materialize", t)
-                self.stats.append(tensor_stats(planned, values, scale, len(self.plan.tensors)))
-                t = self.clock.add("summarize", t)
+                if summarize:
+                    self.stats.append(tensor_stats(planned, values, scale, len(self.plan.tensors)))
+                    t = self.clock.add("summarize", t)
                 writer.write(planned.name, values)
                 del values
                 t = self.clock.add("write", t)
@@ -125,9 +152,48 @@ class JobRun:
 
         return values
 
-    def report(self, files: list[FileInfo], probe_source: Callable[[str], torch.Tensor]) -> wire.Report:
-        """The report over the written files (the last is the main one), with the probe's findings;
-        `probe_source` gives the probe each tensor's values (see probe_source)."""
+    def clock_json(self) -> bytes:
+        """The stages so far and the seconds since the run started, as JSON (see resume_clock)."""
+        return json.dumps({"seconds": self.clock.seconds, "total": time.perf_counter() - self.started}).encode()
+
+    def resume_clock(self, stored: bytes | None) -> None:
+        """Continue the clock of the run that wrote the weights (clock_json): a report computed
+        later gives their stages, and a total from their start to its end (reading the plan and
+        finding the LSUV factors again counts in that total only). Without one (a job published
+        before clocks were kept), this run's clock stands."""
+        if stored is None:
+            return
+        earlier = json.loads(stored)
+        self.clock.seconds = {stage: float(earlier["seconds"].get(stage, 0.0)) for stage in STAGES}
+        self.started -= float(earlier["total"])
+
+    def summarize(self, source: Callable[[str], torch.Tensor], yield_to: YieldTo | None = None) -> None:
+        """Each tensor's statistics, in file order, from `source` (see probe_source): what the
+        report compares with the law's moments. A run whose tensors were summarized as they were
+        written (fan-out parts) has them already. ReportYielded when `yield_to()` says so between
+        two tensors."""
+        if self.stats:
+            return
+        by_name = {t.name: t for t in self.plan.tensors}
+        t = time.perf_counter()
+        for shard in self.plan.shards:
+            for name in shard.tensors:
+                if yield_to is not None and yield_to():
+                    self.stats = []
+                    raise ReportYielded(name)
+                planned = by_name[name]
+                values = source(name)
+                self.stats.append(tensor_stats(planned, values, self.scales.get(name, 1.0), len(by_name)))
+                del values
+        self.clock.add("summarize", t)
+
+    def report(
+        self, files: list[FileInfo], probe_source: Callable[[str], torch.Tensor], yield_to: YieldTo | None = None
+    ) -> wire.Report:
+        """The report over the written files (the last is the main one): each tensor's statistics
+        (summarize, which may yield: see publish_report) and the probe's findings; `probe_source`
+        gives both each tensor's values."""
+        self.summarize(probe_source, yield_to)
         t = time.perf_counter()
         propagation = run_probe(self.request, self.plan, probe_source, self.device)
         self.clock.add("propagate", t)
@@ -143,17 +209,64 @@ class JobRun:
         )
 
 
-def execute_job(store: JobStore, job_id: str, device: torch.device) -> None:
-    """Run one job to a terminal state; any failure becomes a failed job with the reason."""
+def execute_job(store: JobStore, job_id: str, device: torch.device, with_report: bool = True) -> None:
+    """Run one job to a terminal state; any failure becomes a failed job with the reason. The job
+    succeeds with its weights; then (with_report) its report is computed and recorded (see [Note:
+    weights first]); local mode leaves it to be computed when first asked for."""
     try:
-        files = _generate(store, job_id, device, ProgressSaver(store, job_id))
+        run, files = _generate(store, job_id, device, ProgressSaver(store, job_id))
+        put_unpublished(store, job_id, CLOCK, run.clock_json())
         mark_succeeded(store, job_id, files)
     except Superseded:
         log.info("another attempt published this job first; this attempt stops and keeps nothing")
+        return
     except Exception as exc:  # the job fails; the worker lives on to run the next one
         # A duplicate attempt that finished first (its cleanup removed this one's files) stands:
         # `fail` changes only a running job.
         fail_job(store, job_id, failure_message(exc, store.root), loc=failure_loc(exc))
+        return
+    if with_report:
+        publish_report(store, job_id, run, device)
+
+
+def publish_report(
+    store: JobStore, job_id: str, run: JobRun | None, device: torch.device, yield_to: YieldTo | None = None
+) -> None:
+    """Compute a succeeded job's pending report and store it, then record it ready. `run` is the
+    run that wrote the weights (its LSUV factors and clock), or None when the report is computed
+    alone (its worker died while computing it, it failed before and was asked for again, or local
+    mode asks for it): the factors are then found again (deterministic). A report that cannot be
+    computed is recorded failed with the reason, and the job's weights stand; one whose runs stopped
+    their worker MAX_REPORT_ATTEMPTS times fails too (jobs.records.start_report). `yield_to`, asked
+    between tensors: True when jobs wait for their weights, which come first (the report stays
+    pending, its run uncounted, and is computed again later). See [Note: weights first]."""
+    record = start_report(store.records, job_id, MAX_REPORT_ATTEMPTS)
+    if record.state != "succeeded" or record.report_state != "pending":
+        return
+    try:
+        if run is None:
+            run = JobRun.load(store, job_id, device)
+            run.rescale()
+            run.resume_clock(store.artifacts.get(job_id, CLOCK) if store.artifacts.exists(job_id, CLOCK) else None)
+        report = run.report(record.files, run.probe_source(store.artifacts, job_id), yield_to)
+        store.artifacts.put(job_id, REPORT, report.model_dump_json(indent=1).encode())
+    except ReportYielded:
+        log.info("the report of job %s yields to jobs waiting for their weights", job_id)
+        release_report(store.records, job_id)
+        return
+    except Exception as exc:  # the weights are published already: only the report is lost
+        log.exception("the report of job %s could not be computed", job_id)
+        message = (
+            f"the report could not be computed ({failure_message(exc, store.root)}); the weights are not "
+            "affected; submit the request again to compute it again"
+        )
+        report_done(store.records, job_id, ErrorInfo(type="report_failed", message=message))
+        return
+    report_done(store.records, job_id)
+
+
+class ReportYielded(Exception):
+    """A report stopped between two tensors because jobs wait for their weights (see publish_report)."""
 
 
 class Superseded(Exception):
@@ -233,8 +346,11 @@ def failure_message(exc: Exception, data_dir: Path) -> str:
     return without_server_paths(f"{type(exc).__name__}: {exc}", data_dir)
 
 
-def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn) -> list[FileInfo]:
-    """Write every output file through the artifact store, then the report and the index.
+def _generate(
+    store: JobStore, job_id: str, device: torch.device, on_progress: ProgressFn
+) -> tuple[JobRun, list[FileInfo]]:
+    """Write every output file through the artifact store, then the shard index; returns the run
+    (what its report needs) and every file, the main one last.
     [Note: files appear whole] Each file is committed under its final name once all of it is
     written, never partially; a file cut short is aborted and leaves nothing. Which files count is
     the job record's say (jobs.records): a job is served only once it has succeeded, so a failed
@@ -247,20 +363,17 @@ def _generate(store: JobStore, job_id: str, device: torch.device, on_progress: P
     run.rescale()
     counter = ProgressCounter(run.plan, on_progress)
     files = [run.write_shard(s, attempt_writer(store, job_id, s.file), counter.add) for s in run.plan.shards]
-    return finish_job(store, job_id, run, files)
+    return run, finish_files(store, job_id, run, files)
 
 
-def finish_job(store: JobStore, job_id: str, run: JobRun, files: list[FileInfo]) -> list[FileInfo]:
-    """The report over the written `files`, then, for a sharded output, the shard index (last, so a
-    reader never finds it before its shards). Returns every file, the main one (weights or index) last."""
-    index = index_bytes(run.plan) if run.request.output.format == "sharded" else None
-    if index is not None:
-        files = [*files, FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(index).hexdigest(), size=len(index))]
-    report = run.report(files, run.probe_source(store.artifacts, job_id))
-    put_unpublished(store, job_id, REPORT, report.model_dump_json(indent=1).encode())
-    if index is not None:
-        put_unpublished(store, job_id, INDEX_FILE, index)
-    return files
+def finish_files(store: JobStore, job_id: str, run: JobRun, files: list[FileInfo]) -> list[FileInfo]:
+    """For a sharded output, the shard index after its shards (so a reader never finds it before
+    them). Returns every file, the main one (weights or index) last."""
+    if run.request.output.format != "sharded":
+        return files
+    index = index_bytes(run.plan)
+    put_unpublished(store, job_id, INDEX_FILE, index)
+    return [*files, FileInfo(name=INDEX_FILE, sha256=hashlib.sha256(index).hexdigest(), size=len(index))]
 
 
 class ProgressCounter:
@@ -294,4 +407,12 @@ class ProgressSaver:
             set_progress(self.store.records, self.job_id, progress)
 
 
-__all__ = ["JobRun", "StageClock", "Superseded", "discard_unfinished", "execute_job", "fail_job"]
+__all__ = [
+    "JobRun",
+    "StageClock",
+    "Superseded",
+    "discard_unfinished",
+    "execute_job",
+    "fail_job",
+    "publish_report",
+]

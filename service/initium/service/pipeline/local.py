@@ -9,6 +9,7 @@ HTTP status and body the API would have answered with, which the client raises a
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from initium.schemas.catalog import SchemeInfo, scheme_catalog
 from initium.schemas.errors import ErrorBody, ErrorInfo
 from initium.schemas.job import JobStatus
-from initium.schemas.plan import Plan
+from initium.schemas.plan import Plan, PlannedTensor
 from initium.schemas.presets import Preset
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
@@ -28,6 +29,7 @@ from initium.service.jobs.presets import PresetStore
 from initium.service.jobs.store import JobStore
 from initium.service.materialize.tensor import materialize, pick_device
 from initium.service.model.lsuv import lsuv_scales
+from initium.service.pipeline.job import execute_job, publish_report
 from initium.service.pipeline.loop import run_one
 from initium.service.plan.planner import make_plan
 from initium.service.write.directory import LocalArtifacts
@@ -71,22 +73,41 @@ class LocalService:
         submission = jobs.submit(self._store, request, self._limits, self._presets)
         job_id = submission.status.id
         if submission.status.state != "succeeded":
-            run_one(self._store, job_id, self.device)
-            self._store.dequeue(job_id)
+            # The weights only: the report is computed when first asked for (`report`), never on
+            # the way to the weights (see [Note: weights first] in initium.service.pipeline.job).
+            run_one(self._store, job_id, self.device, functools.partial(execute_job, with_report=False))
+        self._store.dequeue(job_id)  # queued by submit (a failed report's retry included): done here
         return self.status(job_id)
 
     def tensors(self, request: InitRequest) -> dict[str, torch.Tensor]:
         """Every tensor of `request` (state_dict name -> values on this service's device), exactly
         the values its file would hold, writing nothing: what in-place init fills a module with
         (issue 17). The same plan check, LSUV factors and materialize a job runs; errors as `run`'s."""
-        plan = jobs.plan_request(request, self._limits, self._presets)
-        scales = lsuv_scales(request, plan, self.device)[0]
+        plan, scales = self.plan_and_scales(request)
         return {t.name: materialize(t, request.seed, self.device, scales.get(t.name, 1.0)) for t in plan.tensors}
+
+    def plan_and_scales(self, request: InitRequest) -> tuple[Plan, dict[str, float]]:
+        """What `tensors` draws from, drawing nothing: the checked plan and LSUV's factor by weight
+        name (empty without policy.lsuv). Sharded in-place init materializes each rank's boxes of
+        it (initium.client._sharded); errors as `run`'s."""
+        plan = jobs.plan_request(request, self._limits, self._presets)
+        return plan, lsuv_scales(request, plan, self.device)[0]
+
+    @staticmethod
+    def draw(tensor: PlannedTensor, seed: int, device: torch.device, scale: float = 1.0) -> torch.Tensor:
+        """One planned tensor's values on `device` (only its `slice` when it has one), times LSUV's
+        `scale`: what a job's materialize writes for it. Raises ValueError for an uncovered tensor."""
+        return materialize(tensor, seed, device, scale)
 
     def status(self, job_id: str) -> JobStatus:
         return jobs.to_status(self._store.records.load(job_id))
 
     def report(self, job_id: str) -> Report:
+        """The job's report, computed here first when it is pending (local mode computes it on the
+        first request for it, not on the way to the weights)."""
+        record = self._store.records.load(job_id)
+        if record.state == "succeeded" and record.report_state == "pending":
+            publish_report(self._store, job_id, None, self.device)
         return jobs.load_report(self._store, job_id)
 
     def file(self, job_id: str, name: str | None = None) -> tuple[Path, str]:

@@ -8,6 +8,7 @@ in initium.service.jobs.store), or alone:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from types import FrameType
 import torch
 
 from initium.service import logs
-from initium.service.errors import InsufficientStorageError
+from initium.service.errors import InsufficientStorageError, JobNotFoundError
 from initium.service.jobs.records import release_attempt, start_attempt
 from initium.service.jobs.store import (
     EXIT_DEVICE_UNUSABLE,
@@ -35,7 +36,15 @@ from initium.service.jobs.store import (
 from initium.service.materialize.sampling import warm_up
 from initium.service.materialize.tensor import device_problem_here, pick_device
 from initium.service.pipeline import lifecycle
-from initium.service.pipeline.job import discard_unfinished, execute_job, fail_job, failure_loc, failure_message
+from initium.service.pipeline.job import (
+    YieldTo,
+    discard_unfinished,
+    execute_job,
+    fail_job,
+    failure_loc,
+    failure_message,
+    publish_report,
+)
 from initium.service.summarize import stats
 from initium.service.write.artifacts import atomic_write, open_artifacts
 
@@ -45,6 +54,8 @@ Execute = Callable[[JobStore, str, torch.device], None]
 # A job whose worker died this many times while running it is failed instead of retried, so a
 # request that kills the process (out of memory, say) cannot loop forever.
 MAX_ATTEMPTS = 3
+# How often a report being computed looks for jobs waiting for their weights.
+REPORT_YIELD_CHECK_S = 0.2
 
 
 class Worker:
@@ -63,6 +74,9 @@ class Worker:
         self.stopping = threading.Event()
         self.orphan = threading.Event()
         self.running: str | None = None  # the job being run, released if the worker must exit mid-job
+        # The weights only: the report comes after, once no job waits for its weights (see _run_next).
+        self.execute: Execute = functools.partial(execute_job, with_report=False)
+        self._checked = 0.0
 
     def run(self) -> None:
         if self.parent_pid is not None:
@@ -84,34 +98,63 @@ class Worker:
                     self.stopping.wait(self.poll_interval)
 
     def run_pending(self) -> bool:
-        """Run the queued jobs this lane takes, each at most once, until none is left or the worker
-        stops; True when there was work."""
-        done: set[str] = set()
-        while not self.stopping.is_set() and (job_id := self._run_next(done)) is not None:
-            done.add(job_id)
+        """Run the queued jobs this lane takes, each step at most once (a job's weights, then its
+        report: see _run_next), until none is left or the worker stops; True when there was work."""
+        done: set[tuple[str, bool]] = set()
+        while not self.stopping.is_set() and (step := self._run_next(done)) is not None:
+            done.add(step)
         return bool(done)
 
-    def _run_next(self, done: set[str]) -> str | None:
-        """Claim and run the first job this lane takes (see JobStore.claim); its id, or None."""
+    def _taken(self) -> list[str]:
+        """The queued jobs this lane takes, in its order (see [Note: lanes])."""
         small = self.store.queued_ids(SMALL)
-        for job_id in small if self.lane == SMALL else self.store.queued_ids(LARGE) + small:
-            if job_id in done:
+        return small if self.lane == SMALL else self.store.queued_ids(LARGE) + small
+
+    def _run_next(self, done: set[tuple[str, bool]]) -> tuple[str, bool] | None:
+        """Claim and run the first step this lane takes (see JobStore.claim): (job id, whether it was
+        the report alone), or None. Jobs waiting for their weights come before reports of jobs
+        already published (see [Note: weights first] in pipeline.job)."""
+        steps = [(job_id, self._report_only(job_id)) for job_id in self._taken()]
+        for step in sorted(steps, key=lambda step: step[1]):
+            if step in done:
                 continue
+            job_id = step[0]
             with self.store.claim(job_id) as mine:
                 if mine:
                     self._run_one(job_id)
-                    return job_id
+                    return step
             if not self.store.job_dir(job_id).is_dir():  # the job is gone (evicted): nothing to run
                 self.store.dequeue(job_id)
         return None
 
     def _run_one(self, job_id: str) -> None:
+        """The job's weights (published, the report left pending), or a published job's report.
+        The job stays queued until its report is ready or failed, so a worker that dies computing it
+        leaves it to the next."""
         self.running = job_id
         try:
-            run_one(self.store, job_id, self.device)
+            run_one(self.store, job_id, self.device, self.execute, self.weights_waiting)
         finally:
             self.running = None
-        self.store.dequeue(job_id)
+        if not self._report_only(job_id):
+            self.store.dequeue(job_id)
+
+    def _report_only(self, job_id: str) -> bool:
+        """Whether the queued job only waits for its report (its weights are published)."""
+        try:
+            record = self.store.records.load(job_id)
+        except JobNotFoundError:  # evicted meanwhile: nothing waits
+            return False
+        return record.state == "succeeded" and record.report_state == "pending"
+
+    def weights_waiting(self) -> bool:
+        """Whether a job this lane takes waits for its weights (a report then yields to it); asked
+        between a report's tensors, so the queue is listed at most every REPORT_YIELD_CHECK_S."""
+        now = time.monotonic()
+        if now - self._checked < REPORT_YIELD_CHECK_S:
+            return False
+        self._checked = now
+        return any(not self._report_only(job_id) for job_id in self._taken() if job_id != self.running)
 
     def _release(self) -> None:
         """The running job goes back to the queue uncounted: this worker exits on purpose, mid-job."""
@@ -170,11 +213,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job) -> None:
+def run_one(
+    store: JobStore, job_id: str, device: torch.device, execute: Execute = execute_job, yield_to: YieldTo | None = None
+) -> None:
     """The task both engines run: one attempt at a job, unless it is finished or out of attempts.
-    `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts."""
+    `execute` is execute_job, or with Celery the fan-out coordinator that may split it into parts.
+    A succeeded job whose report is pending gets its report computed (`yield_to`: see publish_report)."""
     worker = worker_name()
     record = start_attempt(store.records, job_id, worker, MAX_ATTEMPTS)
+    if record.state == "succeeded" and record.report_state == "pending":
+        # Its weights are published and its report is not: the embedded worker computes reports
+        # once no job waits for its weights; or the worker computing it died, or the report failed
+        # and the request was submitted again (see [Note: weights first] in pipeline.job).
+        _report_only(store, job_id, device, yield_to)
+        return
     if record.state == "failed":
         # Failed now for having stopped its workers MAX_ATTEMPTS times (or earlier): the attempts
         # that died left their temporary files and parts, which only this transition can remove.
@@ -191,6 +243,16 @@ def run_one(store: JobStore, job_id: str, device: torch.device, execute: Execute
             log.exception("job could not run on %s", worker)
             fail_job(store, job_id, failure_message(exc, store.root), loc=failure_loc(exc))
         log.info("job %s in %.3f s", store.records.load(job_id).state, time.perf_counter() - started)
+    finally:
+        logs.job_id.reset(token)
+
+
+def _report_only(store: JobStore, job_id: str, device: torch.device, yield_to: YieldTo | None) -> None:
+    token = logs.job_id.set(job_id)
+    try:
+        started = time.perf_counter()
+        publish_report(store, job_id, None, device, yield_to)
+        log.info("report %s in %.3f s", store.records.load(job_id).report_state, time.perf_counter() - started)
     finally:
         logs.job_id.reset(token)
 

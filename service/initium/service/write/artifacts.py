@@ -293,6 +293,20 @@ def sha256_of(store: Artifacts, job_id: str, name: str) -> str:
     return digest.hexdigest()
 
 
+def live_candidates(store: Artifacts, job_id: str, name: str) -> Callable[[], list[Path]] | None:
+    """Where `name` can be read while it is being written, for a store that allows it (a local
+    directory, a shared POSIX volume): a function listing, each time it is called, the committed file
+    and then the temporary file the newest attempt marked (see [Note: live files] in write.live).
+    None for a store whose files cannot be followed (S3: an upload is invisible until complete)."""
+    from initium.service.write.directory import LocalArtifacts
+    from initium.service.write.live import live_temporary
+
+    if not isinstance(store, LocalArtifacts):
+        return None
+    path = store.path(job_id, name)
+    return lambda: [p for p in (path, live_temporary(path)) if p is not None]
+
+
 def open_artifacts(store: str, data_dir: Path, endpoint_url: str | None = None, *, serving: bool = False) -> Artifacts:
     """The store a setting names: "local" (under data_dir) or "s3://bucket[/prefix]" (boto3 reads the
     region and credentials from the standard AWS variables; endpoint_url for MinIO and the like).

@@ -4,8 +4,9 @@
     <data_dir>/reports/<id>.json       reports kept for the record
 
 A writer is a temporary file of the attempt's own beside its target, fsynced and renamed into place
-on commit (write.artifacts describes the interface). A volume with no room (ENOSPC, EDQUOT, EFBIG)
-raises InsufficientStorageError (507) and leaves no temporary file.
+on commit (write.artifacts describes the interface); while it writes, a marker names it so the API
+can follow the file as it grows (see [Note: live files] in write.live). A volume with no room
+(ENOSPC, EDQUOT, EFBIG) raises InsufficientStorageError (507) and leaves no temporary file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from initium.service.write.artifacts import (
     check_name,
     compose_by_copy,
 )
+from initium.service.write.live import mark_live, unmark_live
 
 log = logging.getLogger("initium.store")
 
@@ -50,6 +52,7 @@ class _LocalWriter(HashingWriter):
         with volume_full_as_507(f"the artifact {name}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self._tmp, "xb")  # noqa: SIM115  (closed in _finish or _discard)
+        mark_live(path, self._tmp)  # the API follows this file as it grows (see [Note: live files])
 
     def _store(self, chunk: bytes | memoryview) -> None:
         with volume_full_as_507(f"the artifact {self.name}"):
@@ -62,12 +65,14 @@ class _LocalWriter(HashingWriter):
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self.path)
+        unmark_live(self.path, self._tmp)
 
     def _discard(self) -> None:
         # close() flushes what is buffered, which fails again on a full volume: the file goes anyway
         with contextlib.suppress(OSError):
             self._file.close()
         self._tmp.unlink(missing_ok=True)
+        unmark_live(self.path, self._tmp)
 
 
 class LocalArtifacts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from initium.schemas.job import JobStatus
@@ -22,12 +22,20 @@ from initium.service.api.deps import (
 )
 from initium.service.api.downloads import serve_file
 from initium.service.api.http import body_route_responses, error_responses
-from initium.service.api.report_html import render_report
+from initium.service.api.live import live_weights
+from initium.service.api.report_html import render_pending, render_report
+from initium.service.errors import ReportPendingError
 from initium.service.jobs import submit as jobs
 
 router = APIRouter(prefix="/v1/initializations", tags=["initializations"])
 # Malformed ids are unknown ids (404 from the store), not a validation problem of the caller's body.
 JobId = Annotated[str, Path(description="sha256 of the normalized request: 64 lowercase hex digits")]
+Live = Annotated[
+    bool,
+    Query(description="1: while the job is queued or running, stream the single file as the worker writes it "
+          "(Content-Length is the planned size, no ETag; the body ends short if the attempt stops or nothing new "
+          "arrives for INITIUM_LIVE_IDLE_S); sharded output, an S3 store and a finished job answer as without it"),
+]  # fmt: skip
 # Errors as JSON beside the files' bytes: the same explicit content an HTML route's errors get; the
 # other answers of a download (RFC 9110 sections 13 and 14) and the request fields that choose them.
 _FILES: dict[int | str, dict[str, Any]] = {
@@ -93,9 +101,14 @@ class ArtifactResponse(StreamingResponse):
 
 @router.get("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
 @router.head("/{job_id}/weights", response_class=ArtifactResponse, responses=_FILES, openapi_extra=_FILE_FIELDS)
-def weights(job_id: JobId, request: Request, store: StoreDep, verified: VerifiedDep) -> Response:
+def weights(job_id: JobId, request: Request, store: StoreDep, verified: VerifiedDep, live: Live = False) -> Response:
     """The safetensors file, checked against its sha256; the ETag is the sha256; Range, If-Range,
-    If-Match, If-None-Match; HEAD for the headers alone."""
+    If-Match, If-None-Match; HEAD for the headers alone. With live=1 while the job is queued or
+    running, a GET receives the bytes as the worker writes them (no ETag; see api.live)."""
+    if live and request.method == "GET":
+        answer = live_weights(store, job_id, request.app.state.settings.live_idle_s)
+        if answer is not None:
+            return answer
     stored = jobs.weights_file(store, job_id, verified)
     filename, media_type = f"{job_id[:16]}.safetensors", "application/octet-stream"
     return serve_file(store.artifacts, stored, request.headers, request.method, filename, media_type)
@@ -123,11 +136,28 @@ def report(job_id: JobId, request: Request, store: StoreDep) -> Response:
     return revalidated(request.headers, request.method, content, "application/json")
 
 
+_PENDING_PAGE: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "to a browser (Accept: text/html): the report is still being computed after the weights; "
+        "the page says so and reloads itself (a program gets the 409 report_pending)",
+        "content": {"text/html": {}},
+    }
+}
+
+
 @router.get(
     "/{job_id}/report.html", response_class=HTMLResponse,
-    responses={**_REVALIDATED, **error_responses(404, 409, 412, 503, html=True)},
+    responses={**_REVALIDATED, **_PENDING_PAGE, **error_responses(404, 409, 412, 503, html=True)},
 )  # fmt: skip
 def report_html(job_id: JobId, request: Request, store: StoreDep) -> Response:
-    """The same report as a self-contained page; ETag and If-None-Match."""
-    content = render_report(jobs.load_report(store, job_id)).encode()
+    """The same report as a self-contained page; ETag and If-None-Match. While the report is
+    computed after the weights, a browser gets a page saying so that reloads itself (202)."""
+    try:
+        report = jobs.load_report(store, job_id)
+    except ReportPendingError:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        headers = {"Retry-After": "1", "Cache-Control": "no-store"}
+        return HTMLResponse(render_pending(job_id), status_code=202, headers=headers)
+    content = render_report(report).encode()
     return revalidated(request.headers, request.method, content, "text/html; charset=utf-8")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from initium.client._load import fill_meta_buffers, load_tensors
 from initium.client._request import PolicyLike, build_request
+from initium.client._sharded import initialize_sharded_, is_sharded
 from initium.client._torch import module_dtype, spec_from_module
 
 if TYPE_CHECKING:
@@ -42,6 +43,11 @@ def initialize_(
     would send, so the values equal the service's file for it. Raises the client's typed errors
     (RequestInvalidError for a policy that leaves a parameter uncovered, as the service answers 422),
     and ValueError naming any meta buffer its framework cannot compute.
+
+    DTensor parameters (FSDP2, tensor parallel, 2-D meshes): every rank fills only its local shard,
+    drawing only the global indices it holds, and gathered the values are the single-process ones
+    (initium.client._sharded; docs/sharded-init.md). A meta module is then materialized on
+    `device`, default its DeviceMesh's device type; a Partial placement raises ValueError.
     """
     import torch
 
@@ -54,9 +60,10 @@ def initialize_(
     fill_meta_buffers(module, {t.name for t in spec.tensors} | set(aliases), target)
     request = build_request(spec=spec, policy=policy, seed=seed, dtype=dtype or module_dtype(module))
     with _as_client_errors():
-        tensors = LocalService(Path(data_dir) if data_dir is not None else default_data_dir(), str(target)).tensors(
-            request
-        )
+        service = LocalService(Path(data_dir) if data_dir is not None else default_data_dir(), str(target))
+        if is_sharded(module):  # DTensors: each rank fills its own shard (docs/sharded-init.md)
+            return initialize_sharded_(module, request, service, torch.device(device) if device is not None else None)
+        tensors = service.tensors(request)
     load_tensors(module, tensors, aliases)
     return module
 

@@ -276,8 +276,8 @@ def test_another_store_gets_the_ordinary_answer(service: Service, monkeypatch: p
     body = request(seed=17)
     with Client(service.url, progress=False, cache_dir=False) as client:
         job_id = client.submit(body).id
-    assert live.live_weights(store, job_id, idle_s=1.0) is None
-    assert live.live_weights(service.store, job_id, idle_s=1.0) is not None
+    assert live.live_weights(store, job_id, 1.0, live.LiveStreams(8)) is None
+    assert live.live_weights(service.store, job_id, 1.0, live.LiveStreams(8)) is not None
 
 
 def test_an_idle_stream_ends_short_after_the_idle_bound(service: Service) -> None:

@@ -94,6 +94,8 @@ def test_statistics_after_the_write_equal_those_taken_while_writing(tmp_path: Pa
     run = JobRun.load(store, job_id, CPU)
 
     class Discard:
+        name, bytes_written = "x", 0
+
         def write(self, chunk: bytes | memoryview) -> None:
             pass
 
@@ -194,7 +196,7 @@ def test_the_worker_publishes_every_waiting_jobs_weights_before_any_report(
     store, first = submitted(tmp_path, MLP_REQUEST)
     second = submitted(tmp_path, {**MLP_REQUEST, "seed": 1})[1]
     events: list[tuple[str, str]] = []
-    succeeded, reported = pipeline_job.mark_succeeded, loop.publish_report
+    succeeded, reported = pipeline_job.mark_succeeded, pipeline_job.publish_report
 
     def weights(store: JobStore, job_id: str, files: list[FileInfo]) -> None:
         events.append(("weights", job_id))

@@ -18,7 +18,12 @@ output and a job already finished or failed get the ordinary answer (the file wi
 Bounds: the body holds at most one read chunk (write.artifacts.READ_CHUNK), handed to the server in
 slices (api.connections.BoundedWrites), and waits with asyncio.sleep, not in a thread: a stalled or
 slow client holds its connection and one chunk, never the worker (which writes its file regardless)
-nor a thread of the API's pool.
+nor a thread of the API's pool. Each look for new bytes is one hop to a worker thread (the read, and
+when nothing is new the marker and the files looked up again), never a file system call on the event
+loop, and an idle stream looks less often the longer it waits (POLL_S doubling up to MAX_POLL_S). At
+most INITIUM_MAX_LIVE_STREAMS streams are followed at once (LiveStreams); past it a request gets the
+ordinary answer, and the client falls back to waiting. The planned size is read from the stored plan
+once per job (a 100,000-tensor plan is hundreds of MB of JSON to parse).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -38,7 +45,8 @@ from initium.service.jobs.store import WEIGHTS, JobStore
 from initium.service.plan.output import HeaderSizer, provenance_metadata
 from initium.service.write.artifacts import READ_CHUNK, live_candidates
 
-POLL_S = 0.01  # how often an idle stream looks for new bytes: a tensor's write shows within 10 ms
+POLL_S = 0.01  # how soon an idle stream first looks again for new bytes
+MAX_POLL_S = 0.1  # and at the longest, after waiting a while (a tensor's write shows within this)
 CHECK_S = 0.25  # how often an idle stream reads the job's record (a failed job ends the stream)
 
 
@@ -46,15 +54,53 @@ class LiveStreamEnded(Exception):
     """A live body ends short of its Content-Length; the server closes the connection (uvicorn logs it)."""
 
 
-def live_weights(store: JobStore, job_id: str, idle_s: float) -> Response | None:
+class LiveStreams:
+    """How many live bodies are being followed, at most `limit` (INITIUM_MAX_LIVE_STREAMS)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+        self._lock = threading.Lock()
+        self._sizes: OrderedDict[str, int | None] = OrderedDict()  # job id -> planned size, recent jobs
+
+    def full(self) -> bool:
+        """Whether a new stream would pass the limit. A stream counts from its body's first step (a
+        body the server never starts, its client gone, is never counted), so requests arriving
+        together may pass the limit by their number: a bound, not an exact count."""
+        return self.active >= self.limit
+
+    def entered(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def left(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def planned_size(self, store: JobStore, job_id: str) -> int | None:
+        """planned_size, computed once per job (the 64 most recent jobs are kept)."""
+        with self._lock:
+            if job_id in self._sizes:
+                self._sizes.move_to_end(job_id)
+                return self._sizes[job_id]
+        size = planned_size(store, job_id)
+        with self._lock:
+            self._sizes[job_id] = size
+            while len(self._sizes) > 64:
+                self._sizes.popitem(last=False)
+        return size
+
+
+def live_weights(store: JobStore, job_id: str, idle_s: float, streams: LiveStreams) -> Response | None:
     """The live answer for a job still queued or running whose single file sits in the local store;
-    None when the ordinary answer applies (finished, failed, sharded, another store). Raises
-    JobNotFoundError for an unknown job."""
+    None when the ordinary answer applies (finished, failed, sharded, another store, or
+    INITIUM_MAX_LIVE_STREAMS streams followed already). Raises JobNotFoundError for an unknown job."""
     if store.records.load(job_id).state not in ("queued", "running"):
         return None
     candidates = live_candidates(store.artifacts, job_id, WEIGHTS)
-    size = planned_size(store, job_id) if candidates is not None else None
-    if candidates is None or size is None:
+    if candidates is None or streams.full():
+        return None
+    size = streams.planned_size(store, job_id)
+    if size is None:
         return None
     fields = {
         "Content-Length": str(size),
@@ -62,7 +108,7 @@ def live_weights(store: JobStore, job_id: str, idle_s: float) -> Response | None
         "Content-Disposition": f'attachment; filename="{job_id[:16]}.safetensors"',
         "X-Initium-Live": "1",
     }
-    body = follow(candidates, size, lambda: _state(store, job_id), idle_s)
+    body = follow(candidates, size, lambda: _state(store, job_id), idle_s, streams)
     return StreamingResponse(body, media_type="application/octet-stream", headers=fields)
 
 
@@ -84,22 +130,29 @@ def _state(store: JobStore, job_id: str) -> str:
 
 
 async def follow(
-    candidates: Callable[[], list[Path]], size: int, state: Callable[[], str], idle_s: float
+    candidates: Callable[[], list[Path]],
+    size: int,
+    state: Callable[[], str],
+    idle_s: float,
+    streams: LiveStreams | None = None,
 ) -> AsyncIterator[bytes]:
     """Bytes [0, size) of a file being written, as they appear, from the first of `candidates()` that
     opens (write.artifacts.live_candidates: the committed file, else the newest attempt's temporary
     file; a newer attempt's file has the same bytes at the same offsets). Raises LiveStreamEnded
     when the job fails (`state()`, read every CHECK_S while no byte comes) or nothing new arrived
     for `idle_s` seconds while the job was not running (queued: waiting for a worker, or for the
-    next attempt after one died). A running job may pause for as long as a tensor takes to draw."""
+    next attempt after one died). A running job may pause for as long as a tensor takes to draw.
+    Counted in `streams` from its first step until it ends, however it ends."""
+    if streams is not None:
+        streams.entered()
     source = _Source(candidates)
-    sent, progressed, checked = 0, time.monotonic(), 0.0
+    sent, progressed, checked, wait = 0, time.monotonic(), 0.0, POLL_S
     try:
         while sent < size:
             chunk = await anyio.to_thread.run_sync(source.read, sent, min(READ_CHUNK, size - sent))
             if chunk:
                 sent += len(chunk)
-                progressed = time.monotonic()
+                progressed, wait = time.monotonic(), POLL_S
                 yield chunk
                 continue
             now = time.monotonic()
@@ -115,10 +168,12 @@ async def follow(
                     raise LiveStreamEnded(f"the job failed after {sent:,} of {size:,} bytes were streamed")
                 if current == "running":
                     progressed = now  # a worker holds the job: it draws the next tensor
-            source.refresh()
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, MAX_POLL_S)
     finally:
         source.close()
+        if streams is not None:
+            streams.left()
 
 
 class _Source:
@@ -131,9 +186,17 @@ class _Source:
         self.inode: tuple[int, int] | None = None
 
     def read(self, offset: int, count: int) -> bytes:
+        """Up to `count` bytes at `offset`; when there are none, the files are looked up again (a
+        committed file, a newer attempt's) and read once more. Runs in a worker thread."""
         if self.fd is None:
             self.refresh()
-        return os.pread(self.fd, count, offset) if self.fd is not None else b""
+        data = os.pread(self.fd, count, offset) if self.fd is not None else b""
+        if not data:
+            fd = self.fd
+            self.refresh()
+            if self.fd is not None and self.fd != fd:
+                data = os.pread(self.fd, count, offset)
+        return data
 
     def refresh(self) -> None:
         for candidate in self.candidates():

@@ -106,7 +106,7 @@ def weights(job_id: JobId, request: Request, store: StoreDep, verified: Verified
     If-Match, If-None-Match; HEAD for the headers alone. With live=1 while the job is queued or
     running, a GET receives the bytes as the worker writes them (no ETag; see api.live)."""
     if live and request.method == "GET":
-        answer = live_weights(store, job_id, request.app.state.settings.live_idle_s)
+        answer = live_weights(store, job_id, request.app.state.settings.live_idle_s, request.app.state.live_streams)
         if answer is not None:
             return answer
     stored = jobs.weights_file(store, job_id, verified)

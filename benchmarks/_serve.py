@@ -41,3 +41,18 @@ def readme_mlp(seed: int = 7) -> dict[str, Any]:
             {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}]},
         "seed": seed, "dtype": "float32",
     }  # fmt: skip
+
+
+def ready_report(url: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
+    """A succeeded job's report, waiting while the service computes it after the weights (409
+    report_pending, issue 17); raises RuntimeError for any other answer or past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(f"{url}/v1/initializations/{job_id}/report", timeout=60)
+        if answer.status_code == 200:
+            report: dict[str, Any] = answer.json()
+            return report
+        pending = answer.status_code == 409 and answer.json()["error"]["type"] == "report_pending"
+        if not pending or time.monotonic() > deadline:
+            raise RuntimeError(f"report of job {job_id}: {answer.status_code} {answer.text[:300]}")
+        time.sleep(0.2)

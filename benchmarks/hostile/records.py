@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks._serve import readme_mlp
+from benchmarks._serve import readme_mlp, ready_report
 from benchmarks.hostile.harness import Lab, Verdict, probe
 from benchmarks.hostile.jobs import finished, short
 
@@ -15,7 +15,7 @@ def shared_job(lab: Lab) -> dict[str, Any]:
     """One finished README MLP job on the shared service, with its report."""
     url = lab.shared().url
     job = finished(url, readme_mlp(31))
-    report = httpx.get(f"{url}/v1/initializations/{job['id']}/report", timeout=60).json()
+    report = ready_report(url, job["id"])
     return {"job": job, "report": report, "weights": f"{url}/v1/initializations/{job['id']}/weights"}
 
 

@@ -47,3 +47,16 @@ def test_a_policy_that_leaves_a_parameter_uncovered_is_refused_as_the_service_re
         initialize_(model, policy={"rules": [{"match": {"role": "weight"}, "init": {"scheme": "zeros"}}]},
                     data_dir=tmp_path)  # fmt: skip
     assert torch.equal(model.weight, before)  # untouched
+
+
+def test_odd_arguments_get_what_torch_users_expect(tmp_path: Path) -> None:
+    """Found by the break-it run: a parameterless module was a raw validation error (it has nothing
+    to fill: it comes back as it is), a torch.dtype was refused (it names the dtype as a string
+    does), and device='meta' read as "weight, bias are not generated" (it holds no values)."""
+    relu = torch.nn.ReLU()
+    assert initialize_(relu, policy="gpt2", data_dir=tmp_path) is relu
+    by_name = initialize_(torch.nn.Linear(4, 3), policy="torch-default", dtype="float64", data_dir=tmp_path)
+    by_dtype = initialize_(torch.nn.Linear(4, 3), policy="torch-default", dtype=torch.float64, data_dir=tmp_path)
+    assert _bytes(by_name) == _bytes(by_dtype)
+    with pytest.raises(ValueError, match="device='meta' holds no values"):
+        initialize_(torch.nn.Linear(4, 3), policy="torch-default", device="meta", data_dir=tmp_path)

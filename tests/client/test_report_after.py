@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,25 @@ def test_async_client_report_waits_while_pending(report: Report) -> None:
     assert asyncio.run(go()) == report and api.asked == 3
 
 
-def test_cli_report_no_wait_says_pending(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    pending = {**STATUS, "state": "succeeded", "report_state": "pending"}
+@pytest.mark.parametrize(
+    ("state", "report_state", "says", "code"),
+    [
+        ("succeeded", "pending", "weights are ready; its report is still being computed", 0),
+        ("running", "pending", "is running; its weights come first", 0),
+        ("failed", "pending", "failed: the worker ran out of memory", 1),
+    ],
+)
+def test_cli_report_no_wait_says_what_is_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], state: str, report_state: str, says: str,
+    code: int,
+) -> None:  # fmt: skip
+    """A report not there yet is pending, and says whether the weights are; a failed job is no pending
+    report but a failure (exit 1), as the break-it run found `--no-wait` claiming ready weights."""
+    error = {"type": "job_failed", "message": "the worker ran out of memory", "loc": []}
+    status = {**STATUS, "state": state, "report_state": report_state, **({"error": error} if state == "failed" else {})}
 
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=json.loads(json.dumps(pending)))
+        return httpx.Response(200, json=json.loads(json.dumps(status)))
 
     real = Client.__init__
 
@@ -101,6 +116,27 @@ def test_cli_report_no_wait_says_pending(monkeypatch: pytest.MonkeyPatch, capsys
         real(self, http_client=http)
 
     monkeypatch.setattr(Client, "__init__", mocked)
-    assert client_cli.main(["report", JOB_ID, "--no-wait"]) == 0
-    out = capsys.readouterr().out
-    assert "report pending" in out and "weights are ready" in out
+    assert client_cli.main(["report", JOB_ID, "--no-wait"]) == code
+    seen = capsys.readouterr()
+    assert says in seen.out + seen.err
+
+
+def test_a_live_part_left_by_a_killed_client_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A client killed mid-live-download leaves a part no one would ever name again (its pid and a
+    random suffix): the next live download into the same folder removes it, never a live process's."""
+    import subprocess
+    import sys
+
+    from initium.client._download import live_part
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(gone.stdout), os.getppid()
+    job = "b" * 64
+    left = tmp_path / f".w.safetensors.{job[:16]}.{dead}-0123abcd.live.partial"
+    running = tmp_path / f".w.safetensors.{job[:16]}.{alive}-0123abcd.live.partial"
+    other = tmp_path / f".x.safetensors.{job[:16]}.{dead}-0123abcd.live.partial"  # another target's
+    for part in (left, running, other):
+        part.write_bytes(b"x" * 10)
+    part = live_part(job, tmp_path / "w.safetensors", None)
+    assert part.parent == tmp_path and part.name.startswith(".w.safetensors.") and not part.exists()
+    assert not left.exists() and running.exists() and other.exists()

@@ -50,8 +50,9 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
     async def status(self, job_id: str) -> JobStatus:
         return await self._call(api.status_call(job_id))
 
-    async def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
-        started = time.monotonic()
+    async def wait(self, job_id: str, timeout: float | None = None, *, since: float | None = None) -> JobStatus:
+        """Client.wait, awaited."""
+        started = time.monotonic() if since is None else since
         with progress_bar(self.progress) as bar:
             while True:
                 status = await self.status(job_id)
@@ -108,11 +109,13 @@ class AsyncClient(ClientBase[httpx.AsyncClient]):
         received = None
         try:
             if status.state != "succeeded":
-                deadline = None if timeout is None else time.monotonic() + timeout
+                started = time.monotonic()
+                deadline = None if timeout is None else started + timeout
                 part = live_part(status.id, path, self.cache)
                 received = await alive_download(self._http, status.id, part, self.progress, deadline)
-                job_id, left = status.id, None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                status = await asettled(lambda: self.status(job_id), received) or await self.wait(job_id, left)
+                job_id = status.id
+                settled_status = await asettled(lambda: self.status(job_id), received)
+                status = settled_status or await self.wait(job_id, timeout, since=started)
             result_path, fetches = artifact_fetches(status, path, self.cache)
             for fetch in fetches:
                 if self.cache is None or not self.cache.reuse(fetch):

@@ -61,9 +61,10 @@ class Client(ClientBase[httpx.Client]):
     def status(self, job_id: str) -> JobStatus:
         return self._call(api.status_call(job_id))
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
-        """Poll until the job succeeds; raises JobFailedError or JobTimeoutError."""
-        started = time.monotonic()
+    def wait(self, job_id: str, timeout: float | None = None, *, since: float | None = None) -> JobStatus:
+        """Poll until the job succeeds; raises JobFailedError, or JobTimeoutError once `timeout`
+        seconds passed since `since` (time.monotonic(); default now)."""
+        started = time.monotonic() if since is None else since
         with progress_bar(self.progress) as bar:
             while (done := wait_outcome(self._tracked(job_id, bar), timeout, started)) is None:
                 time.sleep(self.settings.poll_interval)
@@ -191,11 +192,12 @@ class Client(ClientBase[httpx.Client]):
         received = None
         try:
             if status.state != "succeeded":
-                deadline = None if timeout is None else time.monotonic() + timeout
+                started = time.monotonic()
+                deadline = None if timeout is None else started + timeout
                 part = live_part(status.id, path, self.cache)
                 received = live_download(self._http, status.id, part, self.progress, deadline)
-                job_id, left = status.id, None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                status = settled(lambda: self.status(job_id), received) or self.wait(job_id, left)
+                job_id = status.id
+                status = settled(lambda: self.status(job_id), received) or self.wait(job_id, timeout, since=started)
             result_path, fetches = artifact_fetches(status, path, self.cache)
             for fetch in fetches:
                 if self.cache is None or not self.cache.reuse(fetch):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -165,13 +167,46 @@ def live_part(job_id: str, path: str | Path | None, cache: DownloadCache | None)
     """Where a live download of job `job_id` goes while its sha256, and so its usual part's name, is
     unknown: on the filesystem of the file it becomes, so taking it over is a rename. Beside `path`,
     else in the download cache's `.live` folder, else in the temporary directory (where a download
-    without a cache goes too). Unique per process and call."""
-    unique = f"{job_id[:16]}.{os.getpid()}-{uuid.uuid4().hex[:8]}.live.partial"
+    without a cache goes too). Unique per process and call. Parts there that a client killed
+    mid-download left (its pid no longer runs here, or a day old) are removed first: nothing else
+    ever names them again."""
+    unique = f"{job_id[:16]}.{os.getpid()}-{uuid.uuid4().hex[:8]}{LIVE_SUFFIX}"
     if path:
-        return Path(path).with_name(f".{Path(path).name}.{unique}")
-    if cache is not None:
-        return cache.root / ".live" / f".{unique}"
-    return Path(tempfile.gettempdir()) / f".initium-{unique}"
+        folder, prefix = Path(path).parent, f".{Path(path).name}."
+    elif cache is not None:
+        folder, prefix = cache.root / ".live", "."
+    else:
+        folder, prefix = Path(tempfile.gettempdir()), ".initium-"
+    sweep_dead_parts(folder, prefix)
+    return folder / f"{prefix}{unique}"
+
+
+LIVE_SUFFIX = ".live.partial"
+_OWNER = re.compile(r"\.(\d+)-[0-9a-f]{8}" + re.escape(LIVE_SUFFIX) + "$")
+STALE_PART_S = 86_400.0
+
+
+def sweep_dead_parts(folder: Path, prefix: str) -> None:
+    """Remove the live parts in `folder` named `prefix`... whose process is gone (the pid in the
+    name) or that have not changed for STALE_PART_S (a process on another host sharing the folder)."""
+    with contextlib.suppress(OSError):
+        for part in folder.glob(f"{glob.escape(prefix)}*{LIVE_SUFFIX}"):
+            owner = _OWNER.search(part.name)
+            if owner is None or int(owner.group(1)) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                if not _running(int(owner.group(1))) or time.time() - part.stat().st_mtime > STALE_PART_S:
+                    part.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True
 
 
 def live_download(

@@ -27,7 +27,7 @@ def initialize_(
     *,
     policy: PolicyLike,
     seed: int = 0,
-    dtype: str | None = None,
+    dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     roles: Mapping[str, Sequence[str]] | None = None,
     data_dir: str | Path | None = None,
@@ -37,8 +37,10 @@ def initialize_(
 
     `device`: where the values are drawn; default the module's own device, cpu for a module on the
     meta device. A meta module is materialized there; a module that has its tensors keeps them where
-    they are (the values are copied in), as load_state_dict does. `dtype`: the request's dtype (default the
-    module's); every tensor keeps the dtype the module gave it. `data_dir`: where local mode keeps
+    they are (the values are copied in), as load_state_dict does; the meta device itself holds no
+    values (ValueError). `dtype`: the request's dtype, a name or a torch.dtype (default the
+    module's); every tensor keeps the dtype the module gave it. A module without parameters or
+    buffers (nn.ReLU) has nothing to fill and comes back as it is. `data_dir`: where local mode keeps
     published presets (default as Client.local()). The request is the one `Client.initialize_module`
     would send, so the values equal the service's file for it. Raises the client's typed errors
     (RequestInvalidError for a policy that leaves a parameter uncovered, as the service answers 422),
@@ -54,6 +56,12 @@ def initialize_(
     from initium.client._local import _as_client_errors, default_data_dir
     from initium.service.pipeline.local import LocalService
 
+    if next(iter((*module.parameters(), *module.buffers())), None) is None:
+        return module  # nothing to fill, as torch's own init of a parameterless module
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError("device='meta' holds no values to fill; pass the device to draw on (cpu, cuda), or none")
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
     spec, aliases = spec_from_module(module, roles=roles)
     target = torch.device(device) if device is not None else _home(module)
     # Buffers first: one that cannot be computed fails the call before anything is drawn.

@@ -36,11 +36,13 @@ from initium.client._errors import (
     APIStatusError,
     AuthenticationError,
     InitiumError,
+    JobFailedError,
     NotFoundError,
     RequestInvalidError,
     RequestTooLargeError,
 )
 from initium.client._request import build_request
+from initium.schemas.job import JobStatus
 from initium.schemas.plan import Plan
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
@@ -115,6 +117,16 @@ def plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
+def report_pending_line(status: JobStatus) -> str:
+    """What `initium report` says of a report that is not there yet (or failed: its reason)."""
+    if status.state != "succeeded":
+        return f"report pending: job {status.id} is {status.state}; its weights come first, then its report"
+    if status.report_state == "failed":
+        reason = status.report_error.message if status.report_error else "no reason recorded"
+        return f"report failed: job {status.id}'s weights are ready, its report could not be computed: {reason}"
+    return f"report pending: job {status.id}'s weights are ready; its report is still being computed"
+
+
 def report_state(client: Client, job_id: str) -> str:
     """'ready', or 'pending' while the service computes it after the weights (issue 17), or 'failed'."""
     return client.status(job_id).report_state
@@ -138,12 +150,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         str(Path(tempfile.mkdtemp(prefix="initium-")) / f"{args.job_id[:16]}.html") if args.open else None
     )
     with Client(args.server) as client:
-        if args.no_wait and (state := report_state(client, args.job_id)) != "ready":
-            print(f"report {state}: job {args.job_id}'s weights are ready; its report is "
-                  f"{'still being computed' if state == 'pending' else 'not available'}")  # fmt: skip
+        status = client.status(args.job_id)
+        if status.state == "failed":
+            raise JobFailedError(status)
+        if args.no_wait and (status.state != "succeeded" or status.report_state != "ready"):
+            print(report_pending_line(status))
             return 0
-        if report_state(client, args.job_id) == "pending":
-            print("report pending: the weights are ready; waiting for the report ...", file=sys.stderr)
+        if status.state != "succeeded" or status.report_state == "pending":
+            print(f"{report_pending_line(status)}; waiting for it ...", file=sys.stderr)
         report = client.report(args.job_id)
         if html:
             client.report_html(args.job_id, html)

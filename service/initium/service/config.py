@@ -90,9 +90,10 @@ class Settings(BaseSettings):
     )  # fmt: skip
     max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     max_live_streams: Annotated[int, Field(ge=0)] = Field(
-        64, description="INITIUM_MAX_LIVE_STREAMS: live weights downloads (GET .../weights?live=1) followed at once; "
+        64,
+        description="INITIUM_MAX_LIVE_STREAMS: live weights downloads (GET .../weights?live=1) followed at once; "
         "past it a live request gets the ordinary answer (409 not_ready while the job runs), and the client waits for "
-        "the job and downloads the finished file; 0 turns live downloads off"
+        "the job and downloads the finished file; 0 turns live downloads off",
     )
     live_idle_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="INITIUM_LIVE_IDLE_S: a live weights download (GET .../weights?live=1) that received no "

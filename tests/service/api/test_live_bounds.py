@@ -60,3 +60,20 @@ def test_an_idle_body_polls_less_often_and_gives_its_slot_back(tmp_path: Path, m
         asyncio.run(drain())
     assert slept[:4] == [0.01, 0.02, 0.04, 0.08] and max(slept) == live.MAX_POLL_S
     assert streams.active == 0  # counted while it ran, given back however it ended
+
+
+def test_a_job_taken_by_a_worker_past_the_idle_bound_keeps_its_stream(tmp_path: Path) -> None:
+    """The state is read before the idle bound ends a stream: a job a worker took meanwhile is
+    running, and its stream goes on (150 streams once ended the moment their job started)."""
+    import threading
+
+    path = tmp_path / "weights.safetensors"
+    threading.Timer(0.4, lambda: path.write_bytes(b"0123456789")).start()
+
+    async def drain() -> bytes:
+        got = b""
+        async for chunk in follow(lambda: [path], 10, lambda: "running", 0.05):
+            got += chunk
+        return got
+
+    assert asyncio.run(drain()) == b"0123456789"

@@ -237,3 +237,40 @@ def test_a_report_computed_later_gives_the_weights_stage_times(tmp_path: Path) -
     timings = jobs.load_report(store, job_id).provenance.timings
     assert timings.materialize > 0 and timings.write > 0 and timings.summarize > 0
     assert timings.total >= timings.materialize + timings.write + timings.summarize + timings.propagate
+
+
+def test_a_report_yields_inside_the_probe_too(tmp_path: Path) -> None:
+    """The probe reads the tensors again through the same source: a job arriving while it runs
+    stops it as well (it used to run to its end, holding a queued job's weights back), and the stop
+    is never mistaken for a failed probe."""
+    store, job_id = submitted(tmp_path, MLP_REQUEST)
+    weights_only(store, job_id)
+    asked = iter(range(1_000))
+    publish_report(store, job_id, None, CPU, yield_to=lambda: next(asked) >= 5)  # 4 summarized, then the probe
+    record = store.records.load(job_id)
+    assert (record.report_state, record.report_attempts) == ("pending", 0)
+    assert not store.artifacts.exists(job_id, REPORT)
+    publish_report(store, job_id, None, CPU)
+    report = jobs.load_report(store, job_id)
+    assert report.propagation is not None and report.propagation.skipped is None
+
+
+def test_a_stopping_worker_stops_its_report_at_once_and_uncounted(tmp_path: Path) -> None:
+    store, job_id = submitted(tmp_path, MLP_REQUEST)
+    weights_only(store, job_id)
+    worker = Worker(store, CPU)
+    worker.stopping.set()
+    assert worker.weights_waiting()
+    publish_report(store, job_id, None, CPU, worker.weights_waiting)
+    assert store.records.load(job_id).report_attempts == 0
+
+
+def test_a_job_another_worker_runs_does_not_stop_a_report(tmp_path: Path) -> None:
+    store, job_id = submitted(tmp_path, MLP_REQUEST)
+    other = submitted(tmp_path, {**MLP_REQUEST, "seed": 3})[1]
+    weights_only(store, job_id)
+    worker = Worker(store, CPU)
+    assert worker.weights_waiting()  # `other` is queued: its weights come first
+    start_attempt(store.records, other, "elsewhere:1", 3)  # another worker took it
+    worker._checked = 0.0
+    assert not worker.weights_waiting()

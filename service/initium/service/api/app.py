@@ -19,7 +19,7 @@ from initium.service.api.capacity import PlanSlots
 from initium.service.api.connections import BoundedWrites, HeaderLimit
 from initium.service.api.head import HeadAsGet
 from initium.service.api.http import document_json_bodies, install_error_handlers
-from initium.service.api.live import LiveStreams
+from initium.service.api.live import QUIET_SHORT_ENDS, LiveStreams
 from initium.service.api.metrics import Metrics
 from initium.service.api.request_log import RequestLog
 from initium.service.api.routes import catalog, health, initializations, plans, reports
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verified = VerifiedFiles()
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)  # see [Note: planning slots]
     app.state.live_streams = LiveStreams(settings.max_live_streams)  # see api.live
+    logging.getLogger("uvicorn.error").addFilter(QUIET_SHORT_ENDS)
     app.state.metrics = Metrics()
     try:  # jobs finished before this process are not its to count
         app.state.metrics.observe_store(app.state.store)

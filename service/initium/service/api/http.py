@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from initium.schemas.errors import ErrorBody, ErrorInfo
 from initium.service import errors as e
+from initium.service.api.live import LiveStreamEnded
 
 log = logging.getLogger("initium.api")
 
@@ -166,7 +167,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if not isinstance(exc, LiveStreamEnded):  # a live body cut short on purpose, logged already
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "the server failed unexpectedly; the log has the details")
 
 

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NoReturn
 
 import anyio.to_thread
 from fastapi import Response
@@ -45,13 +47,26 @@ from initium.service.jobs.store import WEIGHTS, JobStore
 from initium.service.plan.output import HeaderSizer, provenance_metadata
 from initium.service.write.artifacts import READ_CHUNK, live_candidates
 
+log = logging.getLogger("initium.api")
 POLL_S = 0.01  # how soon an idle stream first looks again for new bytes
 MAX_POLL_S = 0.1  # and at the longest, after waiting a while (a tensor's write shows within this)
 CHECK_S = 0.25  # how often an idle stream reads the job's record (a failed job ends the stream)
 
 
 class LiveStreamEnded(Exception):
-    """A live body ends short of its Content-Length; the server closes the connection (uvicorn logs it)."""
+    """A live body ends short of its Content-Length: raising is how an ASGI app makes the server
+    close the connection. It is no fault of the server's: logged once at INFO (QuietShortEnds keeps
+    it out of the error log, where it would stand as a traceback per stream)."""
+
+
+class QuietShortEnds(logging.Filter):
+    """Drops the server's "Exception in ASGI application" record of a LiveStreamEnded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], LiveStreamEnded))
+
+
+QUIET_SHORT_ENDS = QuietShortEnds()  # one instance: addFilter adds it once however often apps are made
 
 
 class LiveStreams:
@@ -156,24 +171,32 @@ async def follow(
                 yield chunk
                 continue
             now = time.monotonic()
-            if now - progressed > idle_s:
-                raise LiveStreamEnded(
-                    f"no new bytes of the weights for {idle_s:g} s (INITIUM_LIVE_IDLE_S) after {sent:,} of {size:,}; "
-                    "the client waits for the job and resumes from the finished file"
-                )
-            if now - checked > CHECK_S:
+            # The job's state is read before the idle bound is applied: a job that a worker took
+            # since the last look is running, and its stream goes on (the break-it run found 150
+            # streams ended the moment their job started).
+            if now - checked > CHECK_S or now - progressed > idle_s:
                 checked = now
                 current = await anyio.to_thread.run_sync(state)
                 if current == "failed":
-                    raise LiveStreamEnded(f"the job failed after {sent:,} of {size:,} bytes were streamed")
+                    _ended(f"the job failed after {sent:,} of {size:,} bytes were streamed")
                 if current == "running":
                     progressed = now  # a worker holds the job: it draws the next tensor
+            if now - progressed > idle_s:
+                _ended(
+                    f"no new bytes of the weights for {idle_s:g} s (INITIUM_LIVE_IDLE_S) after {sent:,} of {size:,}; "
+                    "the client waits for the job and resumes from the finished file"
+                )
             await asyncio.sleep(wait)
             wait = min(2 * wait, MAX_POLL_S)
     finally:
         source.close()
         if streams is not None:
             streams.left()
+
+
+def _ended(why: str) -> NoReturn:
+    log.info("live download ends short: %s", why)
+    raise LiveStreamEnded(why)
 
 
 class _Source:

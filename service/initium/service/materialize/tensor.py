@@ -19,7 +19,10 @@ def pick_device(preference: str) -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("INITIUM_DEVICE asks for cuda but torch sees no GPU; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            f"device {preference!r} was asked for (INITIUM_DEVICE, or a device argument) but torch sees no GPU; "
+            "use 'auto' or 'cpu'"
+        )
     return torch.device(preference)
 
 

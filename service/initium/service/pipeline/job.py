@@ -167,20 +167,16 @@ class JobRun:
         self.clock.seconds = {stage: float(earlier["seconds"].get(stage, 0.0)) for stage in STAGES}
         self.started -= float(earlier["total"])
 
-    def summarize(self, source: Callable[[str], torch.Tensor], yield_to: YieldTo | None = None) -> None:
+    def summarize(self, source: Callable[[str], torch.Tensor]) -> None:
         """Each tensor's statistics, in file order, from `source` (see probe_source): what the
         report compares with the law's moments. A run whose tensors were summarized as they were
-        written (fan-out parts) has them already. ReportYielded when `yield_to()` says so between
-        two tensors."""
+        written (fan-out parts) has them already."""
         if self.stats:
             return
         by_name = {t.name: t for t in self.plan.tensors}
         t = time.perf_counter()
         for shard in self.plan.shards:
             for name in shard.tensors:
-                if yield_to is not None and yield_to():
-                    self.stats = []
-                    raise ReportYielded(name)
                 planned = by_name[name]
                 values = source(name)
                 self.stats.append(tensor_stats(planned, values, self.scales.get(name, 1.0), len(by_name)))
@@ -191,11 +187,12 @@ class JobRun:
         self, files: list[FileInfo], probe_source: Callable[[str], torch.Tensor], yield_to: YieldTo | None = None
     ) -> wire.Report:
         """The report over the written files (the last is the main one): each tensor's statistics
-        (summarize, which may yield: see publish_report) and the probe's findings; `probe_source`
-        gives both each tensor's values."""
-        self.summarize(probe_source, yield_to)
+        (summarize) and the probe's findings; `probe_source` gives both each tensor's values, and
+        raises ReportYielded, before any tensor of either, once `yield_to()` says so."""
+        source = probe_source if yield_to is None else _yielding(probe_source, yield_to)
+        self.summarize(source)
         t = time.perf_counter()
-        propagation = run_probe(self.request, self.plan, probe_source, self.device)
+        propagation = run_probe(self.request, self.plan, source, self.device)
         self.clock.add("propagate", t)
         timings = wire.StageTimings(**self.clock.seconds, total=time.perf_counter() - self.started)
         main = files[-1]
@@ -265,8 +262,21 @@ def publish_report(
     report_done(store.records, job_id)
 
 
-class ReportYielded(Exception):
-    """A report stopped between two tensors because jobs wait for their weights (see publish_report)."""
+class ReportYielded(BaseException):
+    """A report stopped between two tensors because jobs wait for their weights, or the worker is
+    stopping (see publish_report). A BaseException, as KeyboardInterrupt is: it is no error, and the
+    probe's own `except Exception` (a probe never fails a job) must not turn it into a skipped probe."""
+
+
+def _yielding(source: Callable[[str], torch.Tensor], yield_to: YieldTo) -> Callable[[str], torch.Tensor]:
+    """`source`, raising ReportYielded before a tensor once `yield_to()` says so."""
+
+    def values(name: str) -> torch.Tensor:
+        if yield_to():
+            raise ReportYielded(name)
+        return source(name)
+
+    return values
 
 
 class Superseded(Exception):

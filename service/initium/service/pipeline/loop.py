@@ -23,7 +23,7 @@ import torch
 
 from initium.service import logs
 from initium.service.errors import InsufficientStorageError, JobNotFoundError
-from initium.service.jobs.records import release_attempt, start_attempt
+from initium.service.jobs.records import release_attempt, release_report, start_attempt
 from initium.service.jobs.store import (
     EXIT_DEVICE_UNUSABLE,
     LANES,
@@ -148,18 +148,29 @@ class Worker:
         return record.state == "succeeded" and record.report_state == "pending"
 
     def weights_waiting(self) -> bool:
-        """Whether a job this lane takes waits for its weights (a report then yields to it); asked
-        between a report's tensors, so the queue is listed at most every REPORT_YIELD_CHECK_S."""
+        """Whether a report being computed should stop (asked before each tensor it reads): this
+        worker is stopping, or a job this lane takes is queued, waiting for a worker to write its
+        weights. A job another worker is running does not count (the report runs beside it). The
+        queue is listed at most every REPORT_YIELD_CHECK_S."""
+        if self.stopping.is_set():
+            return True
         now = time.monotonic()
         if now - self._checked < REPORT_YIELD_CHECK_S:
             return False
         self._checked = now
-        return any(not self._report_only(job_id) for job_id in self._taken() if job_id != self.running)
+        return any(self._waits_for_weights(job_id) for job_id in self._taken() if job_id != self.running)
+
+    def _waits_for_weights(self, job_id: str) -> bool:
+        try:
+            return self.store.records.load(job_id).state == "queued"
+        except JobNotFoundError:  # evicted meanwhile: nothing waits
+            return False
 
     def _release(self) -> None:
         """The running job goes back to the queue uncounted: this worker exits on purpose, mid-job."""
         if (job_id := self.running) is not None:
             release_attempt(self.store.records, job_id, worker_name())
+            release_report(self.store.records, job_id)  # a report cut short: that run uncounted too
 
     def _heartbeat(self) -> None:
         """Every second: the lane's heartbeat file, holding this pid (the supervisor tells its own

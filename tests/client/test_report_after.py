@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,15 @@ def test_local_initialize_returns_before_the_report_is_computed(tmp_path: Path, 
 class PendingThenReady:
     """An API whose report is pending `pending` times (409 report_pending, Retry-After: 0), then there."""
 
-    def __init__(self, pending: int, report: Report, final: str = "ready") -> None:
+    def __init__(self, pending: int, report: Report, final: str = "ready", retry_after: str = "0") -> None:
         self.pending, self.report, self.final, self.asked = pending, report, final, 0
+        self.retry_after = retry_after
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.asked += 1
         if self.asked <= self.pending:
             body = {"error": {"type": "report_pending", "message": "still computing", "loc": ["id"]}}
-            return httpx.Response(409, json=body, headers={"Retry-After": "0"})
+            return httpx.Response(409, json=body, headers={"Retry-After": self.retry_after})
         if self.final == "failed":
             body = {"error": {"type": "report_failed", "message": "the probe ran out of memory", "loc": ["id"]}}
             return httpx.Response(409, json=body)
@@ -73,6 +75,12 @@ def test_client_report_waits_while_pending_and_raises_a_failed_one(report: Repor
         api.asked, api.pending = 0, 10**9
         with pytest.raises(ReportPendingError):
             c.report(JOB_ID, timeout=0.05)
+        slow = PendingThenReady(10**9, report, retry_after="1")  # the service says: ask again in 1 s
+        with Client(http_client=httpx.Client(base_url="http://t", transport=httpx.MockTransport(slow))) as patient:
+            started = time.monotonic()
+            with pytest.raises(ReportPendingError):
+                patient.report(JOB_ID, timeout=0.3)
+            assert time.monotonic() - started < 0.9  # the timeout, not the full Retry-After
         api.asked, api.pending, api.final = 0, 1, "failed"
         with pytest.raises(ReportFailedError, match="out of memory"):
             c.report(JOB_ID)

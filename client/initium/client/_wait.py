@@ -31,10 +31,14 @@ def report_wait(pending: ReportPendingError, poll_interval: float, timeout: floa
     """Seconds to wait before asking again for a report the service is still computing (its
     Retry-After, at most a second past the poll interval); re-raises `pending` once more than
     `timeout` seconds passed since `started` (time.monotonic())."""
-    if timeout is not None and time.monotonic() - started > timeout:
-        raise pending
     hinted = parse_retry_after(pending.retry_after)
-    return min(hinted, poll_interval + 1.0) if hinted is not None else poll_interval
+    wait = min(hinted, poll_interval + 1.0) if hinted is not None else poll_interval
+    if timeout is None:
+        return wait
+    left = timeout - (time.monotonic() - started)
+    if left <= 0:
+        raise pending
+    return min(wait, left)  # a last look at the deadline, never a sleep past it
 
 
 class ProgressBar:

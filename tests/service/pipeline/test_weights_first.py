@@ -222,7 +222,7 @@ def test_a_report_yields_to_waiting_weights_and_its_crashes_are_counted(tmp_path
     assert (record.report_state, record.report_attempts) == ("pending", 0)  # that run is uncounted
     assert not store.artifacts.exists(job_id, REPORT)
     for _ in range(MAX_REPORT_ATTEMPTS):  # runs that died with their worker
-        start_report(store.records, job_id, MAX_REPORT_ATTEMPTS)
+        start_report(store.records, job_id, MAX_REPORT_ATTEMPTS, "gone:1")
     publish_report(store, job_id, None, CPU)
     record = store.records.load(job_id)
     assert record.report_state == "failed" and record.report_error is not None

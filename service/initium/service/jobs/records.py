@@ -260,8 +260,9 @@ def succeed(records: JobRecords, job_id: str, files: list[FileInfo]) -> JobRecor
     return records.update(job_id, change)
 
 
-def start_report(records: JobRecords, job_id: str, max_attempts: int) -> JobRecord:
-    """A succeeded job's pending report: one run at it more; when `max_attempts` runs already
+def start_report(records: JobRecords, job_id: str, max_attempts: int, worker: str) -> JobRecord:
+    """A succeeded job's pending report: one run at it more, by `worker` (host:pid, which the record
+    then names: the weights' worker may be gone); when `max_attempts` runs already
     stopped their worker (a report that needs more memory than the worker has), -> failed instead,
     so it cannot restart the worker for ever. The caller computes the report only when the returned
     record's report is pending."""
@@ -277,7 +278,7 @@ def start_report(records: JobRecords, job_id: str, max_attempts: int) -> JobReco
             return record.model_copy(
                 update={"report_state": "failed", "report_error": ErrorInfo(type="report_failed", message=message)}
             )
-        return record.model_copy(update={"report_attempts": record.report_attempts + 1})
+        return record.model_copy(update={"report_attempts": record.report_attempts + 1, "worker": worker})
 
     return records.update(job_id, change)
 

@@ -24,6 +24,8 @@ import errno
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -237,7 +239,7 @@ def publish_report(
     their worker MAX_REPORT_ATTEMPTS times fails too (jobs.records.start_report). `yield_to`, asked
     between tensors: True when jobs wait for their weights, which come first (the report stays
     pending, its run uncounted, and is computed again later). See [Note: weights first]."""
-    record = start_report(store.records, job_id, MAX_REPORT_ATTEMPTS)
+    record = start_report(store.records, job_id, MAX_REPORT_ATTEMPTS, worker_name())
     if record.state != "succeeded" or record.report_state != "pending":
         return
     try:
@@ -260,6 +262,11 @@ def publish_report(
         report_done(store.records, job_id, ErrorInfo(type="report_failed", message=message))
         return
     report_done(store.records, job_id)
+
+
+def worker_name() -> str:
+    """host:pid, what a job record's `worker` says of the process running it (its weights or its report)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ReportYielded(BaseException):

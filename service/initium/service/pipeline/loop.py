@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from initium.service.pipeline.job import (
     failure_loc,
     failure_message,
     publish_report,
+    worker_name,
 )
 from initium.service.summarize import stats
 from initium.service.write.artifacts import atomic_write, open_artifacts
@@ -217,11 +217,6 @@ class Worker:
                     self.parent_pid)  # fmt: skip
         self.stopping.set()
         lifecycle.exit_after(lifecycle.ORPHAN_EXIT_S, self._release)
-
-
-def worker_name() -> str:
-    """host:pid, what a job record's `worker` says of the process running it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_one(

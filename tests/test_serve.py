@@ -98,8 +98,10 @@ def test_cli_in_a_terminal(served: str, request_file: Path, tmp_path: Path) -> N
     assert code == 0 and "published cli-house@1" in screen
     code, screen = _terminal("presets", "list", "--server", served)
     assert code == 0 and "kaiming-relu@1" in screen and "xavier@1" in screen
-    code, screen = _terminal("presets", "show", "xavier@1", "--server", served)
+    code, screen = _terminal("presets", "show", "xavier@1", "--json", "--server", served)
     assert code == 0 and json.loads(screen)["name"] == "xavier"
+    code, screen = _terminal("presets", "show", "xavier@1", "--server", served)
+    assert code == 0 and "xavier@1" in screen and "null" not in screen
     code, screen = _terminal("schemes", "--server", served)
     assert code == 0 and "orthogonal" in screen and "truncated_normal" in screen
     code, screen = _terminal("schemes", "nope", "--server", served)

@@ -132,7 +132,7 @@ def test_the_cache_command_reports_prunes_and_clears(
     info = capsys.readouterr().out
     assert f"2 files, {2 * size / 1e6:,.1f} MB, of which {size / 1e6:,.1f} MB only the cache holds" in info
     assert main(["cache", "prune"]) == 0
-    assert f"removed 1 files, freed {size / 1e6:,.1f} MB" in capsys.readouterr().out
+    assert f"removed 1 file, freed {size / 1e6:,.1f} MB" in capsys.readouterr().out
     assert not only_cached.path.exists() and mine.path.exists()
-    assert main(["cache", "clear"]) == 0 and "removed 1 files, freed 0.0 MB" in capsys.readouterr().out
+    assert main(["cache", "clear"]) == 0 and "removed 1 file, freed 0.0 MB" in capsys.readouterr().out
     assert _sha256(mine.path) == mine.sha256 and list((tmp_path / "cache").iterdir()) == []

@@ -3,7 +3,7 @@
     initium plan SPEC.json [--policy P] [--seed N] [--dtype D] [--json]
     initium init SPEC.json -o out.safetensors [--report R.json] [--policy P] [--local] [--server URL]
     initium report JOB_ID [--html report.html] [--open] [--json] [--server URL]
-    initium presets list | show NAME[@VERSION] | publish PRESET.json     [--server URL]
+    initium presets list | show NAME[@VERSION] [--json] | publish PRESET.json     [--server URL]
     initium schemes [NAME] [--json] [--server URL]
     initium cache [info | prune | clear]
     initium serve [--host H] [--port N] [--data-dir DIR] [--broker URL]   (needs initium-service)
@@ -21,8 +21,10 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
+import textwrap
 import webbrowser
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from initium.client._errors import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
+    ConflictError,
     InitiumError,
     JobFailedError,
     NotFoundError,
@@ -42,8 +45,10 @@ from initium.client._errors import (
     RequestTooLargeError,
 )
 from initium.client._request import build_request
-from initium.schemas.job import JobStatus
+from initium.schemas.catalog import SchemeInfo
+from initium.schemas.job import JobStatus, Progress
 from initium.schemas.plan import Plan
+from initium.schemas.presets import Preset
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
 
@@ -86,7 +91,9 @@ def format_plan(plan: Plan) -> str:
         lines.append(
             f"{t.name:<32} {t.shape!s:<16} {scheme:<18} {t.fan_in:>7} {t.fan_out:>7} {std:>10}  {t.rule or ''}"
         )
-    lines.append(f"{plan.totals.tensors} tensors, {plan.totals.parameters:,} parameters, {plan.totals.bytes:,} bytes")
+    totals = plan.totals
+    lines.append(f"{count(totals.tensors, 'tensor')}, {count(totals.parameters, 'parameter')}, "
+                 f"{count(totals.bytes, 'byte')}")  # fmt: skip
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
@@ -102,9 +109,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     request = load_request(args)
     with Client.local() if args.local else Client(args.server) as client:
         result = client.initialize(request, path=args.output, timeout=args.timeout)
-        progress = result.status.progress
-        print(f"wrote {args.output}: {progress.tensors_total} {plural(progress.tensors_total, 'tensor')}, "
-              f"{progress.bytes_total:,} bytes, sha256 {result.sha256}")  # fmt: skip
+        print(wrote_line(args.output, result.status.progress, result.sha256))
         if args.report:  # waits for the report, which the service computes after the weights
             Path(args.report).write_text(result.report.model_dump_json(indent=2))
             print(f"wrote the report to {args.report}")
@@ -113,8 +118,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def wrote_line(path: str, progress: Progress, sha256: str) -> str:
+    """What `initium init` says of the file it wrote: its tensors, bytes and sha256."""
+    tensors, size = count(progress.tensors_total, "tensor"), count(progress.bytes_total, "byte")
+    return f"wrote {path}: {tensors}, {size}, sha256 {sha256}"
+
+
 def plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
+
+
+def count(n: int, word: str) -> str:
+    """'1 tensor', '2 tensors', '1,024 bytes': a number with its noun in the number's form."""
+    return f"{n:,} {plural(n, word)}"
 
 
 def report_pending_line(status: JobStatus) -> str:
@@ -140,7 +156,8 @@ def format_report(report: Report) -> str:
         measured = "" if t.std is None else f"{t.std:.4g}"
         lines.append(f"{t.name:<32} {t.scheme:<16} {expected:>10} {measured:>10} {ks:>8}  {len(t.flags) or ''}")
     totals = report.totals
-    lines.append(f"{totals.tensors} tensors, {totals.parameters:,} parameters, sha256 {report.artifact.sha256}")
+    lines.append(f"{count(totals.tensors, 'tensor')}, {count(totals.parameters, 'parameter')}, "
+                 f"sha256 {report.artifact.sha256}")  # fmt: skip
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
@@ -180,13 +197,54 @@ def cmd_presets(args: argparse.Namespace) -> int:
         elif args.action == "show":
             if not args.target:
                 raise InputError("presets show needs a NAME or NAME@VERSION")
-            print(client.preset(args.target).model_dump_json(indent=2))
+            preset = client.preset(args.target)
+            print(preset.model_dump_json(indent=2) if args.json else format_preset(preset))
         else:
             if not args.target:
                 raise InputError("presets publish needs a PRESET.json file")
             preset = client.publish_preset(_read_json(args.target, "preset"))
             print(f"published {preset.ref}")
     return 0
+
+
+def format_preset(preset: Preset) -> str:
+    """A preset as a table: a row per rule, its index (the `[i]` in a plan's 'preset:name@v[i]'), the
+    match fields it sets, its scheme and the parameters and rule options that differ from their
+    defaults. `presets show --json` prints the whole model instead."""
+    head = [f"{preset.ref}: {preset.description}"] + ([f"changelog: {preset.changelog}"] if preset.changelog else [])
+    rows = [
+        (
+            str(i),
+            _match_text(rule.match.model_dump(exclude_none=True)),
+            rule.init.scheme,
+            _rule_options(rule.model_dump(exclude_defaults=True)),
+        )
+        for i, rule in enumerate(preset.rules)
+    ]
+    match_width = max(len("match"), *(len(r[1]) for r in rows))
+    scheme_width = max(len("scheme"), *(len(r[2]) for r in rows))
+    lines = [f"{'rule':>4}  {'match':<{match_width}}  {'scheme':<{scheme_width}}  parameters"]
+    lines += [
+        f"{i:>4}  {match:<{match_width}}  {scheme:<{scheme_width}}  {options}".rstrip()
+        for i, match, scheme, options in rows
+    ]
+    return "\n".join([*head, *lines, f"{count(len(rows), 'rule')}; for each tensor the last matching rule wins"])
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _match_text(match: dict[str, Any]) -> str:
+    """'type=linear role=weight'; an empty match matches every tensor."""
+    return " ".join(f"{k}={_compact(v)}" for k, v in match.items()) or "(every tensor)"
+
+
+def _rule_options(rule: dict[str, Any]) -> str:
+    """The scheme's parameters and the rule's own fields (fan_axes, packed) that are not their defaults."""
+    params = {k: v for k, v in rule.get("init", {}).items() if k != "scheme"}
+    fields = {k: v for k, v in rule.items() if k not in ("match", "init")}
+    return " ".join(f"{k}={_compact(v)}" for k, v in {**params, **fields}.items())
 
 
 def cmd_schemes(args: argparse.Namespace) -> int:
@@ -200,9 +258,22 @@ def cmd_schemes(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps([s.model_dump(mode="json") for s in schemes], indent=2))
     else:
-        for s in schemes:
-            print(f"{s.name:<22} {s.description.splitlines()[0] if s.description else ''}")
+        print(format_schemes(schemes, width=shutil.get_terminal_size((100, 24)).columns))
     return 0
+
+
+def scheme_summary(description: str) -> str:
+    """A scheme's summary: its docstring's first paragraph on one line. The summaries are wrapped
+    over several source lines, so the first line alone ends mid-sentence (issue 18, item 3)."""
+    return " ".join(description.split("\n\n", 1)[0].split())
+
+
+def format_schemes(schemes: list[SchemeInfo], width: int) -> str:
+    """One scheme a row: its name, then its whole summary wrapped to `width` columns (at least 60)
+    under the summary column."""
+    name_width = max((len(s.name) for s in schemes), default=0) + 2
+    wrap = textwrap.TextWrapper(width=max(width, 60), subsequent_indent=" " * name_width, break_on_hyphens=False)
+    return "\n".join(wrap.fill(f"{s.name:<{name_width}}{scheme_summary(s.description)}") for s in schemes)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -214,10 +285,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     cache = DownloadCache(root)
     if args.action == "info":
         files, size, own = cache.usage()
-        print(f"{root}: {files} files, {size / 1e6:,.1f} MB, of which {own / 1e6:,.1f} MB only the cache holds")
+        print(
+            f"{root}: {count(files, 'file')}, {size / 1e6:,.1f} MB, of which {own / 1e6:,.1f} MB only the cache holds"
+        )
     else:
         removed, freed = cache.prune(everything=args.action == "clear")
-        print(f"{root}: removed {removed} files, freed {freed / 1e6:,.1f} MB")
+        print(f"{root}: removed {count(removed, 'file')}, freed {freed / 1e6:,.1f} MB")
     return 0
 
 
@@ -283,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list, show or publish presets (platform policies)")
     p.add_argument("action", choices=["list", "show", "publish"])
     p.add_argument("target", nargs="?", help="show: NAME or NAME@VERSION; publish: a preset JSON file")
+    p.add_argument("--json", action="store_true", help="show: print the preset as JSON")
     _add_server_argument(p)
     p.set_defaults(func=cmd_presets)
     p = sub.add_parser("schemes", help="the initialization schemes, or one with its parameters")
@@ -329,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_INPUT, str(exc))
     except AuthenticationError as exc:
         return _fail(EXIT_INPUT, f"{exc}; set INITIUM_API_KEY to a key the server accepts (`initium api-key`)")
+    except ConflictError as exc:
+        # 409 "conflict" is the user's input (a preset name and version published with other rules);
+        # the other 409s (a failed job, a report that could not be computed) are the job's failure.
+        return _fail(EXIT_INPUT if exc.type == "conflict" else EXIT_FAILED, str(exc))
     except APIConnectionError as exc:
         return _fail(EXIT_UNREACHABLE, f"{exc}; is `initium serve` running there?")
     except (APIStatusError, InitiumError) as exc:

@@ -28,7 +28,9 @@ class ClientBase(Generic[H]):
     (False). Pass `http_client` to reuse a configured httpx client (tests pass the app's TestClient,
     so the real client drives the real routes in-process). `cache_dir`: where `initialize()` keeps
     verified artifacts to reuse (initium.client._cache): None for $INITIUM_CACHE_DIR or
-    ~/.cache/initium/artifacts, False for no cache.
+    ~/.cache/initium/artifacts, False for no cache. `cache_max_bytes`: the cap on the bytes only the
+    cache holds, least recently used entries evicted first: None for $INITIUM_CACHE_MAX_BYTES or
+    10 GB, 0 or "none" for no cap, an int or a string such as "20GB" or "500MiB" (ValueError else).
     """
 
     http_class: type[H]
@@ -44,9 +46,11 @@ class ClientBase(Generic[H]):
         progress: bool | None = None,
         http_client: H | None = None,
         cache_dir: str | Path | Literal[False] | None = None,
+        cache_max_bytes: int | str | None = None,
     ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval, cache_dir)
-        self.cache = DownloadCache(self.settings.cache_dir) if self.settings.cache_dir else None
+        self.settings = Settings.resolve(base_url, api_key, timeout, retry, poll_interval, cache_dir, cache_max_bytes)
+        root, cap = self.settings.cache_dir, self.settings.cache_max_bytes
+        self.cache = DownloadCache(root, cap) if root else None
         self.base_url = self.settings.base_url
         self.progress = progress
         self._owns_http = http_client is None

@@ -10,10 +10,18 @@ instead of downloaded again.
 A download to the caller's own path is hard-linked into the cache when the two share a filesystem.
 "Intact" is checked without re-hashing: next to each file a stamp records its sha256 and the
 (size, mtime_ns, inode) it had once verified. Any write through the path changes the stamp's
-figures, and such an entry is downloaded again instead of served. Nothing is evicted on its own
-(as with huggingface_hub): `initium cache prune` removes what only the cache still holds, the cache
-is plain files (`rm -r` is safe at any time), and `INITIUM_CACHE_DIR=off` or
-`Client(cache_dir=False)` turns it off.
+figures, and such an entry is downloaded again instead of served.
+
+The cache is capped (issue 18 item 5; huggingface_hub leaves its cache to grow, and its users ask
+for exactly this): after each `remember`, the least recently used entries (an entry is one
+`<sha256>/` folder; used = remembered or reused, the time kept as its stamps' mtime, which a reuse
+sets, so filesystem atime and noatime mounts play no part) are evicted until the bytes only the
+cache holds are at most `INITIUM_CACHE_MAX_BYTES` (default 10 GB; `Client(cache_max_bytes=...)`;
+0 or "none" for no cap). A file hard-linked from a caller's path costs no disk of its own, so it
+is neither counted nor evicted. Never evicted: the entry just remembered, and a file some client is
+still writing (a `.partial`, or a file not yet stamped). `initium cache prune` removes everything
+only the cache holds, the cache is plain files (`rm -r` is safe at any time), and
+`INITIUM_CACHE_DIR=off` or `Client(cache_dir=False)` turns it off.
 """
 
 from __future__ import annotations
@@ -21,14 +29,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import stat
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from initium.client._fetch import Fetch
 
 CACHE_ENV = "INITIUM_CACHE_DIR"
+CACHE_MAX_ENV = "INITIUM_CACHE_MAX_BYTES"
+DEFAULT_CACHE_MAX_BYTES = 10_000_000_000  # 10 GB (issue 18 item 5)
 _OFF = ("", "0", "off", "false", "no", "none")
+_SIZE = re.compile(r"(\d+(?:_\d+)*)\s*(|b|kb|mb|gb|tb|kib|mib|gib|tib)")
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def default_cache_dir() -> Path | None:
@@ -40,11 +57,46 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "initium" / "artifacts"
 
 
-class DownloadCache:
-    """Verified files under `root/<main sha256>/<name>`, each with a `.<name>.stamp` beside it."""
+def resolve_cache_max_bytes(value: int | str | None = None) -> int | None:
+    """The cache's cap in bytes: `value` (the clients' `cache_max_bytes`), else $INITIUM_CACHE_MAX_BYTES,
+    else DEFAULT_CACHE_MAX_BYTES; None (no cap) for 0 or "none"/"off". A string may carry a unit:
+    "10GB" (10**9), "500MiB" (2**20); underscores group digits. ValueError names the setting and the
+    accepted forms."""
+    source = "cache_max_bytes"
+    if value is None:
+        source, value = CACHE_MAX_ENV, os.environ.get(CACHE_MAX_ENV) or DEFAULT_CACHE_MAX_BYTES  # "" = unset
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value or None
+    text = value.strip().lower() if isinstance(value, str) else "-"
+    if text in _OFF:
+        return None
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{source}={value!r} is not a size: give bytes (10000000000), a size with a unit "
+            '(10GB, 500MiB), or 0 / "none" for no cap'
+        )
+    return int(match[1]) * _UNITS[match[2]] or None
 
-    def __init__(self, root: Path) -> None:
+
+@dataclass
+class _Entry:
+    """One `<sha256>/` folder as eviction sees it: when last used and what evicting it frees."""
+
+    folder: Path
+    used_ns: int = 0  # the newest stamp's mtime (ns since the epoch)
+    evictable: list[tuple[Path, int, int]] = field(default_factory=list)  # (file, size, its stamp's mtime_ns)
+
+
+class DownloadCache:
+    """Verified files under `root/<main sha256>/<name>`, each with a `.<name>.stamp` beside it.
+
+    `max_bytes`: the cap on the bytes only the cache holds (see the module docstring); None for none.
+    """
+
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = root
+        self.max_bytes = max_bytes
 
     def folder(self, main_sha256: str) -> Path | None:
         """The artifact's folder in the cache, created; None when the cache cannot take it (then the
@@ -61,6 +113,7 @@ class DownloadCache:
         cached, sha256, target = fetch.cached, fetch.sha256, fetch.target
         if cached is None or not self._intact(cached, sha256):
             return False
+        _touch(self._stamp(cached))  # used now: the last to be evicted
         if target != cached:
             partial = _partial(target)
             try:
@@ -89,10 +142,64 @@ class DownloadCache:
             st = path.stat()
             stamp = {"sha256": fetch.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
             stamp_partial.write_text(json.dumps(stamp))
+            _touch(stamp_partial)  # the clock's ns, not the filesystem's coarser write time
             stamp_partial.replace(self._stamp(path))
         except OSError:
             _discard(stamp_partial)
         _discard(link)
+        with contextlib.suppress(OSError):  # best effort too: the next `remember` tries again
+            self.evict(keep=path.parent)
+
+    def evict(self, keep: Path | None = None) -> tuple[int, int]:
+        """Evict least recently used entries, never the folder `keep`, until the bytes only the cache
+        holds are at most `max_bytes` (or nothing more may go): (files removed, bytes freed).
+        Only stamped files held by no other path go; a stamp used again since the scan keeps its file."""
+        if self.max_bytes is None:
+            return 0, 0
+        own, entries = self._scan()
+        removed = freed = 0
+        for entry in sorted(entries, key=lambda e: e.used_ns):
+            if own - freed <= self.max_bytes:
+                break
+            if entry.folder == keep:
+                continue
+            for path, size, used_ns in entry.evictable:
+                with contextlib.suppress(OSError):
+                    if self._stamp(path).stat().st_mtime_ns != used_ns:
+                        continue  # reused or remembered anew by another client meanwhile
+                    self._stamp(path).unlink()  # first: a concurrent reuse then sees no intact entry
+                    path.unlink()
+                    removed, freed = removed + 1, freed + size
+        return removed, freed
+
+    def _scan(self) -> tuple[int, list[_Entry]]:
+        """(bytes only the cache holds, every entry with its recency and what evicting it frees)."""
+        own, entries = 0, []
+        for folder in self.root.iterdir():
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue  # `.live/`: parts being written
+            entry = _Entry(folder)
+            try:
+                children = list(folder.iterdir())
+            except OSError:  # removed meanwhile (another client's prune)
+                continue
+            for path in children:
+                if path.name.startswith("."):  # stamps, and `.partial` files being written
+                    continue
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                own += st.st_size if st.st_nlink == 1 and stat.S_ISREG(st.st_mode) else 0
+                try:  # no stamp: not yet verified (being written) or dropped; `prune` removes it
+                    used_ns = self._stamp(path).stat().st_mtime_ns
+                except OSError:
+                    continue
+                entry.used_ns = max(entry.used_ns, used_ns)
+                if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+                    entry.evictable.append((path, st.st_size, used_ns))
+            entries.append(entry)
+        return own, entries
 
     def usage(self) -> tuple[int, int, int]:
         """(files, bytes, bytes only the cache holds): a file hard-linked from a caller's path costs
@@ -137,6 +244,13 @@ class DownloadCache:
 def _partial(path: Path) -> Path:
     """A temporary name beside `path`, unique per process and call (clients may share a cache)."""
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+
+
+def _touch(path: Path) -> None:
+    """Mark `path` used now (its mtime; atime is unreliable under noatime/relatime)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):
+        os.utime(path, ns=(now, now))
 
 
 def _discard(path: Path) -> None:

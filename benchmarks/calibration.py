@@ -1,12 +1,13 @@
 """The report's per-tensor flags, calibrated (issue 15, item 5), as docs/calibration.md.
 
-    .venv/bin/python benchmarks/calibration.py [--seeds-per-row 8] [--jobs 120] [--power-jobs 50] [--out PATH]
+    .venv/bin/python benchmarks/calibration.py [--seeds-per-row 8] [--jobs 120] [--power-jobs 50] [--out PATH] [--keep]
     .venv/bin/python -m benchmarks.calibration   (the same)
 
 False flags: jobs of correctly drawn tensors, run in this process by local mode (Client.local(), the
 service's own plan, job run and report): every row of the conformance matrix (tests/client/conformance.py)
 over several seeds, and plain MLP and CNN jobs of random shapes, presets and seeds (some MLPs with
 LSUV). A job with any per-tensor flag counts as a false flag. The issue asks for at most 1%.
+Local mode's store is a temporary folder, removed at the end unless --keep.
 
 Power: an MLP whose 100 x 100 weight (10,000 values) is drawn with a 5% scale error, by the worker's
 own steps (materialize, then summarize.report.tensor_stats with the job's tensor count), for normal,
@@ -23,7 +24,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: `tests` and `benchmarks` are packages at the root
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._scratch import add_keep_argument, scratch  # noqa: E402
 from benchmarks.conformance import _commit, _versions  # noqa: E402
 from initium.client import Client  # noqa: E402
 from initium.schemas import InitRequest  # noqa: E402
@@ -83,16 +84,21 @@ def _law(scheme: str) -> str:
     return scheme.split(":")[0]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds-per-row", type=int, default=8, help="jobs per conformance row")
     parser.add_argument("--jobs", type=int, default=120, help="MLP jobs, and as many CNN jobs")
     parser.add_argument("--power-jobs", type=int, default=50, help="per law and sign of the scale error")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "calibration.md")
-    args = parser.parse_args()
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     started = time.monotonic()
     rng = random.Random(15)  # the issue's number: the same jobs on every run
-    false_flags = run_false_flag_jobs(rng, args.seeds_per_row, args.jobs)
+    false_flags = run_false_flag_jobs(rng, args.seeds_per_row, args.jobs, args.keep)
     power = {
         (law, factor): power_jobs(law, factor, args.power_jobs, rng) for law in POWER_PRESETS for factor in (0.95, 1.05)
     }
@@ -108,10 +114,11 @@ def main() -> int:
 # -- false flags ----------------------------------------------------------------------------------
 
 
-def run_false_flag_jobs(rng: random.Random, seeds_per_row: int, jobs: int) -> dict[str, Tally]:
-    """Every group's jobs through local mode in a fresh store; group name -> tally."""
+def run_false_flag_jobs(rng: random.Random, seeds_per_row: int, jobs: int, keep: bool = False) -> dict[str, Tally]:
+    """Every group's jobs through local mode in a fresh store (removed at the end unless `keep`);
+    group name -> tally."""
     groups = {"conformance matrix": Tally(), "MLP": Tally(), "CNN": Tally()}
-    with tempfile.TemporaryDirectory(prefix="initium-calibration-") as data_dir:
+    with scratch("initium-calibration-", keep) as data_dir:
         client = Client.local(data_dir, device="cpu")
         for row in c.ROWS:
             for seed in (rng.randrange(2**31) for _ in range(seeds_per_row)):

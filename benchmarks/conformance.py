@@ -1,11 +1,12 @@
 """The conformance matrix (issue 13, item 7) as docs/conformance.md: the checks of
 tests/client/test_conformance.py, row by row, through the real client against the real app.
 
-    .venv/bin/python benchmarks/conformance.py [--out docs/conformance.md]
+    .venv/bin/python benchmarks/conformance.py [--out docs/conformance.md] [--keep]
     .venv/bin/python -m benchmarks.conformance   (the same)
 
 It documents: a failing row is written with its reasons and the script still exits 0; the summary
-on stdout says how many rows conform. The embedded worker logs each job to stderr.
+on stdout says how many rows conform. The embedded worker logs each job to stderr. The service's
+store and the client's download cache live in one temporary folder, removed at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: `tests` is a package at the repository root
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._scratch import add_keep_argument, scratch  # noqa: E402
 from tests.client import conformance as c  # noqa: E402
 
 EXCLUDED = (
@@ -59,12 +60,17 @@ class Result:
         return self.load is not None and self.laws is not None and not self.load.problems + self.laws.problems
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "conformance.md")
-    args = parser.parse_args()
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     started = time.monotonic()
-    with _client() as client:
+    with _client(args.keep) as client:
         results = [_run(row, client) for row in c.ROWS]
     total = time.monotonic() - started
     args.out.write_text(_document(results, total))
@@ -77,10 +83,11 @@ def main() -> int:
 
 
 @contextmanager
-def _client() -> Iterator[Client]:
-    """The real app with its real worker, as tests/conftest.py builds it, and the real client on it."""
-    with tempfile.TemporaryDirectory(prefix="initium-conformance-") as data_dir:
-        settings = Settings(data_dir=Path(data_dir), device="cpu", max_parameters=50_000_000)
+def _client(keep: bool = False) -> Iterator[Client]:
+    """The real app with its real worker, as tests/conftest.py builds it, and the real client on it;
+    the store and the client's download cache in one scratch folder (removed unless `keep`)."""
+    with scratch("initium-conformance-", keep) as folder:
+        settings = Settings(data_dir=folder / "data", device="cpu", max_parameters=50_000_000)
         with TestClient(create_app(settings)) as http:
             deadline = time.monotonic() + 60
             while http.get("/readyz").status_code != 200:
@@ -88,7 +95,8 @@ def _client() -> Iterator[Client]:
                     raise SystemExit("the service did not become ready")
                 time.sleep(0.1)
             # Starlette's TestClient is an httpx2.Client, which the client drives as it drives an httpx.Client.
-            yield Client(http_client=http, poll_interval=0.02)  # type: ignore[arg-type]
+            # cache_dir in the folder: not the user's ~/.cache/initium/artifacts (issue 18, item 6).
+            yield Client(http_client=http, poll_interval=0.02, cache_dir=folder / "client-cache")  # type: ignore[arg-type]
 
 
 def _run(row: c.Row, client: Client) -> Result:

@@ -1,6 +1,6 @@
 """End to end against what users do today: request -> verified safetensors fsync'd on the client's disk.
 
-    .venv/bin/python -m benchmarks.e2e [--models mlp gpt2 llama-1.1b] [--runs 5] [--device auto]
+    .venv/bin/python -m benchmarks.e2e [--models mlp gpt2 llama-1.1b] [--runs 5] [--device auto] [--keep]
 
 The protocol of issue 17 (item 1), for each model, in the same run:
   baseline  the model built with its framework's own init and saved, in its own fresh process,
@@ -45,7 +45,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -54,6 +53,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks._scratch import add_keep_argument, scratch
 from benchmarks._serve import free_port, wait_ready
 from benchmarks.llama7b import LLAMA_7B, descendants, peak_rss_mb
 
@@ -324,7 +324,7 @@ def stream_note(s: dict[str, float | None]) -> str:
             f"{at('last_began')} and {at('worker_written')}: {verdict}")  # fmt: skip
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["mlp", "gpt2", "llama-1.1b"],
                         choices=["mlp", *HF])  # fmt: skip
@@ -332,20 +332,25 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--port", type=int, default=0, help="the service's loopback port (default: a free one)")
     parser.add_argument("--disk-gib", type=float, default=4.0, help="size of the disk write measurement")
-    args = parser.parse_args()
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     cores, machine, python = os.cpu_count(), platform.machine(), platform.python_version()
     print(f"machine: {cores} cores, {machine}, {ram_mb / 1024:.1f} GiB; python {python}; {load()}")
-    with tempfile.TemporaryDirectory(prefix="initium-e2e-disk-") as tmp:
-        disk = disk_write_gbps(Path(tmp), args.disk_gib)
+    with scratch("initium-e2e-disk-", args.keep) as tmp:
+        disk = disk_write_gbps(tmp, args.disk_gib)
     print(f"disk sequential write (fsync'd, {args.disk_gib:g} GiB): {disk:.2f} GB/s")
     print(f"{'model':<11} {'run':<13} {'seconds':>8} {'peak RSS MB':>12} {'ratio':>8}  notes")
     for model in args.models:
-        with tempfile.TemporaryDirectory(prefix=f"initium-e2e-{model}-") as tmp:
-            ours = run_initium(request_for(model), Path(tmp), args)
+        with scratch(f"initium-e2e-{model}-", args.keep) as tmp:  # one model's files at a time on the disk
+            ours = run_initium(request_for(model), tmp, args)
             needs_mb = ours["bytes"] / 2**20 * 2.2  # the model, plus what saving it holds beside it
             theirs = (
-                run_baseline(model, Path(tmp), args.runs)
+                run_baseline(model, tmp, args.runs)
                 if needs_mb < ram_mb
                 else (f"not run: needs about {needs_mb / 1024:.0f} GiB, this machine has {ram_mb / 1024:.0f} GiB")
             )

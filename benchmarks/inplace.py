@@ -1,6 +1,6 @@
 """In place in the training process: `initialize_` against transformers' own init (issue 17, item 2).
 
-    .venv/bin/python -m benchmarks.inplace [--runs 5] [--data-dir DIR]
+    .venv/bin/python -m benchmarks.inplace [--runs 5] [--data-dir DIR] [--keep]
 
 Each measurement is its own fresh python process, as a training job meets the call: torch,
 transformers and initium.client are imported before the clock starts; everything after is timed,
@@ -17,7 +17,8 @@ use after installation does. Rows, each the median of --runs processes (seeds 0.
 Peak RSS is the process's ru_maxrss; "after imports" is its resident set when the clock starts, so
 the difference is what the measured step itself added. "CPU s" is the step's user + system time
 over all its threads (median), a check on the wall times when the machine is not quiet. The
-target (issue 17): initium meta at most 0.6 of transformers.
+target (issue 17): initium meta at most 0.6 of transformers. initialize_'s data_dir is --data-dir,
+or a temporary folder the run's processes share, removed at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from benchmarks._scratch import add_keep_argument, scratch
 
 KINDS = ("transformers", "initium meta", "initium cpu")
 TARGET = 0.6
@@ -104,23 +107,35 @@ def versions() -> str:
     return f"torch {torch.__version__}, transformers {transformers.__version__}, numba {numba.__version__}"
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="processes per row (median); seeds 0..runs-1")
-    parser.add_argument("--data-dir", help="initialize_'s data_dir (default: Client.local()'s)")
+    parser.add_argument("--data-dir", help="initialize_'s data_dir (kept; default: a temporary one)")
+    add_keep_argument(parser)
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.seed, args.data_dir)))
         return 0
+    # Not Client.local()'s default (~/.cache/initium/local): a benchmark leaves nothing behind (issue 18).
+    with scratch("initium-inplace-", args.keep, given=args.data_dir) as data_dir:
+        return run(args.runs, str(data_dir))
+
+
+def run(runs: int, data_dir: str) -> int:
+    """The warm-up, then `runs` interleaved processes per row, each with initialize_(data_dir=data_dir)."""
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}; python {platform.python_version()}; {versions()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    spawn("initium meta", 0, args.data_dir)  # the warm-up: fills numba's on-disk cache; not counted
+    spawn("initium meta", 0, data_dir)  # the warm-up: fills numba's on-disk cache; not counted
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    for seed in range(args.runs):  # interleaved, so a burst of load on the machine hits every row alike
+    for seed in range(runs):  # interleaved, so a burst of load on the machine hits every row alike
         for kind in KINDS:
-            rows[kind].append(spawn(kind, seed, args.data_dir))
+            rows[kind].append(spawn(kind, seed, data_dir))
     base = statistics.median(r["seconds"] for r in rows["transformers"])
     print(f"{'run':<14} {'median s':>9} {'min s':>7} {'max s':>7} {'CPU s':>6} {'peak RSS MB':>12} "
           f"{'after imports':>14} {'/transformers':>14}  notes")  # fmt: skip

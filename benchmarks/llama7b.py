@@ -1,11 +1,12 @@
 """A 7B-parameter Llama-shaped decoder in bfloat16 through the real service, with each process's peak RSS.
 
-    .venv/bin/python -m benchmarks.llama7b [--data-dir DIR] [--broker redis://127.0.0.1:6379/0]
+    .venv/bin/python -m benchmarks.llama7b [--data-dir DIR] [--broker redis://127.0.0.1:6379/0] [--keep]
 
 Starts `initium serve` on a free loopback port (embedded worker by default; with --broker, the
 API alone plus one `initium worker`, which needs a running redis-server), submits the request,
 waits, checks the file's sha256 and header, and prints the wall time and the peak resident set
-size (VmHWM, the kernel's own high-water mark) of every initium process. Llama-2-7B's shapes:
+size (VmHWM, the kernel's own high-water mark) of every initium process. The store (a temporary folder
+unless --data-dir names one) is removed when the run ends, unless --keep. Llama-2-7B's shapes:
 vocab 32000, d_model 4096, 32 layers, 32 heads, MLP 11008 (SwiGLU), RMSNorm, no biases,
 untied lm_head: 6,738,415,616 parameters, 13.5 GB in bfloat16.
 """
@@ -20,13 +21,13 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks._scratch import add_keep_argument, scratch
 from benchmarks._serve import free_port, ready_report, wait_ready
 
 LLAMA_7B: dict[str, Any] = {
@@ -60,13 +61,25 @@ def descendants(pid: int) -> list[int]:
     return children + [g for c in children for g in descendants(c)]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory (removed)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the store (kept); default: a temporary one, removed unless --keep")  # fmt: skip
     parser.add_argument("--broker", default=None, help="run the API + one Celery worker on this broker")
     parser.add_argument("--timeout", type=float, default=3600)
-    args = parser.parse_args()
-    data = args.data_dir or Path(tempfile.mkdtemp(prefix="initium-7b-"))
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    # The 13.5 GB store goes when the run ends, a failed or interrupted one too (issue 18, item 6).
+    with scratch("initium-7b-", args.keep, given=args.data_dir) as data:
+        return run(args, data)
+
+
+def run(args: argparse.Namespace, data: Path) -> int:
+    """Serve from `data`, generate the model, verify it and print the figures; the exit status."""
     initium = str(Path(sys.executable).parent / "initium")
     port = free_port()
     env = {**os.environ, "INITIUM_DEVICE": os.environ.get("INITIUM_DEVICE", "auto")}

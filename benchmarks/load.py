@@ -1,6 +1,6 @@
 """Load: many concurrent clients against a loopback service, every job checked to its sha256.
 
-    .venv/bin/python -m benchmarks.load [--clients 32] [--requests 2000] [--distinct 400] [--url URL]
+    .venv/bin/python -m benchmarks.load [--clients 32] [--requests 2000] [--distinct 400] [--url URL] [--keep]
 
 Starts `initium serve` on a free port (or uses --url), then `--clients` asyncio tasks share
 `--requests` requests drawn from `--distinct` small specs (MLPs and convnets of varied sizes,
@@ -8,6 +8,7 @@ schemes, seeds and dtypes), so some are new jobs and some are cache hits, as a p
 is. Each request is the client's whole path: submit, wait, download with sha256 verification,
 and latency is measured over that. It prints errors (must be 0), lost jobs (submitted but never
 succeeded: must be 0), p50/p99/max latency and throughput, and exits non-zero when anything failed.
+Its folder (the service's store and the downloads) is removed at the end, unless --keep.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks._scratch import add_keep_argument, scratch
 from benchmarks._serve import free_port, wait_ready
 from initium.client import AsyncClient, RetryPolicy
 
@@ -81,13 +82,13 @@ async def one(client: AsyncClient, body: dict[str, Any], folder: Path, n: int) -
     return time.perf_counter() - started
 
 
-async def run(url: str, clients: int, requests: int, distinct: int) -> dict[str, Any]:
+async def run(url: str, clients: int, requests: int, distinct: int, folder: Path) -> dict[str, Any]:
+    """The whole load against `url`, each download written into `folder` and removed once verified."""
     latencies: list[float] = []
     errors: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(requests):
         queue.put_nowait(n)
-    folder = Path(tempfile.mkdtemp(prefix="initium-load-"))
 
     async def worker() -> None:
         # cache_dir=False: 32 independent pipelines, each downloading what it asks for (no shared client cache)
@@ -108,29 +109,47 @@ async def run(url: str, clients: int, requests: int, distinct: int) -> dict[str,
     return {"latencies": latencies, "errors": errors, "wall": wall, "lost": sum(s != "succeeded" for s in states)}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--distinct", type=int, default=400)
     parser.add_argument("--url", default=None, help="a running service (default: start one here)")
-    args = parser.parse_args()
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    with scratch("initium-load-", args.keep) as folder:  # the store and downloads, gone at the end (issue 18)
+        result = serve_and_run(args, folder)
+    return report(args, result)
+
+
+def serve_and_run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The load against --url, or against a service started here on `folder`/data and stopped after."""
     server = None
     url = args.url
     if url is None:
         port = free_port()
-        data = tempfile.mkdtemp(prefix="initium-load-data-")
         initium = str(Path(sys.executable).parent / "initium")
-        server = subprocess.Popen([initium, "serve", "--port", str(port), "--data-dir", data],
+        server = subprocess.Popen([initium, "serve", "--port", str(port), "--data-dir", str(folder / "data")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
     try:
-        result = asyncio.run(run(url, args.clients, args.requests, args.distinct))
+        if server is not None:
+            wait_ready(url)  # inside the try: a service that never gets ready is stopped too
+        downloads = folder / "downloads"
+        downloads.mkdir()
+        return asyncio.run(run(url, args.clients, args.requests, args.distinct, downloads))
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
+
+
+def report(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Print the figures of `run`'s result; the exit status (1 when any request failed or was lost)."""
     lat = sorted(result["latencies"])
     q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [0.0] * 99
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}; {args.clients} clients, {args.requests} requests "

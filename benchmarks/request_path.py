@@ -11,6 +11,7 @@ process, with a profile hook on every thread, and counts:
 
     .venv/bin/python -m benchmarks.request_path            # this tree
     .venv/bin/python -m benchmarks.request_path --old      # the flat layout before issue 14, from a checkout of it
+    .venv/bin/python -m benchmarks.request_path --keep     # keep the job store (removed by default)
 
 Written for issue 14's closing note ("the number of modules a request crosses, before and after").
 """
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks._scratch import add_keep_argument, scratch
 from benchmarks._serve import readme_mlp
 
 STAGES = ["api", "jobs", "plan", "materialize", "summarize", "model", "write", "pipeline"]
@@ -130,18 +131,23 @@ def run_worker(old: bool, client: Any, settings: Any, job_id: str) -> None:
     Worker(client.app.state.store, torch.device("cpu")).run_pending()
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", action="store_true", help="map modules with the flat layout before issue 14")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_request(args.old, seed=1, data_dir=Path(tmp))  # warm-up: imports and first-use caches
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    with scratch("initium-request-path-", args.keep) as tmp:
+        run_request(args.old, seed=1, data_dir=tmp)  # warm-up: imports and first-use caches
         global TRACER
         tracer = TRACER = Tracer()
         threading.setprofile(tracer)
         sys.setprofile(tracer)
         try:
-            run_request(args.old, seed=2, data_dir=Path(tmp))
+            run_request(args.old, seed=2, data_dir=tmp)
         finally:
             sys.setprofile(None)
             threading.setprofile(None)  # type: ignore[arg-type]

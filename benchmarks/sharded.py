@@ -1,7 +1,7 @@
 """Sharded in place: time and peak memory per rank, and whose values survive a change of layout
 (issue 17, item 3; the figures in docs/sharded-init.md).
 
-    .venv/bin/python -m benchmarks.sharded [--worlds 1,2,4] [--data-dir DIR]
+    .venv/bin/python -m benchmarks.sharded [--worlds 1,2,4] [--data-dir DIR] [--keep]
 
 One torch.multiprocessing launch of W gloo processes on cpu (a FileStore rendezvous, no port) per
 (world size, method). Each rank builds the default GPT2LMHeadModel(GPT2Config()) (124M parameters)
@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import resource
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+
+from benchmarks._scratch import add_keep_argument, scratch
 
 METHODS = ("initium", "initium full tensors", "torch full-draw")
 
@@ -211,29 +212,39 @@ def _rank(rank: int, world: int, method: str, store: str, out: str, data_dir: st
         dist.destroy_process_group()
 
 
-def run(world: int, method: str, data_dir: str) -> list[dict[str, Any]]:
-    """One launch: each rank's measurements."""
+def run(world: int, method: str, data_dir: str, keep: bool = False) -> list[dict[str, Any]]:
+    """One launch: each rank's measurements (its rendezvous file and results in a scratch folder)."""
     os.environ["NUMBA_NUM_THREADS"] = "1"  # read by the children: one thread per rank (see above)
-    with tempfile.TemporaryDirectory(prefix="sharded-bench-") as tmp:
-        args = (world, method, str(Path(tmp, "store")), tmp, data_dir)
+    with scratch("sharded-bench-", keep) as tmp:
+        args = (world, method, str(tmp / "store"), str(tmp), data_dir)
         mp.spawn(_rank, args=args, nprocs=world, join=True)  # type: ignore[attr-defined, no-untyped-call]
         return [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worlds", default="1,2,4")
-    parser.add_argument("--data-dir", default=None, help="local mode's data dir (default: a temporary one)")
-    args = parser.parse_args()
+    parser.add_argument("--data-dir", default=None, help="local mode's data dir (kept; default: a temporary one)")
+    add_keep_argument(parser)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="sharded-bench-data-")
+    with scratch("sharded-bench-data-", args.keep, given=args.data_dir) as data_dir:
+        measure_all(args.worlds, str(data_dir), args.keep)
+
+
+def measure_all(worlds: str, data_dir: str, keep: bool) -> None:
+    """Every (world size, method) launch of `worlds` ("1,2,4"), printed as the markdown tables."""
     print(f"torch {torch.__version__}, {os.cpu_count()} cpus, GPT-2 small under FSDP2, gloo on cpu")
     print("| W | method | s (slowest rank) | CPU s (max rank) | peak MiB (max rank) | shard MiB (max rank) |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     extras: dict[int, list[dict[str, Any]]] = {}
-    for world in [int(w) for w in args.worlds.split(",")]:
+    for world in [int(w) for w in worlds.split(",")]:
         for method in METHODS:
-            ranks = run(world, method, data_dir)
+            ranks = run(world, method, data_dir, keep)
             seconds = max(r["gpt2"]["seconds"] for r in ranks)
             cpu = max(r["gpt2"]["cpu_s"] for r in ranks)
             peak = max(r["gpt2"]["peak_mib"] for r in ranks)

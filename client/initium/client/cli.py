@@ -47,6 +47,7 @@ from initium.client._errors import (
 from initium.client._request import build_request
 from initium.schemas.catalog import SchemeInfo
 from initium.schemas.job import JobStatus, Progress
+from initium.schemas.locations import NO_INPUT, json_path
 from initium.schemas.plan import Plan
 from initium.schemas.presets import Preset
 from initium.schemas.report import Report
@@ -79,7 +80,8 @@ def load_request(args: argparse.Namespace) -> InitRequest:
         return build_request(body, seed=args.seed, dtype=args.dtype)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = json_path(first["loc"], body, first.get("input", NO_INPUT), missing=first["type"] == "missing")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         raise InputError(f"{where}: {first['msg']}") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -29,10 +30,24 @@ class Match(WireModel):
     """What a rule applies to; every given field must match, an empty match matches every parameter."""
 
     type: ParameterizedType | None = Field(None, description="module type, e.g. 'linear'")
-    role: ParamRole | None = Field(None, description="'weight', 'bias', or a gate or projection role")
+    # A list narrows to tensors that have every role in it: {"type": "lstm", "role": ["recurrent",
+    # "weight"]} is weight_hh without bias_hh (issue 18); one string keeps its bytes and request id.
+    role: ParamRole | Annotated[list[ParamRole], Field(min_length=1, max_length=8)] | None = Field(
+        None, description="'weight', 'bias', a gate or projection role, or a list: the tensor has every role in it"
+    )
     name: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
         None, description="fnmatch glob over the full tensor name, e.g. 'blocks.*.fc2.weight'"
     )
+
+    def roles(self) -> tuple[str, ...]:
+        """The roles a tensor needs, all of them, to match (empty: any tensor)."""
+        if self.role is None:
+            return ()
+        return (self.role,) if isinstance(self.role, str) else tuple(self.role)
+
+    def matches_roles(self, roles: Collection[str]) -> bool:
+        """Whether a tensor with `roles` (e.g. ('bias', 'recurrent') for bias_hh) has every role asked for."""
+        return all(role in roles for role in self.roles())
 
 
 class FanAxes(WireModel):

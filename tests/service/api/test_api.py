@@ -107,7 +107,7 @@ def test_plan_endpoint_generates_nothing(app_client: TestClient, mlp_request: di
 @pytest.mark.parametrize(
     ("mutate", "loc"),
     [
-        (lambda r: r["spec"]["modules"][0].update(in_features=-3), ["spec", "modules", 0, "linear", "in_features"]),
+        (lambda r: r["spec"]["modules"][0].update(in_features=-3), ["spec", "modules", 0, "in_features"]),
         (lambda r: r["spec"]["modules"][0].update(type="linearr"), ["spec", "modules", 0]),
         (lambda r: r.update(dtype="int8"), ["dtype"]),
         (lambda r: r["policy"]["rules"][0]["init"].update(scheme="kaiming"), ["policy", "rules", 0, "init"]),
@@ -128,7 +128,7 @@ def test_invalid_requests_are_422_naming_the_field(
 def test_negative_in_features_message(app_client: TestClient, mlp_request: dict[str, Any]) -> None:
     mlp_request["spec"]["modules"][0]["in_features"] = -1
     error = _assert_error(app_client.post("/v1/initializations", json=mlp_request), 422, "validation_error")
-    assert error["message"] == "spec.modules[0].linear.in_features: Input should be greater than 0 (got -1)"
+    assert error["message"] == "spec.modules[0].in_features: Input should be greater than 0 (got -1)"
 
 
 def test_uncovered_parameters_are_refused_at_submit(app_client: TestClient, mlp_request: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from initium.schemas.errors import ErrorBody, ErrorInfo
+from initium.schemas.locations import NO_INPUT, json_path
 from initium.service import errors as e
 from initium.service.api.live import LiveStreamEnded
 
@@ -117,12 +118,13 @@ def error_response(
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-def describe_validation_error(errors: Sequence[Any]) -> tuple[str, list[str | int]]:
-    """The first pydantic error as 'spec.modules[0].linear.in_features: <what> (got <input>)'."""
+def describe_validation_error(errors: Sequence[Any], body: Any = None) -> tuple[str, list[str | int]]:
+    """The first pydantic error as 'spec.modules[0].in_features: <what> (got <input>)'; `loc` is the
+    field's JSON path in `body`, the union tags pydantic adds ('tree', 'linear') left out (issue 18)."""
     first = errors[0]
-    loc = [part for part in first["loc"] if part != "body"]
-    if loc[:1] == ["spec"] and loc[1:2] in (["tree"], ["manifest"]):
-        del loc[1]  # the spec form's union tag: not part of the JSON path
+    loc = list(first["loc"])
+    if loc[:1] == ["body"]:
+        loc = json_path(loc[1:], body, first.get("input", NO_INPUT), missing=first["type"] == "missing")
     shown = [p if isinstance(p, int) else shorten(str(p)) for p in loc]  # a key can be any size
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".") or "body"
     if first["type"] == "extra_forbidden":
@@ -153,7 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if errors and errors[0]["type"] == "json_invalid":  # FastAPI's JSONDecodeError: loc is an offset
             return error_response(400, "invalid_json", _json_error(exc.body, errors[0]))
-        message, loc = describe_validation_error(errors)
+        message, loc = describe_validation_error(errors, exc.body)
         return error_response(422, "validation_error", message, loc)
 
     @app.exception_handler(StarletteHTTPException)

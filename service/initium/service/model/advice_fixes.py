@@ -89,7 +89,7 @@ def _matches(r: Rule, t: PlannedTensor) -> bool:
     m = r.match
     return (
         (m.type is None or m.type == t.module_type)
-        and (m.role is None or m.role in t.roles)
+        and m.matches_roles(t.roles)
         and (m.name is None or fnmatchcase(t.name, m.name))
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -187,14 +188,23 @@ def _resolve(block: Block, leaf: Leaf, lt: LayerTensor, follower: str | None, ct
         dist = resolve(init, geometry)
     except SchemeNotApplicableError as exc:
         raise RequestInvalidError(
-            f"rule {labeled.label} cannot initialize {block.label}: {exc}; narrow the rule's match "
-            '(e.g. add "role": "weight") or pick another scheme',
+            f"rule {labeled.label} cannot initialize {block.label}: {exc}; {_narrowing(labeled, block.roles)}",
             (*labeled.loc, "init"),
         ) from None
     # Fields are named as the rule gives them (auto's choice has none the request could change).
     at = (labeled.rule.init, (*labeled.loc, "init"), f"rule {labeled.label} on {block.label}")
     check_law(dist, "int64" if lt.integer else ctx.request.dtype, math.prod(block.shape), *at)
     return Resolution(labeled, fans, init, reason, dist)
+
+
+def _narrowing(labeled: LabeledRule, roles: tuple[str, ...]) -> str:
+    """Advice that works (issue 18): a request's rule that fired on a non-weight, e.g. bias_hh under
+    {"type": "lstm", "role": "recurrent"}, narrows to weights by adding the role; match takes a list."""
+    match, wanted = labeled.rule.match, labeled.rule.match.roles()
+    if labeled.loc[:2] != ("policy", "rules") or "weight" in roles or "weight" in wanted:
+        return "narrow the rule's match or pick another scheme"
+    narrowed = match.model_dump(mode="json", exclude_none=True) | {"role": [*wanted, "weight"] if wanted else "weight"}
+    return f"narrow the rule's match to {json.dumps(narrowed)} or pick another scheme"
 
 
 def _plan_part(

@@ -53,7 +53,7 @@ def matches(rule: Rule, name: str, module_type: str, roles: tuple[str, ...]) -> 
     m = rule.match
     return (
         (m.type is None or m.type == module_type)
-        and (m.role is None or m.role in roles)
+        and m.matches_roles(roles)
         and (m.name is None or fnmatchcase(name, m.name))
     )
 

@@ -10,7 +10,7 @@ DATA_DIR ?= .initium-data
 
 DEBS := $(VENV)/.debs
 
-.PHONY: setup serve test lint typecheck pytest schemas debs clean
+.PHONY: setup serve test lint typecheck pytest schemas debs dist clean
 
 setup: $(STAMP)
 
@@ -57,5 +57,11 @@ test: lint typecheck pytest
 schemas: setup
 	$(BIN)/python -m initium.schemas.export
 
+# The three distributions from this checkout: a wheel and an sdist of each, into dist/ (gitignored).
+# `pip install dist/initium_schemas-*.whl dist/initium_client-*.whl` installs the client alone.
+dist: setup
+	rm -rf dist
+	for pkg in schemas client service; do $(BIN)/python -m build --outdir dist $$pkg || exit 1; done
+
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DATA_DIR) dist .mypy_cache .ruff_cache .pytest_cache

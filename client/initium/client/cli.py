@@ -52,6 +52,7 @@ from initium.schemas.plan import Plan
 from initium.schemas.presets import Preset
 from initium.schemas.report import Report
 from initium.schemas.request import InitRequest
+from initium.schemas.wording import count
 
 EXIT_FAILED, EXIT_INPUT, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -124,15 +125,6 @@ def wrote_line(path: str, progress: Progress, sha256: str) -> str:
     """What `initium init` says of the file it wrote: its tensors, bytes and sha256."""
     tensors, size = count(progress.tensors_total, "tensor"), count(progress.bytes_total, "byte")
     return f"wrote {path}: {tensors}, {size}, sha256 {sha256}"
-
-
-def plural(n: int, word: str) -> str:
-    return word if n == 1 else f"{word}s"
-
-
-def count(n: int, word: str) -> str:
-    """'1 tensor', '2 tensors', '1,024 bytes': a number with its noun in the number's form."""
-    return f"{n:,} {plural(n, word)}"
 
 
 def report_pending_line(status: JobStatus) -> str:

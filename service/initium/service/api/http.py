@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from initium.schemas.errors import ErrorBody, ErrorInfo
 from initium.schemas.locations import NO_INPUT, json_path
+from initium.schemas.wording import count
 from initium.service import errors as e
 from initium.service.api.live import LiveStreamEnded
 
@@ -135,7 +136,7 @@ def describe_validation_error(errors: Sequence[Any], body: Any = None) -> tuple[
         what = first["msg"]
         if "input" in first and not isinstance(first["input"], (dict, list)):
             what += f" (got {excerpt(first['input'])})"
-    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    more = f" (and {count(len(errors) - 1, 'more error')})" if len(errors) > 1 else ""
     return f"{path}: {what}{more}", loc
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from html import escape
 
 from initium.schemas.report import Propagation, Report, TensorStats, depth_layers
+from initium.schemas.wording import count
 from initium.service.api.report_svg import STYLE as PLOT_STYLE
 from initium.service.api.report_svg import depth_lines, histogram_plot, std_scatter
 
@@ -233,7 +234,8 @@ def _provenance(report: Report) -> str:
     return (
         f'<p class="meta">request <code class="hash">{prov.request_id}</code>; seed {prov.seed}, {prov.dtype}, '
         f"{escape(prov.algorithm.id)} v{prov.algorithm.version}, device {escape(prov.device)}.<br>"
-        f"{totals.tensors} tensors, {totals.parameters:,} parameters, {totals.bytes:,} bytes; sha256 "
+        f"{count(totals.tensors, 'tensor')}, {count(totals.parameters, 'parameter')}, "
+        f"{count(totals.bytes, 'byte')}; sha256 "
         f'<code class="hash">{report.artifact.sha256}</code>.<br>'
         f"{prov.timings.total:.2f} s ({stages}).</p>"
     )
@@ -272,7 +274,7 @@ def render_report(report: Report) -> str:
 {_plots(report)}
 {_histograms(report)}
 <h2>Tensors</h2>
-<p>{len(params)} parameter tensors.{finite} Highlighted rows: measured moments beyond sampling error of the
+<p>{count(len(params), "parameter tensor")}.{finite} Highlighted rows: measured moments beyond sampling error of the
 scheme's (hover for why), or values not finite.</p>
 {_parameters(params)}
 {_buffers(buffers)}

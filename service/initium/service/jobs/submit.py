@@ -13,6 +13,7 @@ from initium.schemas.job import JobRecord, JobStatus, Links, Progress
 from initium.schemas.plan import Plan
 from initium.schemas.report import RecordedReport, Report
 from initium.schemas.request import InitRequest
+from initium.schemas.wording import count
 from initium.service.errors import (
     ArtifactCorruptError,
     ConflictError,
@@ -47,7 +48,7 @@ def plan_request(request: InitRequest, limits: Limits, presets: PresetStore) -> 
     if plan.uncovered:
         shown = ", ".join(plan.uncovered[:5]) + (" ..." if len(plan.uncovered) > 5 else "")
         raise RequestInvalidError(
-            f"no rule initializes {len(plan.uncovered)} parameters ({shown}); add a rule that "
+            f"no rule initializes {count(len(plan.uncovered), 'parameter')} ({shown}); add a rule that "
             'matches them, e.g. {"match": {"role": "bias"}, "init": {"scheme": "zeros"}}, or a preset; '
             "POST /v1/plans shows the whole plan",
             ("policy", "rules"),

@@ -10,6 +10,7 @@ from initium.schemas._module import MATRIX_TYPES
 from initium.schemas.presets import Preset
 from initium.schemas.request import InitRequest
 from initium.schemas.spec import Manifest, Spec
+from initium.schemas.wording import count
 from initium.service.errors import LimitExceededError, RequestInvalidError
 from initium.service.identity import ALGORITHM, request_id
 from initium.service.plan import layers_packed  # noqa: F401  (registers recurrent and attention layers)
@@ -155,7 +156,7 @@ def _warnings(uncovered: list[str], unused: list[str], tensors: list[wire.Planne
     warnings = []
     if uncovered:
         shown = ", ".join(uncovered[:10]) + (" ..." if len(uncovered) > 10 else "")
-        warnings.append(f"{len(uncovered)} parameters matched no rule: {shown}")
+        warnings.append(f"{count(len(uncovered), 'parameter')} matched no rule: {shown}")
     warnings += [f"{label} matched no tensor" for label in unused]
     warnings += _unknown_follower_warning(tensors)
     return warnings + [_symmetry_warning(t) for t in tensors if _breaks_no_symmetry(t)]

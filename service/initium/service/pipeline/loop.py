@@ -231,7 +231,7 @@ def run_one(
         # Its weights are published and its report is not: the embedded worker computes reports
         # once no job waits for its weights; or the worker computing it died, or the report failed
         # and the request was submitted again (see [Note: weights first] in pipeline.job).
-        _report_only(store, job_id, device, yield_to)
+        _compute_report(store, job_id, device, yield_to)
         return
     if record.state == "failed":
         # Failed now for having stopped its workers MAX_ATTEMPTS times (or earlier): the attempts
@@ -253,7 +253,8 @@ def run_one(
         logs.job_id.reset(token)
 
 
-def _report_only(store: JobStore, job_id: str, device: torch.device, yield_to: YieldTo | None) -> None:
+def _compute_report(store: JobStore, job_id: str, device: torch.device, yield_to: YieldTo | None) -> None:
+    """A published job's report alone (see run_one), logged with the job's id and how it ended."""
     token = logs.job_id.set(job_id)
     try:
         started = time.perf_counter()
